@@ -1,0 +1,200 @@
+//! The aggregator's configuration file (`threadline-aggregator run --config aggregator.toml`).
+//! Strict and fully reported, like the gateway's; see `docs/configuration.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
+
+/// The whole aggregator configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    #[serde(default)]
+    pub aggregator: AggregatorSection,
+    pub mqtt: MqttSection,
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[aggregator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorSection {
+    /// Names this replica (MQTT client id, logs).
+    #[serde(default = "default_id")]
+    pub id: String,
+    /// Records written per database transaction, at most.
+    #[serde(default = "default_batch_max_records")]
+    pub batch_max_records: usize,
+    /// A partial batch is written after this long.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// MQTT payloads larger than this are refused (dead letter, counted).
+    #[serde(default = "default_max_payload_kb")]
+    pub max_payload_kb: usize,
+}
+
+impl Default for AggregatorSection {
+    fn default() -> Self {
+        AggregatorSection {
+            id: default_id(),
+            batch_max_records: default_batch_max_records(),
+            batch_max_wait_ms: default_batch_max_wait_ms(),
+            max_payload_kb: default_max_payload_kb(),
+        }
+    }
+}
+
+fn default_id() -> String {
+    "agg-1".to_owned()
+}
+fn default_batch_max_records() -> usize {
+    5000
+}
+fn default_batch_max_wait_ms() -> u64 {
+    50
+}
+fn default_max_payload_kb() -> usize {
+    4096
+}
+
+/// `[mqtt]`: an external broker, or the embedded one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// External broker: `mqtt://host:1883` or `mqtts://host:8883`. With `embedded = true`, the
+    /// aggregator connects to its own broker and this is ignored.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Run an MQTT broker (rumqttd) in-process, for one-box installs.
+    #[serde(default)]
+    pub embedded: bool,
+    /// The embedded broker's listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_topic_root")]
+    pub topic_root: String,
+    /// Subscribe as `$share/{group}/…` so that replicas split the load.
+    #[serde(default)]
+    pub shared_group: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:1883".to_owned()
+}
+fn default_topic_root() -> String {
+    threadline_shared::topic::DEFAULT_ROOT.to_owned()
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `postgres://user@host/db` or `sqlite://path/threadline.db`.
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// No tokens = no authentication (loopback installs).
+    #[serde(default)]
+    pub token: Vec<TokenConfig>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { listen: default_http_listen(), token: Vec::new() }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+/// Token scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+/// `[[http.token]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// File holding the token (never inline).
+    pub token_file: PathBuf,
+    pub scope: Scope,
+}
+
+impl AggregatorConfig {
+    pub fn load(path: &Path) -> Result<AggregatorConfig, ConfigErrors> {
+        config::load(path)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<AggregatorConfig, ConfigErrors> {
+        config::parse(file, text)
+    }
+
+    /// True when the database is PostgreSQL (else SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.starts_with("postgres://") || self.database.url.starts_with("postgresql://")
+    }
+}
+
+impl Validate for AggregatorConfig {
+    fn validate(&self, v: &mut Validator<'_>) {
+        let url = &self.database.url;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+            v.error("database.url", format!("{url:?}: expected postgres://… or sqlite://…"));
+        }
+        match (&self.mqtt.url, self.mqtt.embedded) {
+            (None, false) => v.error("mqtt", "set `url` (an external broker) or `embedded = true`"),
+            (Some(u), false) if !(u.starts_with("mqtt://") || u.starts_with("mqtts://")) => {
+                v.error("mqtt.url", format!("{u:?} must start with mqtt:// or mqtts://"));
+            }
+            _ => {}
+        }
+        if self.mqtt.embedded && self.mqtt.listen.parse::<std::net::SocketAddr>().is_err() {
+            v.error("mqtt.listen", format!("{:?} is not a socket address like 127.0.0.1:1883", self.mqtt.listen));
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            v.error("http.listen", format!("{:?} is not a socket address like 127.0.0.1:8080", self.http.listen));
+        }
+        if self.aggregator.batch_max_records == 0 {
+            v.error("aggregator.batch_max_records", "must be at least 1");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.http.token.iter().enumerate() {
+            if !names.insert(t.name.as_str()) {
+                v.error(format!("http.token[{i}].name"), format!("duplicate token name {:?}", t.name));
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Threadline aggregator: MQTT ingest → hash-chained event log → genealogy projections → HTTP API.
+
+pub mod config;

@@ -1,0 +1,7 @@
+//! Threadline line gateway: drivers → tag values → station logic → outbox → MQTT.
+
+pub mod config;
+pub mod drivers;
+pub mod outbox;
+pub mod publish;
+pub mod stations;

@@ -1,0 +1,1 @@
+//! The durable SQLite outbox.

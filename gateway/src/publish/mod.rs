@@ -1,0 +1,1 @@
+//! MQTT delivery with end-to-end acknowledgement.

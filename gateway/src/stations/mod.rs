@@ -1,0 +1,3 @@
+//! Station logic: from tag edges and scans to trace events.
+
+pub mod config;

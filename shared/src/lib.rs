@@ -1,0 +1,18 @@
+//! Threadline contracts shared by the gateway and the aggregator.
+//!
+//! - [`event`]: every trace record type of the MQTT contract, with one canonical JSON form;
+//! - [`envelope`]: the batch envelope, the ack message and the gateway status message;
+//! - [`topic`]: building and parsing `{root}/{plant}/{line}/{gateway}/{records|status|ack}`;
+//! - [`ids`]: GS1 element strings, GS1 Digital Link, GTIN/SSCC check digits, EPC SGTIN-96/SSCC-96;
+//! - [`config`]: strict TOML loading that reports every problem with file, line, column and field.
+
+pub mod config;
+pub mod envelope;
+pub mod event;
+pub mod ids;
+pub mod time;
+pub mod topic;
+
+pub use envelope::{Ack, DeviceHealth, Envelope, GatewayState, Status};
+pub use event::{ItemKind, ItemRef, Record, RecordBody, TagValue};
+pub use topic::{Topic, TopicError, TopicKind};
