@@ -127,7 +127,10 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection { listen: default_http_listen(), token: Vec::new() }
+        HttpSection {
+            listen: default_http_listen(),
+            token: Vec::new(),
+        }
     }
 }
 
@@ -164,28 +167,53 @@ impl AggregatorConfig {
 
     /// True when the database is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
-        self.database.url.starts_with("postgres://") || self.database.url.starts_with("postgresql://")
+        self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://")
     }
 }
 
 impl Validate for AggregatorConfig {
     fn validate(&self, v: &mut Validator<'_>) {
         let url = &self.database.url;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
-            v.error("database.url", format!("{url:?}: expected postgres://… or sqlite://…"));
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            v.error(
+                "database.url",
+                format!("{url:?}: expected postgres://… or sqlite://…"),
+            );
         }
         match (&self.mqtt.url, self.mqtt.embedded) {
-            (None, false) => v.error("mqtt", "set `url` (an external broker) or `embedded = true`"),
+            (None, false) => v.error(
+                "mqtt",
+                "set `url` (an external broker) or `embedded = true`",
+            ),
             (Some(u), false) if !(u.starts_with("mqtt://") || u.starts_with("mqtts://")) => {
-                v.error("mqtt.url", format!("{u:?} must start with mqtt:// or mqtts://"));
+                v.error(
+                    "mqtt.url",
+                    format!("{u:?} must start with mqtt:// or mqtts://"),
+                );
             }
             _ => {}
         }
         if self.mqtt.embedded && self.mqtt.listen.parse::<std::net::SocketAddr>().is_err() {
-            v.error("mqtt.listen", format!("{:?} is not a socket address like 127.0.0.1:1883", self.mqtt.listen));
+            v.error(
+                "mqtt.listen",
+                format!(
+                    "{:?} is not a socket address like 127.0.0.1:1883",
+                    self.mqtt.listen
+                ),
+            );
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            v.error("http.listen", format!("{:?} is not a socket address like 127.0.0.1:8080", self.http.listen));
+            v.error(
+                "http.listen",
+                format!(
+                    "{:?} is not a socket address like 127.0.0.1:8080",
+                    self.http.listen
+                ),
+            );
         }
         if self.aggregator.batch_max_records == 0 {
             v.error("aggregator.batch_max_records", "must be at least 1");
@@ -193,7 +221,10 @@ impl Validate for AggregatorConfig {
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.http.token.iter().enumerate() {
             if !names.insert(t.name.as_str()) {
-                v.error(format!("http.token[{i}].name"), format!("duplicate token name {:?}", t.name));
+                v.error(
+                    format!("http.token[{i}].name"),
+                    format!("duplicate token name {:?}", t.name),
+                );
             }
         }
     }

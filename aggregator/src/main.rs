@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use threadline_aggregator::config::AggregatorConfig;
 
 #[derive(Parser)]
-#[command(name = "threadline-aggregator", version, about = "Threadline aggregator: MQTT ingest, genealogy store, trace API")]
+#[command(
+    name = "threadline-aggregator",
+    version,
+    about = "Threadline aggregator: MQTT ingest, genealogy store, trace API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,15 +34,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } | Command::Run { config } => match AggregatorConfig::load(&config) {
-            Ok(cfg) => {
-                println!("{}: aggregator {} — OK", config.display(), cfg.aggregator.id);
-                ExitCode::SUCCESS
+        Command::Check { config } | Command::Run { config } => {
+            match AggregatorConfig::load(&config) {
+                Ok(cfg) => {
+                    println!(
+                        "{}: aggregator {} — OK",
+                        config.display(),
+                        cfg.aggregator.id
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprint!("{e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprint!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        }
     }
 }

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
 
 pub use crate::drivers::config::{
-    Area, ByteOrder, DataType, DeviceConfig, DeviceKind, Parity, Protocol, ScannerConfig, ScannerKind, TagConfig,
-    Framing,
+    Area, ByteOrder, DataType, DeviceConfig, DeviceKind, Framing, Parity, Protocol, ScannerConfig,
+    ScannerKind, TagConfig,
 };
 pub use crate::stations::config::{PatternConfig, StationConfig};
 
@@ -153,16 +153,26 @@ impl GatewayConfig {
 
 impl Validate for GatewayConfig {
     fn validate(&self, v: &mut Validator<'_>) {
-        for (what, value) in [("gateway.id", &self.gateway.id), ("gateway.plant", &self.gateway.plant), ("gateway.line", &self.gateway.line)] {
+        for (what, value) in [
+            ("gateway.id", &self.gateway.id),
+            ("gateway.plant", &self.gateway.plant),
+            ("gateway.line", &self.gateway.line),
+        ] {
             if let Err(e) = threadline_shared::topic::check_level("id", value) {
                 v.error(what, e.to_string());
             }
         }
         if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            v.error("mqtt.url", format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.url));
+            v.error(
+                "mqtt.url",
+                format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.url),
+            );
         }
         if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
-            v.error("mqtt.client_cert_file", "client_cert_file and client_key_file go together");
+            v.error(
+                "mqtt.client_cert_file",
+                "client_cert_file and client_key_file go together",
+            );
         }
         if self.mqtt.batch_max_records == 0 {
             v.error("mqtt.batch_max_records", "must be at least 1");

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use threadline_gateway::config::GatewayConfig;
 
 #[derive(Parser)]
-#[command(name = "threadline-gateway", version, about = "Threadline line gateway: PLCs and scanners in, trace events out over MQTT")]
+#[command(
+    name = "threadline-gateway",
+    version,
+    about = "Threadline line gateway: PLCs and scanners in, trace events out over MQTT"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

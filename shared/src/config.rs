@@ -33,9 +33,17 @@ impl fmt::Display for ConfigError {
         match (self.line, self.field.is_empty()) {
             (0, true) => write!(f, "{}: {}", self.file, self.message),
             (0, false) => write!(f, "{}: {}: {}", self.file, self.field, self.message),
-            (_, true) => write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message),
+            (_, true) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            ),
             (_, false) => {
-                write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.field, self.message)
+                write!(
+                    f,
+                    "{}:{}:{}: {}: {}",
+                    self.file, self.line, self.column, self.field, self.message
+                )
             }
         }
     }
@@ -48,7 +56,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} problem{} in the configuration:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} problem{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }
@@ -121,9 +133,18 @@ pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str) -> Result<T
         let err = match toml::from_str::<T>(&work) {
             Ok(value) if problems.is_empty() => {
                 let entries = document_entries(text);
-                let mut v = Validator { file, text, entries: &entries, problems: Vec::new() };
+                let mut v = Validator {
+                    file,
+                    text,
+                    entries: &entries,
+                    problems: Vec::new(),
+                };
                 value.validate(&mut v);
-                return if v.problems.is_empty() { Ok(value) } else { Err(ConfigErrors(v.problems)) };
+                return if v.problems.is_empty() {
+                    Ok(value)
+                } else {
+                    Err(ConfigErrors(v.problems))
+                };
             }
             Ok(_) => break,
             Err(e) => e,
@@ -139,15 +160,27 @@ pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str) -> Result<T
         let entries = document_entries(&work);
         let at = span.as_ref().map(|s| s.start).unwrap_or(0);
         let entry = innermost_entry(&entries, at);
-        let (line, column) = if span.is_some() { line_col(text, at) } else { (0, 0) };
+        let (line, column) = if span.is_some() {
+            line_col(text, at)
+        } else {
+            (0, 0)
+        };
         let field = entry.map(|e| e.path.clone()).unwrap_or_default();
         // A missing field in a table whose other key we already removed is a consequence of
         // that first problem, not a new one.
         let consequence = message.starts_with("missing field")
-            && problems.iter().any(|p| !field.is_empty() && p.field.starts_with(&field) && p.field != field);
+            && problems
+                .iter()
+                .any(|p| !field.is_empty() && p.field.starts_with(&field) && p.field != field);
         let missing = message.starts_with("missing field");
         if !consequence {
-            problems.push(ConfigError { file: file.to_owned(), line, column, field, message });
+            problems.push(ConfigError {
+                file: file.to_owned(),
+                line,
+                column,
+                field,
+                message,
+            });
         }
         match entry {
             // A missing field cannot be blanked away; removing the whole table instead would
@@ -155,9 +188,17 @@ pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str) -> Result<T
             Some(_) if missing => break,
             Some(e) if span.is_some() => {
                 // The key itself and, for a [table] or [[array]] header, every key beneath it.
-                let below = |p: &str| p == e.path || p.starts_with(&format!("{}.", e.path)) || p.starts_with(&format!("{}[", e.path));
+                let below = |p: &str| {
+                    p == e.path
+                        || p.starts_with(&format!("{}.", e.path))
+                        || p.starts_with(&format!("{}[", e.path))
+                };
                 for d in entries.iter().filter(|d| below(&d.path)) {
-                    blank(&mut work, d.key_span.start.min(d.value_span.start)..d.key_span.end.max(d.value_span.end));
+                    blank(
+                        &mut work,
+                        d.key_span.start.min(d.value_span.start)
+                            ..d.key_span.end.max(d.value_span.end),
+                    );
                 }
             }
             _ => break,
@@ -194,8 +235,16 @@ fn document_entries(text: &str) -> Vec<Entry> {
 
 fn walk_table(t: &DeTable<'_>, prefix: &str, out: &mut Vec<Entry>) {
     for (k, v) in t.iter() {
-        let path = if prefix.is_empty() { k.get_ref().to_string() } else { format!("{prefix}.{}", k.get_ref()) };
-        out.push(Entry { path: path.clone(), key_span: k.span(), value_span: v.span() });
+        let path = if prefix.is_empty() {
+            k.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", k.get_ref())
+        };
+        out.push(Entry {
+            path: path.clone(),
+            key_span: k.span(),
+            value_span: v.span(),
+        });
         walk_value(v, &path, out);
     }
 }
@@ -206,7 +255,11 @@ fn walk_value(v: &toml::Spanned<DeValue<'_>>, path: &str, out: &mut Vec<Entry>) 
         DeValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let p = format!("{path}[{i}]");
-                out.push(Entry { path: p.clone(), key_span: item.span(), value_span: item.span() });
+                out.push(Entry {
+                    path: p.clone(),
+                    key_span: item.span(),
+                    value_span: item.span(),
+                });
                 walk_value(item, &p, out);
             }
         }
@@ -218,7 +271,9 @@ fn walk_value(v: &toml::Spanned<DeValue<'_>>, path: &str, out: &mut Vec<Entry>) 
 fn innermost_entry(entries: &[Entry], at: usize) -> Option<&Entry> {
     entries
         .iter()
-        .filter(|e| e.key_span.contains(&at) || e.value_span.contains(&at) || e.key_span.start == at)
+        .filter(|e| {
+            e.key_span.contains(&at) || e.value_span.contains(&at) || e.key_span.start == at
+        })
         .min_by_key(|e| {
             let start = e.key_span.start.min(e.value_span.start);
             let end = e.key_span.end.max(e.value_span.end);
@@ -242,8 +297,10 @@ fn locate_path(entries: &[Entry], path: &str) -> Option<usize> {
 fn blank(work: &mut String, range: Range<usize>) {
     let end = range.end.min(work.len());
     let start = range.start.min(end);
-    let replaced: String =
-        work[start..end].chars().map(|c| if c == '\n' || c == '\r' { c } else { ' ' }).collect();
+    let replaced: String = work[start..end]
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { c } else { ' ' })
+        .collect();
     // Non-ASCII characters become one space each; pad so that later offsets do not move.
     let pad = (end - start).saturating_sub(replaced.len());
     work.replace_range(start..end, &(replaced + &" ".repeat(pad)));
@@ -254,7 +311,12 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -265,6 +327,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
     #[serde(deny_unknown_fields)]
     struct Doc {
         gateway: Gw,
@@ -272,6 +335,7 @@ mod tests {
         device: Vec<Dev>,
     }
     #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
     #[serde(deny_unknown_fields)]
     struct Gw {
         id: String,
@@ -279,6 +343,7 @@ mod tests {
         buffer_max_mb: u64,
     }
     #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
     #[serde(deny_unknown_fields)]
     struct Dev {
         id: String,
@@ -286,6 +351,7 @@ mod tests {
         tag: Vec<Tag>,
     }
     #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
     #[serde(deny_unknown_fields)]
     struct Tag {
         name: String,
@@ -310,14 +376,30 @@ mod tests {
         assert_eq!(errs.len(), 3, "{shown:#?}");
         assert_eq!(errs[0].field, "gateway.buffer_max_mb");
         assert_eq!((errs[0].line, errs[0].column), (3, 17));
-        assert!(errs[0].message.contains("invalid type"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("invalid type"),
+            "{}",
+            errs[0].message
+        );
         assert_eq!(errs[1].field, "device[0].tag[0].scan_msec");
         assert_eq!((errs[1].line, errs[1].column), (9, 3));
-        assert!(errs[1].message.contains("unknown field `scan_msec`"), "{}", errs[1].message);
-        assert!(errs[1].message.contains("scan_ms"), "lists the expected fields: {}", errs[1].message);
+        assert!(
+            errs[1].message.contains("unknown field `scan_msec`"),
+            "{}",
+            errs[1].message
+        );
+        assert!(
+            errs[1].message.contains("scan_ms"),
+            "lists the expected fields: {}",
+            errs[1].message
+        );
         assert_eq!(errs[2].field, "device[1].colour");
         assert_eq!(errs[2].line, 13);
-        assert!(shown[1].starts_with("line-1.toml:9:3: device[0].tag[0].scan_msec: unknown field"), "{}", shown[1]);
+        assert!(
+            shown[1].starts_with("line-1.toml:9:3: device[0].tag[0].scan_msec: unknown field"),
+            "{}",
+            shown[1]
+        );
     }
 
     #[test]
@@ -325,7 +407,10 @@ mod tests {
         let text = "[gateway]\nid = \"gw\"\n[[device]]\nid = \"\"\n";
         let errs = parse::<Doc>("c.toml", text).unwrap_err().0;
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].to_string(), "c.toml:4:1: device[0].id: must not be empty");
+        assert_eq!(
+            errs[0].to_string(),
+            "c.toml:4:1: device[0].id: must not be empty"
+        );
     }
 
     #[test]
@@ -337,9 +422,18 @@ mod tests {
 
     #[test]
     fn missing_required_field_names_the_table() {
-        let errs = parse::<Doc>("c.toml", "[gateway]\nid = \"g\"\n[[device]]\n[[device.tag]]\nname = \"t\"\n").unwrap_err().0;
+        let errs = parse::<Doc>(
+            "c.toml",
+            "[gateway]\nid = \"g\"\n[[device]]\n[[device.tag]]\nname = \"t\"\n",
+        )
+        .unwrap_err()
+        .0;
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].message.contains("missing field `id`"), "{:?}", errs[0]);
+        assert!(
+            errs[0].message.contains("missing field `id`"),
+            "{:?}",
+            errs[0]
+        );
         assert_eq!(errs[0].field, "device[0]");
     }
 }

@@ -53,7 +53,10 @@ impl Ack {
 
     /// How many seqs the ranges cover.
     pub fn count(&self) -> u64 {
-        self.ranges.iter().map(|[a, b]| b.saturating_sub(*a) + 1).sum()
+        self.ranges
+            .iter()
+            .map(|[a, b]| b.saturating_sub(*a) + 1)
+            .sum()
     }
 }
 

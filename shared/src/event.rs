@@ -301,11 +301,7 @@ pub struct OperationCompleted {
     pub operator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe: Option<String>,
-    #[serde(
-        default,
-        with = "rfc3339_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
     pub result: Verdict,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,7 +325,12 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 4] = [ItemKind::Unit, ItemKind::Lot, ItemKind::Container, ItemKind::Shipment];
+    pub const ALL: [ItemKind; 4] = [
+        ItemKind::Unit,
+        ItemKind::Lot,
+        ItemKind::Container,
+        ItemKind::Shipment,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -371,7 +372,10 @@ pub struct ItemRef {
 
 impl ItemRef {
     pub fn new(kind: ItemKind, id: impl Into<String>) -> Self {
-        ItemRef { kind, id: id.into() }
+        ItemRef {
+            kind,
+            id: id.into(),
+        }
     }
 }
 

@@ -26,7 +26,9 @@ pub fn format(ts: &Timestamp) -> String {
 
 /// Parses any RFC 3339 timestamp (any offset) and converts it to canonical UTC.
 pub fn parse(s: &str) -> Result<Timestamp, chrono::ParseError> {
-    Ok(canonical(DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc)))
+    Ok(canonical(
+        DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc),
+    ))
 }
 
 /// `#[serde(with = "threadline_shared::time::rfc3339")]`
@@ -39,7 +41,9 @@ pub mod rfc3339 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        parse(&s).map_err(|e| serde::de::Error::custom(format_args!("bad RFC 3339 timestamp {s:?}: {e}")))
+        parse(&s).map_err(|e| {
+            serde::de::Error::custom(format_args!("bad RFC 3339 timestamp {s:?}: {e}"))
+        })
     }
 }
 
@@ -57,8 +61,9 @@ pub mod rfc3339_opt {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
         let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
         s.map(|s| {
-            parse(&s)
-                .map_err(|e| serde::de::Error::custom(format_args!("bad RFC 3339 timestamp {s:?}: {e}")))
+            parse(&s).map_err(|e| {
+                serde::de::Error::custom(format_args!("bad RFC 3339 timestamp {s:?}: {e}"))
+            })
         })
         .transpose()
     }

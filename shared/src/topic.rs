@@ -43,12 +43,18 @@ pub struct Topic {
 pub enum TopicError {
     #[error("topic {topic:?} does not start with the root {root:?}/")]
     WrongRoot { topic: String, root: String },
-    #[error("topic {topic:?} has {found} levels after the root, expected 4: plant/line/gateway/kind")]
+    #[error(
+        "topic {topic:?} has {found} levels after the root, expected 4: plant/line/gateway/kind"
+    )]
     WrongLevelCount { topic: String, found: usize },
     #[error("topic {topic:?}: unknown kind {kind:?}, expected one of records, status, ack")]
     UnknownKind { topic: String, kind: String },
     #[error("{what} {value:?} is not a valid topic level: {reason}")]
-    BadLevel { what: &'static str, value: String, reason: &'static str },
+    BadLevel {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 /// Checks that `value` can be one topic level (used for plant, line and gateway ids).
@@ -67,7 +73,11 @@ pub fn check_level(what: &'static str, value: &str) -> Result<(), TopicError> {
         None
     };
     match reason {
-        Some(reason) => Err(TopicError::BadLevel { what, value: value.to_owned(), reason }),
+        Some(reason) => Err(TopicError::BadLevel {
+            what,
+            value: value.to_owned(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
@@ -99,17 +109,26 @@ impl Topic {
         let rest = topic
             .strip_prefix(root)
             .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(|| TopicError::WrongRoot { topic: topic.to_owned(), root: root.to_owned() })?;
+            .ok_or_else(|| TopicError::WrongRoot {
+                topic: topic.to_owned(),
+                root: root.to_owned(),
+            })?;
         let levels: Vec<&str> = rest.split('/').collect();
         let [plant, line, gateway, kind] = levels[..] else {
-            return Err(TopicError::WrongLevelCount { topic: topic.to_owned(), found: levels.len() });
+            return Err(TopicError::WrongLevelCount {
+                topic: topic.to_owned(),
+                found: levels.len(),
+            });
         };
         let kind = match kind {
             "records" => TopicKind::Records,
             "status" => TopicKind::Status,
             "ack" => TopicKind::Ack,
             other => {
-                return Err(TopicError::UnknownKind { topic: topic.to_owned(), kind: other.to_owned() });
+                return Err(TopicError::UnknownKind {
+                    topic: topic.to_owned(),
+                    kind: other.to_owned(),
+                });
             }
         };
         Topic::new(root, plant, line, gateway, kind)
@@ -117,7 +136,10 @@ impl Topic {
 
     /// The same gateway's topic of another kind.
     pub fn with_kind(&self, kind: TopicKind) -> Topic {
-        Topic { kind, ..self.clone() }
+        Topic {
+            kind,
+            ..self.clone()
+        }
     }
 
     /// The subscription filter for every gateway's messages of `kind` under `root`
@@ -133,7 +155,15 @@ impl Topic {
 
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}/{}/{}", self.root, self.plant, self.line, self.gateway, self.kind.as_str())
+        write!(
+            f,
+            "{}/{}/{}/{}/{}",
+            self.root,
+            self.plant,
+            self.line,
+            self.gateway,
+            self.kind.as_str()
+        )
     }
 }
 
@@ -143,11 +173,21 @@ mod tests {
 
     #[test]
     fn builds_and_parses() {
-        let t = Topic::new(DEFAULT_ROOT, "plant-a", "line-1", "gw-line-1", TopicKind::Records).unwrap();
+        let t = Topic::new(
+            DEFAULT_ROOT,
+            "plant-a",
+            "line-1",
+            "gw-line-1",
+            TopicKind::Records,
+        )
+        .unwrap();
         let s = t.to_string();
         assert_eq!(s, "threadline/v1/plant-a/line-1/gw-line-1/records");
         assert_eq!(Topic::parse(DEFAULT_ROOT, &s).unwrap(), t);
-        assert_eq!(t.with_kind(TopicKind::Ack).to_string(), "threadline/v1/plant-a/line-1/gw-line-1/ack");
+        assert_eq!(
+            t.with_kind(TopicKind::Ack).to_string(),
+            "threadline/v1/plant-a/line-1/gw-line-1/ack"
+        );
     }
 
     #[test]
@@ -157,7 +197,10 @@ mod tests {
             ("threadline/v1/p/l/records", "has 3 levels"),
             ("threadline/v1/p/l/g/x/records", "has 5 levels"),
             ("threadline/v1/p/l/g/recordz", "unknown kind \"recordz\""),
-            ("threadline/v1/p//g/records", "line \"\" is not a valid topic level: it is empty"),
+            (
+                "threadline/v1/p//g/records",
+                "line \"\" is not a valid topic level: it is empty",
+            ),
             ("threadline/v1/p/l/+/records", "wildcard"),
             ("threadline/v1/$p/l/g/records", "starts with '$'"),
         ];
@@ -169,7 +212,10 @@ mod tests {
 
     #[test]
     fn filters() {
-        assert_eq!(Topic::filter("threadline/v1/", TopicKind::Records, None), "threadline/v1/+/+/+/records");
+        assert_eq!(
+            Topic::filter("threadline/v1/", TopicKind::Records, None),
+            "threadline/v1/+/+/+/records"
+        );
         assert_eq!(
             Topic::filter("threadline/v1", TopicKind::Records, Some("threadline")),
             "$share/threadline/threadline/v1/+/+/+/records"

@@ -206,9 +206,18 @@ impl DeviceConfig {
     /// The typed view; `None` only for a config that failed validation.
     pub fn kind(&self) -> Option<DeviceKind<'_>> {
         match self.protocol {
-            Protocol::ModbusTcp => self.address.as_deref().map(|address| DeviceKind::ModbusTcp { address }),
-            Protocol::ModbusRtu => self.port.as_deref().map(|port| DeviceKind::ModbusRtu { port }),
-            Protocol::OpcUa => self.endpoint.as_deref().map(|endpoint| DeviceKind::OpcUa { endpoint }),
+            Protocol::ModbusTcp => self
+                .address
+                .as_deref()
+                .map(|address| DeviceKind::ModbusTcp { address }),
+            Protocol::ModbusRtu => self
+                .port
+                .as_deref()
+                .map(|port| DeviceKind::ModbusRtu { port }),
+            Protocol::OpcUa => self
+                .endpoint
+                .as_deref()
+                .map(|endpoint| DeviceKind::OpcUa { endpoint }),
         }
     }
 }
@@ -270,11 +279,17 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
     for (i, d) in cfg.device.iter().enumerate() {
         let at = format!("device[{i}]");
         if !device_ids.insert(d.id.as_str()) {
-            v.error(format!("{at}.id"), format!("duplicate device id {:?}", d.id));
+            v.error(
+                format!("{at}.id"),
+                format!("duplicate device id {:?}", d.id),
+            );
         }
         let needs = |v: &mut Validator<'_>, present: bool, key: &str, proto: &str| {
             if !present {
-                v.error(format!("{at}.{key}"), format!("missing field `{key}`, required for protocol = \"{proto}\""));
+                v.error(
+                    format!("{at}.{key}"),
+                    format!("missing field `{key}`, required for protocol = \"{proto}\""),
+                );
             }
         };
         match d.protocol {
@@ -283,30 +298,54 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
             Protocol::OpcUa => needs(v, d.endpoint.is_some(), "endpoint", "opcua"),
         }
         if d.protocol != Protocol::OpcUa && !(1..=125).contains(&d.max_registers_per_read) {
-            v.error(format!("{at}.max_registers_per_read"), "must be between 1 and 125");
+            v.error(
+                format!("{at}.max_registers_per_read"),
+                "must be between 1 and 125",
+            );
         }
         for (j, t) in d.tag.iter().enumerate() {
             let tat = format!("{at}.tag[{j}]");
             if !tag_names.insert(t.name.as_str()) {
-                v.error(format!("{tat}.name"), format!("duplicate tag name {:?} (tag names are unique within the gateway)", t.name));
+                v.error(
+                    format!("{tat}.name"),
+                    format!(
+                        "duplicate tag name {:?} (tag names are unique within the gateway)",
+                        t.name
+                    ),
+                );
             }
             match d.protocol {
                 Protocol::ModbusTcp | Protocol::ModbusRtu => {
                     if t.area.is_none() {
-                        v.error(format!("{tat}.area"), "missing field `area`, expected one of coil, discrete, input, holding");
+                        v.error(
+                            format!("{tat}.area"),
+                            "missing field `area`, expected one of coil, discrete, input, holding",
+                        );
                     }
                     if t.address.is_none() {
-                        v.error(format!("{tat}.address"), "missing field `address` (0-based protocol address)");
+                        v.error(
+                            format!("{tat}.address"),
+                            "missing field `address` (0-based protocol address)",
+                        );
                     }
                     if t.node_id.is_some() {
-                        v.error(format!("{tat}.node_id"), "node_id is for opcua devices; Modbus tags use area and address");
+                        v.error(
+                            format!("{tat}.node_id"),
+                            "node_id is for opcua devices; Modbus tags use area and address",
+                        );
                     }
                     let bit_area = matches!(t.area, Some(Area::Coil | Area::Discrete));
                     if bit_area && t.data_type.is_some_and(|ty| ty != DataType::Bool) {
-                        v.error(format!("{tat}.type"), "coils and discrete inputs are single bits: type must be \"bool\"");
+                        v.error(
+                            format!("{tat}.type"),
+                            "coils and discrete inputs are single bits: type must be \"bool\"",
+                        );
                     }
                     if t.data_type == Some(DataType::String) && t.length.is_none_or(|l| l == 0) {
-                        v.error(format!("{tat}.length"), "type = \"string\" needs length (registers, ≥ 1)");
+                        v.error(
+                            format!("{tat}.length"),
+                            "type = \"string\" needs length (registers, ≥ 1)",
+                        );
                     }
                     if t.scan_ms == 0 {
                         v.error(format!("{tat}.scan_ms"), "must be at least 1");
@@ -317,7 +356,10 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
                         v.error(format!("{tat}.node_id"), "missing field `node_id`, required for opcua tags (e.g. \"ns=2;s=Oven.Temp\")");
                     }
                     if t.area.is_some() || t.address.is_some() {
-                        v.error(format!("{tat}.area"), "area/address are for Modbus devices; opcua tags use node_id");
+                        v.error(
+                            format!("{tat}.area"),
+                            "area/address are for Modbus devices; opcua tags use node_id",
+                        );
                     }
                 }
             }
@@ -326,21 +368,31 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
             }
         }
     }
-    let station_ids: std::collections::HashSet<&str> = cfg.station.iter().map(|s| s.id.as_str()).collect();
+    let station_ids: std::collections::HashSet<&str> =
+        cfg.station.iter().map(|s| s.id.as_str()).collect();
     let mut scanner_ids = std::collections::HashSet::new();
     for (i, s) in cfg.scanner.iter().enumerate() {
         if !scanner_ids.insert(s.id.as_str()) {
-            v.error(format!("scanner[{i}].id"), format!("duplicate scanner id {:?}", s.id));
+            v.error(
+                format!("scanner[{i}].id"),
+                format!("duplicate scanner id {:?}", s.id),
+            );
         }
         if !station_ids.contains(s.station.as_str()) {
             let mut known: Vec<&str> = station_ids.iter().copied().collect();
             known.sort_unstable();
-            v.error(format!("scanner[{i}].station"), format!("unknown station {:?}, expected one of {known:?}", s.station));
+            v.error(
+                format!("scanner[{i}].station"),
+                format!("unknown station {:?}, expected one of {known:?}", s.station),
+            );
         }
     }
 }
 
 /// Every tag name of the config, for station checks.
 pub fn tag_names(cfg: &GatewayConfig) -> std::collections::HashSet<&str> {
-    cfg.device.iter().flat_map(|d| d.tag.iter().map(|t| t.name.as_str())).collect()
+    cfg.device
+        .iter()
+        .flat_map(|d| d.tag.iter().map(|t| t.name.as_str()))
+        .collect()
 }

@@ -1,3 +1,92 @@
 //! Acquisition drivers: Modbus TCP/RTU, OPC UA, serial barcode / RFID readers.
+//!
+//! One contract for all of them: a driver task gets a [`DriverContext`] (where to send values
+//! and scans, the shutdown signal, its metrics) and runs until shutdown, recovering from every
+//! peer failure by itself (tags go `bad` with the reason while the device is unreachable).
+//! The runtime dispatches on [`crate::config::DeviceKind`] with one exhaustive `match`.
 
 pub mod config;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use threadline_shared::event::{Quality, TagValue};
+use threadline_shared::time::Timestamp;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A tag's new value (or its loss) as a driver saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagUpdate {
+    pub device: String,
+    pub tag: String,
+    /// `None` when no value could be read (quality is then `bad`).
+    pub value: Option<TagValue>,
+    pub quality: Quality,
+    /// Why the quality is not good.
+    pub error: Option<String>,
+    /// Source time (the PLC's / OPC UA server's when it gives one, else the poll time).
+    pub ts: Timestamp,
+}
+
+/// One line read from a barcode / RFID reader, before classification by the station logic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawScan {
+    pub scanner: String,
+    pub station: String,
+    /// The code as read, framing removed (may contain ASCII 29 group separators).
+    pub raw: String,
+    /// True for an RFID reader (the code is EPC hex).
+    pub rfid: bool,
+    pub ts: Timestamp,
+    /// Set when the line could not be used as a code at all (too long, not UTF-8, …).
+    pub error: Option<String>,
+}
+
+/// Counters of one device or reader, exported as Prometheus metrics and in the status message.
+#[derive(Debug, Default)]
+pub struct DeviceMetrics {
+    pub polls: AtomicU64,
+    pub errors: AtomicU64,
+    /// Unix milliseconds of the last fully good poll / data change (0 = never).
+    pub last_ok_ms: AtomicU64,
+    /// Round-trip time of the last request, microseconds.
+    pub last_rtt_us: AtomicU64,
+    pub values: AtomicU64,
+    /// Last error text, for status and logs.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl DeviceMetrics {
+    pub fn record_ok(&self, rtt_us: u64) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.last_rtt_us.store(rtt_us, Ordering::Relaxed);
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        self.last_ok_ms.store(now, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+
+    pub fn record_error(&self, error: impl Into<String>) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error.into());
+        }
+    }
+}
+
+/// What every driver task gets.
+#[derive(Clone)]
+pub struct DriverContext {
+    /// Tag values out (bounded: a slow consumer slows the poll loop, it never grows memory).
+    pub out: mpsc::Sender<TagUpdate>,
+    /// Scans out (readers only).
+    pub scans: mpsc::Sender<RawScan>,
+    /// Cancelled when the gateway shuts down; a driver returns promptly after it.
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<DeviceMetrics>,
+    /// The gateway's data directory (OPC UA client certificate lives here).
+    pub data_dir: std::path::PathBuf,
+}

@@ -142,10 +142,16 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
     for (i, p) in cfg.pattern.iter().enumerate() {
         match (&p.regex, &p.gs1_ai) {
             (None, None) => v.error(format!("pattern[{i}]"), "needs `regex` or `gs1_ai`"),
-            (Some(_), Some(_)) => v.error(format!("pattern[{i}].gs1_ai"), "give `regex` or `gs1_ai`, not both"),
+            (Some(_), Some(_)) => v.error(
+                format!("pattern[{i}].gs1_ai"),
+                "give `regex` or `gs1_ai`, not both",
+            ),
             (Some(r), None) => {
                 if let Err(e) = regex::Regex::new(r) {
-                    v.error(format!("pattern[{i}].regex"), format!("invalid regular expression: {e}"));
+                    v.error(
+                        format!("pattern[{i}].regex"),
+                        format!("invalid regular expression: {e}"),
+                    );
                 }
             }
             (None, Some(_)) => {}
@@ -156,11 +162,17 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
     for (i, s) in cfg.station.iter().enumerate() {
         let at = format!("station[{i}]");
         if !ids.insert(s.id.as_str()) {
-            v.error(format!("{at}.id"), format!("duplicate station id {:?}", s.id));
+            v.error(
+                format!("{at}.id"),
+                format!("duplicate station id {:?}", s.id),
+            );
         }
         let check = |v: &mut Validator<'_>, path: String, tag: &str| {
             if !tags.contains(tag) {
-                v.error(path, format!("unknown tag {tag:?}: no [[device.tag]] has this name"));
+                v.error(
+                    path,
+                    format!("unknown tag {tag:?}: no [[device.tag]] has this name"),
+                );
             }
         };
         if let Some(t) = &s.complete_on {

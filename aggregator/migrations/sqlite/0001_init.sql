@@ -1,0 +1,1 @@
+-- placeholder until the SQLite schema lands; see ../postgres/0001_init.sql

@@ -1,0 +1,28 @@
+//! The HTTP API: `pub fn router(state) -> Router`, one error type.
+//!
+//! Routes are grouped by concern: `ops` (health, metrics, gateways, events, audit, master data —
+//! the ingest side) and `trace` (unit report, trace, recall, operations, readings — the query
+//! side). `openapi` merges both groups' utoipa descriptions.
+
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::store::Db;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    /// Shared with ingest: health, counters and per-gateway lag for `/healthz` and `/metrics`.
+    pub ingest: Arc<crate::ingest::IngestStats>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new().with_state(state)
+}
