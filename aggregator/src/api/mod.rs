@@ -5,6 +5,8 @@
 //! side). `openapi` merges both groups' utoipa descriptions.
 
 pub mod error;
+pub mod ops;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -24,5 +26,8 @@ pub struct AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new().with_state(state)
+    Router::new()
+        .merge(ops::routes())
+        .merge(trace::routes())
+        .with_state(state)
 }

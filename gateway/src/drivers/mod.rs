@@ -90,3 +90,26 @@ pub struct DriverContext {
     /// The gateway's data directory (OPC UA client certificate lives here).
     pub data_dir: std::path::PathBuf,
 }
+
+pub mod modbus;
+pub mod opcua;
+pub mod serial;
+
+/// Starts the driver task of one device: the one place where protocols are dispatched.
+pub fn spawn_device(cfg: &config::DeviceConfig, ctx: DriverContext) -> tokio::task::JoinHandle<()> {
+    let cfg = cfg.clone();
+    match cfg.protocol {
+        config::Protocol::ModbusTcp | config::Protocol::ModbusRtu => {
+            tokio::spawn(modbus::run_device(cfg, ctx))
+        }
+        config::Protocol::OpcUa => tokio::spawn(opcua::run_device(cfg, ctx)),
+    }
+}
+
+/// Starts the reader task of one scanner.
+pub fn spawn_scanner(
+    cfg: &config::ScannerConfig,
+    ctx: DriverContext,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(serial::run_scanner(cfg.clone(), ctx))
+}

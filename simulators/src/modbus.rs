@@ -1,0 +1,1 @@
+//! modbus simulator (placeholder).
