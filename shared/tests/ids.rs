@@ -421,3 +421,90 @@ fn epc_errors() {
     assert!(parse_epc_uri("urn:epc:id:sgtin:0614141.812345.06789").is_err());
     assert!(parse_epc_uri("urn:epc:id:sgtin:0614141.81234.6789").is_err());
 }
+
+#[test]
+fn garbage_never_panics() {
+    // Deterministic pseudo-random inputs built from the characters that matter to the parsers:
+    // digits, GS, parentheses, symbology prefixes, URI punctuation, multi-byte characters.
+    const PIECES: [&str; 24] = [
+        "0",
+        "1",
+        "7",
+        "9",
+        "01",
+        "00",
+        "10",
+        "17",
+        "310",
+        "\u{1d}",
+        "(",
+        ")",
+        "]C1",
+        "]d2",
+        "é",
+        "€",
+        "%",
+        "%2",
+        "/",
+        "?",
+        "=",
+        "&",
+        "https://x/",
+        "A",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let n = (next() % 12) as usize;
+        let s: String = (0..n)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        let _ = parse_gs1(&s);
+        let _ = parse_element_string(&s);
+        let _ = parse_digital_link(&s);
+        let _ = decode_epc_hex(&s);
+        let _ = parse_epc_uri(&s);
+        let _ = Gs1Element::new(s.clone(), "123456").measure();
+    }
+    for ai in ["12é", "é12", "31é"] {
+        assert_eq!(Gs1Element::new(ai, "000100").measure(), None);
+    }
+}
+
+#[test]
+fn every_decodable_epc_encodes_back_to_itself() {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut decoded = 0;
+    for i in 0..50_000u32 {
+        let header: u128 = if i % 2 == 0 { 0x30 } else { 0x31 };
+        let mut bits = (header << 88) | ((u128::from(next()) << 24) & ((1u128 << 88) - 1));
+        bits |= u128::from(next() & 0xFF_FFFF);
+        if header == 0x31 {
+            bits &= !0xFF_FFFF; // unallocated bits are ignored on decode, zero on encode
+        }
+        let hex = format!("{bits:024X}");
+        if let Ok(epc) = decode_epc_hex(&hex) {
+            decoded += 1;
+            assert_eq!(epc.encode_hex().unwrap(), hex);
+            assert_eq!(parse_epc_uri(&epc.tag_uri()).unwrap(), epc);
+            if let Epc::Sgtin96(s) = &epc {
+                validate_gtin(&s.gtin()).unwrap();
+            }
+            if let Epc::Sscc96(s) = &epc {
+                validate_sscc(&s.sscc()).unwrap();
+            }
+        }
+    }
+    assert!(decoded > 10_000, "only {decoded} decodable");
+}

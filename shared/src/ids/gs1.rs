@@ -110,7 +110,7 @@ impl Gs1Element {
     /// For a measure AI (`310n` … `369n`), the value with its `n` implied decimals applied:
     /// `3103` + `001250` → 1.25. `None` for any other AI.
     pub fn measure(&self) -> Option<f64> {
-        if self.ai.len() != 4 || !is_measure_prefix(&self.ai[..3]) {
+        if self.ai.len() != 4 || !self.ai.is_ascii() || !is_measure_prefix(&self.ai[..3]) {
             return None;
         }
         let decimals = self.ai[3..].parse::<i32>().ok()?;
@@ -318,7 +318,8 @@ pub(crate) fn lookup(ai: &str) -> Option<AiDef> {
         return Some(*d);
     }
     let b = ai.as_bytes();
-    if b.len() == 4 && is_measure_prefix(&ai[..3]) && (b'0'..=b'5').contains(&b[3]) {
+    if b.len() == 4 && ai.is_ascii() && is_measure_prefix(&ai[..3]) && (b'0'..=b'5').contains(&b[3])
+    {
         return Some(MEASURE);
     }
     None
