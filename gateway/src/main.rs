@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use threadline_gateway::config::GatewayConfig;
 
+mod probe;
+
 #[derive(Parser)]
 #[command(
     name = "threadline-gateway",
@@ -29,11 +31,15 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Read raw Modbus registers and print every interpretation
+    /// (u16/i16/u32/i32/f32/f64 in ABCD, CDAB, BADC, DCBA).
+    Probe(probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Probe(args) => probe::run_probe(args),
         Command::Check { config } | Command::Run { config } => match GatewayConfig::load(&config) {
             Ok(cfg) => {
                 println!(
@@ -46,6 +52,9 @@ fn main() -> ExitCode {
                     cfg.scanner.len(),
                     cfg.station.len()
                 );
+                if !probe::print_read_plans(&cfg) {
+                    return ExitCode::from(2);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
