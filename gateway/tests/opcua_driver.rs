@@ -7,7 +7,7 @@ use std::time::Duration;
 use threadline_gateway::drivers::config::DeviceConfig;
 use threadline_gateway::drivers::{DeviceMetrics, DriverContext, TagUpdate, opcua};
 use threadline_shared::event::{Quality, TagValue};
-use threadline_simulators::opcua::{SimOpcUa, SimOpcUaConfig, SimValue};
+use threadline_simulators::opcua::{OpcUaStatus, SimOpcUa, SimOpcUaConfig, SimValue};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -281,7 +281,18 @@ sampling_ms = 50
         u.tag == "count" && u.quality == Quality::Bad
     })
     .await;
-    assert!(dev.metrics.errors.load(Ordering::Relaxed) >= 1);
+    eprintln!("outage reported as: {:?}", bad.error);
+
+    // Failed reconnects are counted but the tags are reported bad only once per outage.
+    let deadline = std::time::Instant::now() + WAIT;
+    while dev.metrics.errors.load(Ordering::Relaxed) < 3 {
+        assert!(std::time::Instant::now() < deadline, "reconnect attempts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        dev.rx.try_recv().is_err(),
+        "no repeated bad updates while the server stays down"
+    );
 
     // Values changed while the server was down appear after it is back.
     sim.set("Oven.Zone1.Temperature", SimValue::Double(42.0))
@@ -410,6 +421,7 @@ sampling_ms = 50
     let u = bad.wait_for("temp bad", |u| u.tag == "temp").await;
     assert_eq!(u.quality, Quality::Bad, "{u:?}");
     let err = u.error.clone().unwrap_or_default();
+    eprintln!("wrong password reported as: {err}");
     assert!(err.contains("Bad"), "status name in the error: {err}");
     assert!(bad.metrics.errors.load(Ordering::Relaxed) >= 1);
     let last = bad.metrics.last_error.lock().unwrap().clone();
@@ -459,4 +471,48 @@ node_id = "ns=2;s=X"
     assert_eq!(u.quality, Quality::Bad);
     let took = dev.stop().await;
     assert!(took < Duration::from_secs(1), "stopped in {took:?}");
+}
+
+#[tokio::test]
+async fn opcua_status_codes_map_to_quality() {
+    let sim = sim(None).await;
+    let cfg = device(&format!(
+        r#"
+id = "oven"
+protocol = "opcua"
+endpoint = "{}"
+timeout_ms = 5000
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+"#,
+        sim.endpoint()
+    ));
+    let mut dev = start(cfg, data_dir());
+    dev.wait_for("temp", is_good("temp", TagValue::Float(20.5)))
+        .await;
+
+    sim.set_status(
+        "Oven.Zone1.Temperature",
+        OpcUaStatus::UncertainLastUsableValue,
+    )
+    .unwrap();
+    let u = dev
+        .wait_for("uncertain", |u| u.quality == Quality::Uncertain)
+        .await;
+    assert_eq!(u.value, Some(TagValue::Float(20.5)));
+    assert_eq!(u.error.as_deref(), Some("UncertainLastUsableValue"));
+
+    sim.set_status("Oven.Zone1.Temperature", OpcUaStatus::BadSensorFailure)
+        .unwrap();
+    let u = dev.wait_for("bad", |u| u.quality == Quality::Bad).await;
+    assert_eq!(u.value, None);
+    assert_eq!(u.error.as_deref(), Some("BadSensorFailure"));
+
+    sim.set("Oven.Zone1.Temperature", SimValue::Double(21.0))
+        .unwrap();
+    dev.wait_for("good again", is_good("temp", TagValue::Float(21.0)))
+        .await;
+    dev.stop().await;
 }

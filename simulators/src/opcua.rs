@@ -33,6 +33,9 @@ use opcua::types::{
     DataValue, DateTime, MessageSecurityMode, NodeId, StatusCode, UAString, Variant,
 };
 use tokio::net::TcpListener;
+
+/// OPC UA status codes, for [`SimOpcUa::set_status`].
+pub use opcua::types::StatusCode as OpcUaStatus;
 use tokio::task::JoinHandle;
 
 /// The namespace URI of the simulated variables (namespace index 2 on a fresh server).
@@ -166,7 +169,9 @@ impl SimOpcUa {
         self.set_at(node, value, chrono::Utc::now())
     }
 
-    /// Like [`SimOpcUa::set`] with an explicit source timestamp.
+    /// Like [`SimOpcUa::set`] with an explicit source timestamp. Note the server filters by
+    /// source time: a change stamped less than a monitored item's sampling interval after the
+    /// previous one is delivered late (at previous + interval), as a sampling PLC would.
     pub fn set_at(
         &self,
         node: &str,
@@ -181,23 +186,44 @@ impl SimOpcUa {
             };
             *slot = value.clone();
         }
-        if let Some(r) = &self.running {
-            let id = NodeId::new(self.namespace, name.as_str());
-            let dv = DataValue {
-                value: Some(value.into()),
-                status: Some(StatusCode::Good),
-                source_timestamp: Some(DateTime::from(source_ts)),
-                server_timestamp: Some(DateTime::now()),
-                ..Default::default()
-            };
-            r.manager
-                .set_value(r.handle.subscriptions(), &id, None, dv)
-                .map_err(|status| SimOpcUaError::Set {
-                    node: node.to_owned(),
-                    status,
-                })?;
-        }
-        Ok(())
+        self.publish(&name, Some(value), StatusCode::Good, source_ts)
+    }
+
+    /// Keeps the value but changes the variable's status (e.g. `StatusCode::BadSensorFailure`,
+    /// `StatusCode::UncertainLastUsableValue`); the next [`SimOpcUa::set`] makes it good again.
+    /// A status is not kept across a restart.
+    pub fn set_status(&self, node: &str, status: StatusCode) -> Result<(), SimOpcUaError> {
+        let name = self.strip_ns(node).to_owned();
+        let value = self
+            .get(&name)
+            .ok_or_else(|| SimOpcUaError::UnknownNode(node.to_owned()))?;
+        self.publish(&name, Some(value), status, chrono::Utc::now())
+    }
+
+    fn publish(
+        &self,
+        name: &str,
+        value: Option<SimValue>,
+        status: StatusCode,
+        source_ts: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), SimOpcUaError> {
+        let Some(r) = &self.running else {
+            return Ok(());
+        };
+        let id = NodeId::new(self.namespace, name);
+        let dv = DataValue {
+            value: value.map(Variant::from),
+            status: Some(status),
+            source_timestamp: Some(DateTime::from(source_ts)),
+            server_timestamp: Some(DateTime::now()),
+            ..Default::default()
+        };
+        r.manager
+            .set_value(r.handle.subscriptions(), &id, None, dv)
+            .map_err(|status| SimOpcUaError::Set {
+                node: name.to_owned(),
+                status,
+            })
     }
 
     /// The current value of a variable.

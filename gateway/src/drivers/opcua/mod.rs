@@ -26,3 +26,11 @@ pub async fn run_device(cfg: DeviceConfig, ctx: DriverContext) {
         (dev, Some(e)) => dev.idle_with_error(e).await,
     }
 }
+
+/// Checks `security_policy` / `security_mode` of an opcua device (for config validation);
+/// the error says what is expected.
+pub fn check_security(policy: Option<&str>, mode: Option<&str>) -> Result<(), String> {
+    session::security(policy, mode)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -29,8 +29,9 @@ use opcua::client::{
 };
 use opcua::crypto::SecurityPolicy;
 use opcua::types::{
-    AttributeId, DataValue, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, ReadValueId, StatusChangeNotification, StatusCode, TimestampsToReturn,
+    AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, ExtensionObject,
+    MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters,
+    ReadValueId, StatusChangeNotification, StatusCode, TimestampsToReturn,
 };
 use rand::Rng;
 use threadline_shared::event::Quality;
@@ -42,6 +43,8 @@ use crate::drivers::{DriverContext, TagUpdate};
 const APPLICATION_URI: &str = "urn:threadline:gateway";
 const BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Monitored items per CreateMonitoredItems call.
+const MAX_ITEMS_PER_CALL: usize = 500;
 /// Upper bound of notifications per publish response, hence of the local queue per poll step.
 const MAX_NOTIFICATIONS_PER_PUBLISH: u32 = 1000;
 
@@ -56,6 +59,31 @@ pub(crate) enum SetupError {
     Mode(String),
     #[error("cannot create the OPC UA client: {0}")]
     Client(String),
+}
+
+/// `security_policy` / `security_mode` → the library's types. `SignAndEncrypt` is the default
+/// mode for a secure policy; policy `None` allows only mode `None` (or no mode).
+pub(crate) fn security(
+    policy: Option<&str>,
+    mode: Option<&str>,
+) -> Result<(SecurityPolicy, MessageSecurityMode), SetupError> {
+    match policy.unwrap_or("None") {
+        "None" => match mode {
+            None | Some("None") => Ok((SecurityPolicy::None, MessageSecurityMode::None)),
+            Some(m) => Err(SetupError::Mode(format!(
+                "{m} (security_policy = \"None\" allows only \"None\")"
+            ))),
+        },
+        "Basic256Sha256" => {
+            let mode = match mode.unwrap_or("SignAndEncrypt") {
+                "Sign" => MessageSecurityMode::Sign,
+                "SignAndEncrypt" => MessageSecurityMode::SignAndEncrypt,
+                other => return Err(SetupError::Mode(other.to_owned())),
+            };
+            Ok((SecurityPolicy::Basic256Sha256, mode))
+        }
+        other => Err(SetupError::Policy(other.to_owned())),
+    }
 }
 
 /// A failure of one connection attempt or of a running session.
@@ -110,26 +138,12 @@ impl Device {
     }
 
     fn resolve_security(&mut self) -> Result<(), SetupError> {
-        let policy = self.cfg.security_policy.as_deref().unwrap_or("None");
-        let mode = self.cfg.security_mode.as_deref();
-        match policy {
-            "None" => {
-                if let Some(m) = mode.filter(|m| *m != "None") {
-                    return Err(SetupError::Mode(format!(
-                        "{m} (security_policy = \"None\" allows only \"None\")"
-                    )));
-                }
-            }
-            "Basic256Sha256" => {
-                self.policy = SecurityPolicy::Basic256Sha256;
-                self.mode = match mode.unwrap_or("SignAndEncrypt") {
-                    "Sign" => MessageSecurityMode::Sign,
-                    "SignAndEncrypt" => MessageSecurityMode::SignAndEncrypt,
-                    other => return Err(SetupError::Mode(other.to_owned())),
-                };
-            }
-            other => return Err(SetupError::Policy(other.to_owned())),
-        }
+        let (policy, mode) = security(
+            self.cfg.security_policy.as_deref(),
+            self.cfg.security_mode.as_deref(),
+        )?;
+        self.policy = policy;
+        self.mode = mode;
         Ok(())
     }
 
@@ -449,23 +463,38 @@ impl Device {
                         sampling_interval: t.sampling_ms as f64,
                         queue_size,
                         discard_oldest: true,
-                        ..Default::default()
+                        // Explicit: a status change with an unchanged value (sensor failed,
+                        // value frozen) must be reported; async-opcua's server compares only
+                        // values when no filter is given.
+                        filter: ExtensionObject::from_message(DataChangeFilter {
+                            trigger: DataChangeTrigger::StatusValue,
+                            deadband_type: DeadbandType::None as u32,
+                            deadband_value: 0.0,
+                        }),
                     },
                 })
             })
             .collect();
-        let created = session
-            .create_monitored_items(sub_id, TimestampsToReturn::Both, requests)
-            .await
-            .map_err(|e| SessionError::refused("create monitored items", e.status()))?;
-        Ok(created
-            .iter()
-            .filter(|c| c.result.status_code.is_bad())
-            .filter_map(|c| {
-                let idx = c.requested_parameters.client_handle.checked_sub(1)? as usize;
-                Some((idx, c.result.status_code))
-            })
-            .collect())
+        // Servers cap items per call (MaxMonitoredItemsPerCall, often 1000): send in chunks.
+        let mut refused = Vec::new();
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            let chunk: Vec<_> = requests.by_ref().take(MAX_ITEMS_PER_CALL).collect();
+            let created = session
+                .create_monitored_items(sub_id, TimestampsToReturn::Both, chunk)
+                .await
+                .map_err(|e| SessionError::refused("create monitored items", e.status()))?;
+            refused.extend(
+                created
+                    .iter()
+                    .filter(|c| c.result.status_code.is_bad())
+                    .filter_map(|c| {
+                        let idx = c.requested_parameters.client_handle.checked_sub(1)? as usize;
+                        Some((idx, c.result.status_code))
+                    }),
+            );
+        }
+        Ok(refused)
     }
 }
 
@@ -522,5 +551,32 @@ impl OnSubscriptionNotification for Collector {
             let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
             q.subscription_status = Some(notification.status);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_settings_map_and_reject() {
+        assert!(matches!(
+            security(None, None),
+            Ok((SecurityPolicy::None, MessageSecurityMode::None))
+        ));
+        assert!(matches!(
+            security(Some("Basic256Sha256"), None),
+            Ok((
+                SecurityPolicy::Basic256Sha256,
+                MessageSecurityMode::SignAndEncrypt
+            ))
+        ));
+        assert!(matches!(
+            security(Some("Basic256Sha256"), Some("Sign")),
+            Ok((SecurityPolicy::Basic256Sha256, MessageSecurityMode::Sign))
+        ));
+        assert!(security(Some("Basic128Rsa15"), None).is_err());
+        assert!(security(Some("None"), Some("Sign")).is_err());
+        assert!(security(Some("Basic256Sha256"), Some("Encrypt")).is_err());
     }
 }
