@@ -449,6 +449,7 @@ sampling_ms = 50
     dev.wait_for("temp", is_good("temp", TagValue::Float(20.5)))
         .await;
     let took = dev.stop().await;
+    eprintln!("stopped in {took:?}");
     assert!(took < Duration::from_secs(3), "stopped in {took:?}");
 
     // Nothing listens on this endpoint: the driver is in its backoff loop.
@@ -470,6 +471,7 @@ node_id = "ns=2;s=X"
     let u = dev.wait_for("x bad", |u| u.tag == "x").await;
     assert_eq!(u.quality, Quality::Bad);
     let took = dev.stop().await;
+    eprintln!("stopped in {took:?}");
     assert!(took < Duration::from_secs(1), "stopped in {took:?}");
 }
 

@@ -316,7 +316,7 @@ impl Device {
             _ = self.ctx.shutdown.cancelled() => return Err(SessionError::Shutdown),
             r = tokio::time::timeout(connect_timeout, client.connect_to_matching_endpoint(endpoint, identity)) => match r {
                 Err(_) => return Err(SessionError::Other(format!("no answer from {} within {connect_timeout:?}", self.endpoint))),
-                Ok(Err(e)) => return Err(SessionError::refused("get endpoints", e.status())),
+                Ok(Err(e)) => return Err(SessionError::refused("connect to endpoint", e.status())),
                 Ok(Ok(s)) => s,
             },
         };
@@ -356,8 +356,14 @@ impl Device {
                 ev = stream.next() => check_event(ev)?,
             }
         };
+        // Not `record_ok`: `polls` counts data changes only, not (re)connects.
+        let m = &self.ctx.metrics;
         let rtt_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.ctx.metrics.record_ok(rtt_us);
+        m.last_rtt_us
+            .store(rtt_us, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut e) = m.last_error.lock() {
+            *e = None;
+        }
         if let Some(since) = down_since.take() {
             tracing::info!(device = %self.cfg.id, gap_ms = since.elapsed().as_millis() as u64, "OPC UA device reconnected; subscriptions recreated");
         } else {
