@@ -518,3 +518,72 @@ sampling_ms = 50
         .await;
     dev.stop().await;
 }
+
+/// Throughput of data changes through the driver (not a pass/fail test):
+/// `cargo test -p threadline-gateway --test opcua_driver opcua_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn opcua_throughput() {
+    const TAGS: usize = 500;
+    let names: Vec<String> = (0..TAGS).map(|i| format!("V{i:04}")).collect();
+    let sim = SimOpcUa::start(SimOpcUaConfig {
+        port: 0,
+        user: None,
+        variables: names
+            .iter()
+            .map(|n| (n.clone(), SimValue::Int32(0)))
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let mut text = format!(
+        "id = \"bench\"\nprotocol = \"opcua\"\nendpoint = \"{}\"\ntimeout_ms = 5000\n",
+        sim.endpoint()
+    );
+    for n in &names {
+        text.push_str(&format!(
+            "[[tag]]\nname = \"{n}\"\nnode_id = \"ns=2;s={n}\"\nsampling_ms = 10\n"
+        ));
+    }
+    let mut dev = start(device(&text), data_dir());
+    let mut seen = 0;
+    while seen < TAGS {
+        let u = tokio::time::timeout(WAIT, dev.rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.quality, Quality::Good);
+        seen += 1;
+    }
+    let sim = Arc::new(sim);
+    let writer = {
+        let sim = sim.clone();
+        let names = names.clone();
+        tokio::spawn(async move {
+            let mut round = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                round += 1;
+                for n in &names {
+                    sim.set(n, SimValue::Int32(round)).unwrap();
+                }
+            }
+        })
+    };
+    let window = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < window {
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), dev.rx.recv()).await {
+            count += 1;
+        }
+    }
+    writer.abort();
+    let offered = (window.as_millis() / 20) as u64 * TAGS as u64;
+    eprintln!(
+        "opcua throughput: {count} data changes in {window:?} = {:.0}/s ({TAGS} tags, {offered} changes offered)",
+        count as f64 / window.as_secs_f64()
+    );
+    dev.stop().await;
+}

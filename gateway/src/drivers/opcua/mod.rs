@@ -9,8 +9,8 @@
 //! (250 ms doubling to 30 s) and recreates the subscription.
 //!
 //! Security: `None`, or `Basic256Sha256` with `Sign` / `SignAndEncrypt` (default). The client
-//! certificate is created on first start in `<data_dir>/pki/`; server certificates are trusted
-//! on first use (not yet configurable).
+//! certificate is created on first start in `<data_dir>/pki/`; server certificates are accepted
+//! automatically unless placed in `<data_dir>/pki/rejected/` (not yet configurable).
 
 mod convert;
 mod session;

@@ -16,8 +16,9 @@
 //! On-disk state: the client's application instance certificate and private key live in
 //! `<data_dir>/pki/own/cert.der` and `<data_dir>/pki/private/private.pem` (created on first start
 //! of a secure device, shared by every OPC UA device of the gateway); trusted server
-//! certificates in `<data_dir>/pki/trusted/`. Server certificates are trusted on first use
-//! (TOFU) for now.
+//! certificates in `<data_dir>/pki/trusted/`. For now every server certificate not in
+//! `<data_dir>/pki/rejected/` is accepted and stored as trusted (auto-trust, to be made
+//! configurable).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
