@@ -587,3 +587,43 @@ async fn opcua_throughput() {
     );
     dev.stop().await;
 }
+
+#[tokio::test]
+async fn opcua_more_tags_than_one_subscription_holds() {
+    // async-opcua's server allows 1000 monitored items per subscription.
+    const TAGS: usize = 1200;
+    let names: Vec<String> = (0..TAGS).map(|i| format!("M{i:04}")).collect();
+    let sim = SimOpcUa::start(SimOpcUaConfig {
+        port: 0,
+        user: None,
+        variables: names
+            .iter()
+            .map(|n| (n.clone(), SimValue::UInt16(1)))
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let mut text = format!(
+        "id = \"big\"\nprotocol = \"opcua\"\nendpoint = \"{}\"\ntimeout_ms = 5000\n",
+        sim.endpoint()
+    );
+    for n in &names {
+        text.push_str(&format!(
+            "[[tag]]\nname = \"{n}\"\nnode_id = \"ns=2;s={n}\"\nsampling_ms = 100\n"
+        ));
+    }
+    let mut dev = start(device(&text), data_dir());
+    let mut good = std::collections::HashSet::new();
+    while good.len() < TAGS {
+        let u = tokio::time::timeout(WAIT, dev.rx.recv())
+            .await
+            .expect("initial values")
+            .expect("update");
+        assert_eq!(u.quality, Quality::Good, "{u:?}");
+        good.insert(u.tag);
+    }
+    sim.set("M1199", SimValue::UInt16(9)).unwrap();
+    dev.wait_for("last tag changes", is_good("M1199", TagValue::UInt(9)))
+        .await;
+    dev.stop().await;
+}

@@ -327,7 +327,12 @@ impl SimOpcUa {
                 ServerUserToken::user_pass(user.as_str(), pass.as_str()),
             );
         }
-        install_server_keys(self.pki.path(), builder.config().application_description())?;
+        let pki = self.pki.path().to_path_buf();
+        let desc = builder.config().application_description();
+        // Key generation (first start only) and file writes are blocking.
+        tokio::task::spawn_blocking(move || install_server_keys(&pki, desc))
+            .await
+            .map_err(|e| SimOpcUaError::Pki(e.to_string()))??;
 
         let (server, handle) = builder.build().map_err(SimOpcUaError::Build)?;
         let manager = handle

@@ -44,6 +44,8 @@ use crate::drivers::{DriverContext, TagUpdate};
 const APPLICATION_URI: &str = "urn:threadline:gateway";
 const BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Monitored items per subscription.
+const MAX_ITEMS_PER_SUBSCRIPTION: usize = 1000;
 /// Monitored items per CreateMonitoredItems call.
 const MAX_ITEMS_PER_CALL: usize = 500;
 /// Upper bound of notifications per publish response, hence of the local queue per poll step.
@@ -436,27 +438,40 @@ impl Device {
             .unwrap_or(1000);
         // Keep-alive roughly every 5 s; lifetime must be ≥ 3 × keep-alive (OPC UA Part 4).
         let keep_alive = u32::try_from((5000 / publish_ms).clamp(3, 10_000)).unwrap_or(3);
-        let sub_id = session
-            .create_subscription(
-                Duration::from_millis(publish_ms),
-                keep_alive * 3,
-                keep_alive,
-                MAX_NOTIFICATIONS_PER_PUBLISH,
-                0,
-                true,
-                Collector(queue),
-            )
-            .await
-            .map_err(|e| SessionError::refused("create subscription", e.status()))?;
+        let mut refused = Vec::new();
+        // Servers cap items per subscription (async-opcua: 1000): one subscription per group.
+        for group in usable.chunks(MAX_ITEMS_PER_SUBSCRIPTION) {
+            let sub_id = session
+                .create_subscription(
+                    Duration::from_millis(publish_ms),
+                    keep_alive * 3,
+                    keep_alive,
+                    MAX_NOTIFICATIONS_PER_PUBLISH,
+                    0,
+                    true,
+                    Collector(queue.clone()),
+                )
+                .await
+                .map_err(|e| SessionError::refused("create subscription", e.status()))?;
+            refused.extend(self.create_items(session, sub_id, group).await?);
+        }
+        Ok(refused)
+    }
 
-        let requests: Vec<MonitoredItemCreateRequest> = usable
+    /// Creates the monitored items of one subscription; returns the refused ones.
+    async fn create_items(
+        &self,
+        session: &Arc<Session>,
+        sub_id: u32,
+        group: &[(usize, &TagPlan)],
+    ) -> Result<Vec<(usize, StatusCode)>, SessionError> {
+        let requests: Vec<MonitoredItemCreateRequest> = group
             .iter()
             .filter_map(|(idx, t)| {
                 let node = t.node.as_ref().ok()?.clone();
-                // Queue enough samples for one publishing interval, so no change is lost.
-                let queue_size = u32::try_from((publish_ms / t.sampling_ms.max(1)).max(1) * 2)
-                    .unwrap_or(2)
-                    .max(10);
+                // The publishing interval is the smallest sampling interval, so one sample per
+                // publish is the norm; 10 absorbs bursts and a server-revised (longer) interval.
+                let queue_size = 10;
                 Some(MonitoredItemCreateRequest {
                     item_to_monitor: ReadValueId {
                         node_id: node,
