@@ -220,35 +220,31 @@ impl Device {
         };
 
         let mut backoff = BACKOFF_INITIAL;
-        // Whether tags are currently reported bad because of the connection (report once).
-        let mut reported_down = false;
+        // Set while the device is unreachable: the start of the current gap.
         let mut down_since: Option<Instant> = None;
+        let mut failed_attempts: u64 = 0;
         loop {
             if self.ctx.shutdown.is_cancelled() {
                 return;
             }
             match self.connect_and_stream(&mut client, &mut down_since).await {
-                Err(SessionError::Shutdown) => return,
-                Ok(()) => return,
+                Err(SessionError::Shutdown) | Ok(()) => return,
                 Err(e) => {
-                    let connected_before = down_since.is_none();
                     let msg = e.to_string();
                     self.ctx.metrics.record_error(msg.clone());
-                    if connected_before {
-                        // We had a working session: this is the start of a gap.
+                    if down_since.is_none() {
+                        // Start of a gap (or of the first connection attempts): tags go bad
+                        // once, not at every failed attempt.
                         backoff = BACKOFF_INITIAL;
+                        failed_attempts = 0;
                         down_since = Some(Instant::now());
-                        reported_down = false;
-                    }
-                    if !reported_down {
-                        tracing::warn!(device = %self.cfg.id, endpoint = %self.endpoint, "OPC UA device unavailable: {msg}");
                         if !self.all_bad(&msg).await {
                             return;
                         }
-                        reported_down = true;
-                    } else {
-                        tracing::debug!(device = %self.cfg.id, "reconnect failed: {msg}");
                     }
+                    failed_attempts += 1;
+                    // Bounded volume: at most one line per backoff period (≤ 2 per minute).
+                    tracing::warn!(device = %self.cfg.id, endpoint = %self.endpoint, attempt = failed_attempts, "OPC UA device unavailable: {msg}");
                 }
             }
             // Jittered exponential backoff: sleep in [backoff/2, backoff].
