@@ -1,7 +1,7 @@
-#![allow(clippy::unwrap_used)]
-
 //! Station engine driven the way the floor drives it: synthetic tag edges and scans in, the
 //! exact trace events out.
+
+#![allow(clippy::unwrap_used)] // helpers of tests panic on purpose
 
 use std::path::Path;
 

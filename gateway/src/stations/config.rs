@@ -478,6 +478,15 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
             }
             _ => {}
         }
+        if s.kind.has_units() && s.complete_on.is_none() && s.complete_code.is_none() {
+            v.error(
+                format!("{at}.complete_on"),
+                format!(
+                    "a {} station needs `complete_on` (a tag edge) or `complete_code` (a scanned code) to complete its units",
+                    s.kind.as_str()
+                ),
+            );
+        }
         if !s.kind.has_units() {
             not_for(
                 v,
