@@ -743,3 +743,43 @@ level = "case"
         .to_string();
     assert!(err.contains("unknown variant `maybe`"), "{err}");
 }
+
+/// Throughput of the hot path and of full cycles (scan + edges + fsync'ed state file).
+/// `cargo test -p threadline-gateway --test stations -- --ignored --nocapture throughput`
+#[test]
+#[ignore = "measurement, run explicitly"]
+fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Floor::new(dir.path());
+    prime(&mut f);
+    let n = 1_000_000;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        let u = TagUpdate {
+            device: "plc".into(),
+            tag: "press.pressure".into(),
+            value: Some(TagValue::Float(f64::from(i % 1000))),
+            quality: Quality::Good,
+            error: None,
+            ts: t(1),
+        };
+        assert!(f.engine.on_tag(&u).is_empty());
+    }
+    let el = start.elapsed();
+    println!(
+        "non-trigger tag updates: {n} in {el:?} = {:.0}/s",
+        f64::from(n) / el.as_secs_f64()
+    );
+    let cycles = 500;
+    let start = std::time::Instant::now();
+    for i in 0..cycles {
+        f.scan_at(10 * i, "ST10", &format!("SN{:010}", 1000 + i));
+        f.press_cycle(10 * i + 1, 200.0, true);
+    }
+    let el = start.elapsed();
+    assert_eq!(f.of_type("operation_completed").len(), cycles as usize);
+    println!(
+        "press cycles (1 scan + 6 tag updates, 2-4 state writes each): {cycles} in {el:?} = {:.0}/s",
+        cycles as f64 / el.as_secs_f64()
+    );
+}

@@ -160,8 +160,18 @@ impl StationEngine {
                 return Vec::new();
             }
         };
-        self.values.insert(update.tag.clone(), value.clone());
+        // Hot path (every polled value): no allocation when the tag is already known.
+        match self.values.get_mut(&update.tag) {
+            Some(v) => v.clone_from(&value),
+            None => {
+                self.values.insert(update.tag.clone(), value.clone());
+            }
+        }
         if !self.trigger_tags.contains(&update.tag) {
+            return Vec::new();
+        }
+        if self.line.trigger_values.get(&update.tag) == Some(&value) {
+            // Polled again unchanged: no edge, nothing to persist.
             return Vec::new();
         }
         let prev = self
@@ -181,9 +191,14 @@ impl StationEngine {
                 }
             }
             if cfg.unit_tag.as_deref() == Some(tag) {
-                let serial = value.to_text().trim().to_owned();
-                if !serial.is_empty() && prev.as_ref().is_none_or(|p| p.to_text().trim() != serial)
-                {
+                // PLC strings are often padded with NULs or blanks.
+                let clean = |v: &TagValue| {
+                    v.to_text()
+                        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                        .to_owned()
+                };
+                let serial = clean(&value);
+                if !serial.is_empty() && prev.as_ref().is_none_or(|p| clean(p) != serial) {
                     let source = format!("tag:{tag}");
                     self.set_unit(i, &serial, ts, &source, &serial, &mut out);
                 }
