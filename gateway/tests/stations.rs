@@ -783,3 +783,95 @@ fn throughput() {
         cycles as f64 / el.as_secs_f64()
     );
 }
+
+#[test]
+fn change_and_equals_triggers_work_order_tag_and_disassemble_on() {
+    let text = r#"
+[gateway]
+id = "gw"
+plant = "p"
+line = "l"
+data_dir = "/nonexistent"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[[device]]
+id = "plc"
+protocol = "opcua"
+endpoint = "opc.tcp://127.0.0.1:4840"
+  [[device.tag]]
+  name = "cell.counter"
+  node_id = "ns=2;s=Counter"
+  [[device.tag]]
+  name = "cell.state"
+  node_id = "ns=2;s=State"
+  [[device.tag]]
+  name = "cell.serial"
+  node_id = "ns=2;s=Serial"
+  [[device.tag]]
+  name = "line.wo"
+  node_id = "ns=2;s=WorkOrder"
+  [[device.tag]]
+  name = "asm.strip"
+  node_id = "ns=2;s=Strip"
+[[pattern]]
+kind = "unit"
+regex = '^SN\d{10}$'
+[[station]]
+id = "CELL"
+kind = "process"
+starts_units = true
+work_order_tag = "line.wo"
+work_order_parts = { "WO-1" = "P-1" }
+unit_tag = "cell.serial"
+start_on = { tag = "cell.state", equals = "RUNNING" }
+complete_on = { tag = "cell.counter", edge = "change" }
+[[station]]
+id = "ASM"
+kind = "assembly"
+complete_code = "OK"
+disassemble_on = { tag = "asm.strip", equals = true }
+disassemble_reason = "stripped for rework"
+"#;
+    let cfg = GatewayConfig::parse("t.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Floor {
+        engine: StationEngine::new(&cfg, dir.path()).unwrap(),
+        events: Vec::new(),
+    };
+    f.tag(0, "cell.counter", 41i64);
+    f.tag(0, "cell.state", "IDLE");
+    f.tag(0, "asm.strip", false);
+    f.tag(1, "line.wo", "WO-1");
+    assert_eq!(f.engine.work_order(), Some("WO-1"));
+    f.tag(2, "cell.serial", "SN0000000001\0\0");
+    f.tag(3, "cell.state", "RUNNING");
+    f.tag(4, "cell.counter", 41i64); // unchanged: no completion
+    f.tag(9, "cell.counter", 42i64);
+    let ev = f.drain();
+    assert_eq!(
+        ev[0],
+        json!({"type":"unit_started","ts":ts(2),"unit":"SN0000000001","part":"P-1","work_order":"WO-1","station":"CELL"})
+    );
+    assert_eq!(ev[1]["type"], "operation_completed");
+    assert_eq!(ev[1]["started_at"], ts(3));
+    assert_eq!(ev[1]["ts"], ts(9));
+    assert_eq!(ev.len(), 2);
+
+    f.scan_at(10, "ASM", "SN0000000100");
+    f.scan_at(11, "ASM", "SN0000000201");
+    f.scan_at(12, "ASM", "SN0000000202");
+    f.tag(13, "asm.strip", true);
+    let ev = f.drain();
+    let dis: Vec<(Value, Value)> = ev
+        .iter()
+        .filter(|e| e["type"] == "disassembled")
+        .map(|e| (e["child"]["id"].clone(), e["reason"].clone()))
+        .collect();
+    assert_eq!(
+        dis,
+        vec![
+            (json!("SN0000000201"), json!("stripped for rework")),
+            (json!("SN0000000202"), json!("stripped for rework")),
+        ]
+    );
+}
