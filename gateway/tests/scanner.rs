@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use threadline_gateway::config::{Framing, ScannerConfig, ScannerKind};
 use threadline_gateway::drivers::{DeviceMetrics, DriverContext, RawScan, spawn_scanner};
-use threadline_simulators::scanner::SimScanner;
+use threadline_simulators::scanner::{SimFraming, SimScanner};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -25,12 +25,28 @@ struct Rig {
 }
 
 fn start(port: &std::path::Path, dedup_ms: u64, max_line_len: usize) -> Rig {
+    start_with(
+        port,
+        dedup_ms,
+        max_line_len,
+        Framing::Cr,
+        ScannerKind::Barcode,
+    )
+}
+
+fn start_with(
+    port: &std::path::Path,
+    dedup_ms: u64,
+    max_line_len: usize,
+    framing: Framing,
+    kind: ScannerKind,
+) -> Rig {
     let cfg = ScannerConfig {
         id: "st10-scanner".into(),
         port: port.to_string_lossy().into_owned(),
         baud: 9600,
-        framing: Framing::Cr,
-        kind: ScannerKind::Barcode,
+        framing,
+        kind,
         station: "ST10".into(),
         dedup_ms,
         max_line_len,
@@ -215,4 +231,46 @@ pack_size = 2
             "child":{"kind":"unit","id":"SN0000000002"},"station":"ST10","operator":"OP0007"})
     );
     rig.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn rfid_reader_with_crlf_framing() {
+    let (mut sim, path) = SimScanner::with_framing(SimFraming::CrLf).unwrap();
+    let mut rig = start_with(&path, 0, 64, Framing::Crlf, ScannerKind::Rfid);
+    let s = scan_until_seen(&mut sim, &mut rig, "3074257BF7194E4000001A85").await;
+    assert_eq!(s.raw, "3074257BF7194E4000001A85");
+    assert!(s.rfid);
+    // dedup_ms = 0: a tag read twice is two reads.
+    sim.scan("3114257BF4499602D2000000").unwrap();
+    sim.scan("3114257BF4499602D2000000").unwrap();
+    assert_eq!(next(&mut rig).await.raw, "3114257BF4499602D2000000");
+    assert_eq!(next(&mut rig).await.raw, "3114257BF4499602D2000000");
+    rig.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, rig.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn missing_port_is_retried_until_it_appears() {
+    let (mut sim, path) = SimScanner::new().unwrap();
+    sim.unplug();
+    let mut rig = start(&path, 300, 64);
+    wait_for("open failures to be counted", || {
+        rig.metrics.errors.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    sim.replug().unwrap();
+    assert_eq!(
+        scan_until_seen(&mut sim, &mut rig, "SN0000000001")
+            .await
+            .raw,
+        "SN0000000001"
+    );
+    rig.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, rig.task)
+        .await
+        .unwrap()
+        .unwrap();
 }

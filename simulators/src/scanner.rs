@@ -2,8 +2,9 @@
 //!
 //! The gateway opens the pty's slave side like any serial port, by a path this simulator
 //! controls: a symlink in a temporary directory, the way `/dev/serial/by-id/…` points at the
-//! current `/dev/ttyUSBn`. [`SimScanner::unplug`] closes the pty (the gateway's reads fail and
-//! the link dangles); [`SimScanner::replug`] opens a new pty and re-points the link atomically.
+//! current `/dev/ttyUSBn`. [`SimScanner::unplug`] closes the pty and removes the link (the
+//! gateway's reads fail, reopening finds no device); [`SimScanner::replug`] opens a new pty
+//! and points the link at it atomically.
 
 use std::fs::File;
 use std::io::Write;
@@ -131,8 +132,11 @@ impl SimScanner {
         self.write(&b)
     }
 
-    /// Unplugs the reader: the pty closes, the link dangles.
+    /// Unplugs the reader: the pty closes and the link disappears, as udev removes the
+    /// `/dev/serial/by-id/…` link. (A dangling link would be wrong: the kernel reuses pty
+    /// numbers, so it could soon point at somebody else's terminal.)
     pub fn unplug(&mut self) {
+        let _ = std::fs::remove_file(&self.link);
         self.pty = None;
     }
 
