@@ -106,3 +106,21 @@ fn worked_example_in_docs_is_exact() {
         );
     }
 }
+
+#[test]
+fn wiring_lines_for_check() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/stations.md"))
+        .unwrap();
+    let cfg = GatewayConfig::parse("docs/stations.md", block(&doc, "config")).unwrap();
+    let lines = threadline_gateway::stations::config::wiring(&cfg);
+    assert_eq!(
+        lines[0],
+        "ST10 process \"OP10 press-fit bearing\" on PRESS-1: scanners [\"st10-scanner\"]; unit from scan; \
+         starts units; completes on press.cycle_done rising; result press.ok; captures [\"press.pressure\"]; \
+         environment [\"hall.temp\"]; feeders [P-6202×1]"
+    );
+    assert_eq!(
+        lines[1],
+        "PK1 pack \"PK1\": scanners [\"pk1-scanner\"]; packs case of 2"
+    );
+}

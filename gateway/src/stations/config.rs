@@ -603,3 +603,96 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
         );
     }
 }
+
+fn trigger_text(t: &TriggerConfig) -> String {
+    match &t.equals {
+        Some(TriggerValue::Bool(b)) => format!("{} = {b}", t.tag),
+        Some(TriggerValue::Number(n)) => format!("{} = {n}", t.tag),
+        Some(TriggerValue::Text(s)) => format!("{} = {s:?}", t.tag),
+        None => {
+            let edge = match t.edge {
+                Edge::Rising => "rising",
+                Edge::Falling => "falling",
+                Edge::Change => "change",
+            };
+            format!("{} {edge}", t.tag)
+        }
+    }
+}
+
+/// One line per station describing its wiring, for `threadline-gateway check`:
+/// `ST10 process "OP10 press-fit bearing" on PRESS-1: scanners [st10-scanner]; unit from scan; completes on press.cycle_done rising; …`.
+pub fn wiring(cfg: &GatewayConfig) -> Vec<String> {
+    cfg.station
+        .iter()
+        .map(|s| {
+            let scanners: Vec<&str> = cfg
+                .scanner
+                .iter()
+                .filter(|r| r.station == s.id)
+                .map(|r| r.id.as_str())
+                .collect();
+            let mut parts = vec![format!("scanners {scanners:?}")];
+            if s.kind.has_units() {
+                parts.push(match &s.unit_tag {
+                    Some(t) => format!("unit from scan or tag {t}"),
+                    None => "unit from scan".to_owned(),
+                });
+                if s.starts_units {
+                    parts.push("starts units".to_owned());
+                }
+                if let Some(t) = &s.start_on {
+                    parts.push(format!("starts on {}", trigger_text(t)));
+                }
+                let mut done = Vec::new();
+                if let Some(t) = &s.complete_on {
+                    done.push(trigger_text(t));
+                }
+                if let Some(c) = &s.complete_code {
+                    done.push(format!("code {c:?}"));
+                }
+                parts.push(format!("completes on {}", done.join(" or ")));
+                if let Some(r) = &s.result {
+                    parts.push(format!("result {}", r.tag));
+                }
+                if !s.capture.is_empty() {
+                    let c: Vec<&str> = s.capture.iter().map(|c| c.tag.as_str()).collect();
+                    parts.push(format!("captures {c:?}"));
+                }
+                if !s.environment.is_empty() {
+                    parts.push(format!("environment {:?}", s.environment));
+                }
+                if !s.feeder.is_empty() {
+                    let f: Vec<String> = s
+                        .feeder
+                        .iter()
+                        .map(|f| format!("{}×{}", f.part, f.qty_per_unit))
+                        .collect();
+                    parts.push(format!("feeders [{}]", f.join(", ")));
+                }
+                if s.rework == Rework::Allow {
+                    parts.push("rework allowed".to_owned());
+                }
+            }
+            if let Some(l) = s.level {
+                let size = s.pack_size.map_or(String::new(), |n| format!(" of {n}"));
+                parts.push(format!("packs {}{size}", l.as_str()));
+            }
+            if !s.characteristics.is_empty() {
+                let c: Vec<&str> = s.characteristics.iter().map(|c| c.tag.as_str()).collect();
+                parts.push(format!("inspects {c:?}"));
+            }
+            let equipment = s
+                .equipment
+                .as_deref()
+                .map_or(String::new(), |e| format!(" on {e}"));
+            format!(
+                "{} {} {:?}{equipment}: {}",
+                s.id,
+                s.kind.as_str(),
+                s.operation_name(),
+                parts.join("; ")
+            )
+        })
+        .collect()
+}
