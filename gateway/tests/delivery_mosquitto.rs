@@ -170,10 +170,11 @@ async fn broker_restarted_without_persistence_loses_nothing() {
         s.readings + s.events == 0
     })
     .await;
-    let seen = acker.seen.lock().unwrap();
-    assert!(seen.duplicates > 0, "the unacked records were sent again");
-    assert_complete(&seen, epoch, 6000, 25);
-    drop(seen);
+    {
+        let seen = acker.seen.lock().unwrap();
+        assert!(seen.duplicates > 0, "the unacked records were sent again");
+        assert_complete(&seen, epoch, 6000, 25);
+    }
     gw.shutdown().await;
     acker.stop().await;
 }
@@ -290,40 +291,41 @@ async fn full_outbox_drops_oldest_readings_and_keeps_every_event() {
     let dropped = metric(&m, "threadline_outbox_readings_dropped_total") as u64;
     assert!(dropped > 0);
     assert_eq!(metric(&m, "threadline_outbox_readings_refused_total"), 0.0);
-    let c = acker.seen.lock().unwrap();
-    assert_eq!(c.records.len(), 1, "one epoch");
-    let recs = c.records.values().next().unwrap();
-    let events: Vec<u64> = recs
-        .values()
-        .filter(|r| !r.body.is_reading())
-        .map(counter_of)
-        .collect();
-    assert_eq!(
-        events,
-        (1..=2000).map(|i| i * 10).collect::<Vec<_>>(),
-        "every event, in order"
-    );
-    let readings: Vec<u64> = recs
-        .values()
-        .filter(|r| r.body.is_reading())
-        .map(|r| r.seq)
-        .collect();
-    assert_eq!(
-        readings.len() as u64 + dropped,
-        18_000,
-        "received + dropped = produced"
-    );
-    // Oldest first: the kept readings are every reading from the oldest kept one on.
-    let first = readings[0];
-    let expected: Vec<u64> = (first..=20_000).filter(|s| s % 10 != 0).collect();
-    assert_eq!(readings, expected);
-    for r in recs.values() {
-        assert_eq!(counter_of(r), r.seq);
+    {
+        let c = acker.seen.lock().unwrap();
+        assert_eq!(c.records.len(), 1, "one epoch");
+        let recs = c.records.values().next().unwrap();
+        let events: Vec<u64> = recs
+            .values()
+            .filter(|r| !r.body.is_reading())
+            .map(counter_of)
+            .collect();
+        assert_eq!(
+            events,
+            (1..=2000).map(|i| i * 10).collect::<Vec<_>>(),
+            "every event, in order"
+        );
+        let readings: Vec<u64> = recs
+            .values()
+            .filter(|r| r.body.is_reading())
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(
+            readings.len() as u64 + dropped,
+            18_000,
+            "received + dropped = produced"
+        );
+        // Oldest first: the kept readings are every reading from the oldest kept one on.
+        let first = readings[0];
+        let expected: Vec<u64> = (first..=20_000).filter(|s| s % 10 != 0).collect();
+        assert_eq!(readings, expected);
+        for r in recs.values() {
+            assert_eq!(counter_of(r), r.seq);
+        }
+        // The retained status told the world how many readings were dropped.
+        let last_status = c.statuses.last().expect("a status message");
+        assert_eq!(last_status.readings_dropped, dropped);
     }
-    // The retained status told the world how many readings were dropped.
-    let last_status = c.statuses.last().expect("a status message");
-    assert_eq!(last_status.readings_dropped, dropped);
-    drop(c);
     gw.shutdown().await;
     acker.stop().await;
 }
@@ -340,32 +342,33 @@ async fn outbox_full_of_events_refuses_readings_and_still_accepts_events() {
         refused > 0,
         "readings were refused once only events remained"
     );
-    let c = acker.seen.lock().unwrap();
-    let recs = c.records.values().next().unwrap();
-    let events: Vec<u64> = recs
-        .values()
-        .filter(|r| !r.body.is_reading())
-        .map(counter_of)
-        .collect();
-    assert_eq!(
-        events,
-        (1..=10_000).map(|i| i * 2).collect::<Vec<_>>(),
-        "every event, in order"
-    );
-    let readings = recs.values().filter(|r| r.body.is_reading()).count() as u64;
-    assert_eq!(
-        readings + dropped + refused,
-        10_000,
-        "received + dropped + refused = produced"
-    );
-    // Refused readings got no seq (the last seq is the number of records stored), and seq
-    // order is production order.
-    let appended = metric(&m, "threadline_outbox_appended_total") as u64;
-    assert_eq!(appended + refused, 20_000);
-    assert_eq!(*recs.keys().last().unwrap(), appended);
-    let counters: Vec<u64> = recs.values().map(counter_of).collect();
-    assert!(counters.windows(2).all(|w| w[0] < w[1]));
-    drop(c);
+    {
+        let c = acker.seen.lock().unwrap();
+        let recs = c.records.values().next().unwrap();
+        let events: Vec<u64> = recs
+            .values()
+            .filter(|r| !r.body.is_reading())
+            .map(counter_of)
+            .collect();
+        assert_eq!(
+            events,
+            (1..=10_000).map(|i| i * 2).collect::<Vec<_>>(),
+            "every event, in order"
+        );
+        let readings = recs.values().filter(|r| r.body.is_reading()).count() as u64;
+        assert_eq!(
+            readings + dropped + refused,
+            10_000,
+            "received + dropped + refused = produced"
+        );
+        // Refused readings got no seq (the last seq is the number of records stored), and seq
+        // order is production order.
+        let appended = metric(&m, "threadline_outbox_appended_total") as u64;
+        assert_eq!(appended + refused, 20_000);
+        assert_eq!(*recs.keys().last().unwrap(), appended);
+        let counters: Vec<u64> = recs.values().map(counter_of).collect();
+        assert!(counters.windows(2).all(|w| w[0] < w[1]));
+    }
     gw.shutdown().await;
     acker.stop().await;
 }

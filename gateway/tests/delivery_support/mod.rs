@@ -206,10 +206,12 @@ impl Acker {
                                 let per_epoch = c.records.entry(env.epoch).or_default();
                                 let mut dups = 0;
                                 for r in env.records {
-                                    if per_epoch.contains_key(&r.seq) {
-                                        dups += 1;
+                                    if let std::collections::btree_map::Entry::Vacant(e) =
+                                        per_epoch.entry(r.seq)
+                                    {
+                                        e.insert(r);
                                     } else {
-                                        per_epoch.insert(r.seq, r);
+                                        dups += 1;
                                     }
                                 }
                                 c.duplicates += dups;
