@@ -1,4 +1,18 @@
 //! Storage: PostgreSQL (production) and SQLite (embedded default) behind one handle.
+//!
+//! - [`write`]: the batch write path (dedupe, hash chain, projections) over both backends;
+//! - [`chain`]: the hash chain's definition and verifier;
+//! - [`postgres`], [`sqlite`]: each backend's statements;
+//! - [`access`]: master data upserts and the ingest-side reads (gateways, events, verify).
+
+pub mod access;
+pub mod chain;
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+pub mod write;
+
+pub use model::*;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
