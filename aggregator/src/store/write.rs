@@ -644,7 +644,9 @@ pub async fn write_batch(tx: &mut Tx<'_>, batch: &Batch) -> sqlx::Result<BatchOu
     if !readings.is_empty() {
         let new = tx.insert_readings(&readings).await?;
         out.duplicates += readings.len() as u64 - new;
-        *out.new_by_type.entry("reading").or_default() += new;
+        if new > 0 {
+            *out.new_by_type.entry("reading").or_default() += new;
+        }
     }
     if !events.is_empty() {
         let ids = tx.insert_events(&events).await?;
