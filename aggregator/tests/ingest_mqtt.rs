@@ -2,6 +2,8 @@
 //! rumqttd; acks after commit, duplicates absorbed and acked again, a database outage through a
 //! TCP proxy we cut and restore.
 
+#![allow(clippy::unwrap_used)]
+
 mod store_support;
 
 use std::process::{Child, Command, Stdio};
@@ -38,7 +40,11 @@ fn mosquitto() -> Mosquitto {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let conf = dir.path().join("m.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).expect("conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .expect("conf");
     let child = Command::new("/usr/sbin/mosquitto")
         .arg("-c")
         .arg(&conf)
@@ -48,10 +54,17 @@ fn mosquitto() -> Mosquitto {
         .expect("start /usr/sbin/mosquitto");
     let deadline = std::time::Instant::now() + WAIT;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "mosquitto did not listen on {port}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Mosquitto { child, port, _dir: dir }
+    Mosquitto {
+        child,
+        port,
+        _dir: dir,
+    }
 }
 
 fn config(mqtt: &str, db_url: &str) -> AggregatorConfig {
@@ -71,7 +84,10 @@ struct Running {
 impl Running {
     async fn stop(self) {
         self.cancel.cancel();
-        self.task.await.expect("join").expect("ingest ended cleanly");
+        self.task
+            .await
+            .expect("join")
+            .expect("ingest ended cleanly");
     }
 }
 
@@ -86,7 +102,11 @@ async fn start_ingest(cfg: AggregatorConfig, db: Db) -> Running {
         async move { st.mqtt_connected.load(Ordering::Relaxed).then_some(()) }
     })
     .await;
-    Running { stats, cancel, task }
+    Running {
+        stats,
+        cancel,
+        task,
+    }
 }
 
 /// A gateway-like test client: publishes envelopes, collects acks.
@@ -96,7 +116,11 @@ struct Gw {
 }
 
 async fn gateway_client(port: u16) -> Gw {
-    let mut o = MqttOptions::new(format!("gw-test-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", port);
+    let mut o = MqttOptions::new(
+        format!("gw-test-{}", uuid::Uuid::new_v4().simple()),
+        "127.0.0.1",
+        port,
+    );
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = AsyncClient::new(o, 100);
     let (tx, acks) = mpsc::unbounded_channel();
@@ -117,17 +141,28 @@ async fn gateway_client(port: u16) -> Gw {
             }
         }
     });
-    client.subscribe(format!("{ROOT}/+/+/+/ack"), QoS::AtLeastOnce).await.expect("subscribe");
-    tokio::time::timeout(WAIT, sub_rx.recv()).await.expect("suback in time");
+    client
+        .subscribe(format!("{ROOT}/+/+/+/ack"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(WAIT, sub_rx.recv())
+        .await
+        .expect("suback in time");
     Gw { client, acks }
 }
 
 impl Gw {
     async fn publish(&self, topic: String, payload: Vec<u8>) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
     }
     async fn next_ack(&mut self) -> (String, Ack) {
-        tokio::time::timeout(WAIT, self.acks.recv()).await.expect("ack in time").expect("ack channel")
+        tokio::time::timeout(WAIT, self.acks.recv())
+            .await
+            .expect("ack in time")
+            .expect("ack channel")
     }
 }
 
@@ -176,7 +211,9 @@ async fn round_trip(port: u16, mqtt_section: String) {
         let db = db.clone();
         async move {
             let g = db.gateways().await.ok()?;
-            let ok = g.first().is_some_and(|g| g.state == "online" && g.buffer_depth == 7)
+            let ok = g
+                .first()
+                .is_some_and(|g| g.state == "online" && g.buffer_depth == 7)
                 && db.count("dead_letters").await.ok()? == 1;
             ok.then_some(())
         }
@@ -185,14 +222,21 @@ async fn round_trip(port: u16, mqtt_section: String) {
     assert_eq!(run.stats.dead_letters_of("oversized"), 1);
     let gws = t.db.gateways().await.unwrap();
     assert_eq!(gws[0].devices[0]["id"], "plc");
-    assert_eq!(gws[0].last_record_at.as_deref(), Some("2026-11-25T08:00:04.000001Z"));
+    assert_eq!(
+        gws[0].last_record_at.as_deref(),
+        Some("2026-11-25T08:00:04.000001Z")
+    );
     run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_round_trip_acks_after_commit_and_absorbs_redelivery() {
     let m = mosquitto();
-    round_trip(m.port, format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"", m.port)).await;
+    round_trip(
+        m.port,
+        format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"", m.port),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,15 +244,24 @@ async fn embedded_broker_round_trip() {
     let port = free_port();
     let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     threadline_aggregator::broker::start_embedded(listen, 1 << 20).expect("embedded broker");
-    round_trip(port, format!("[mqtt]\nembedded = true\nlisten = \"{listen}\"")).await;
+    round_trip(
+        port,
+        format!("[mqtt]\nembedded = true\nlisten = \"{listen}\""),
+    )
+    .await;
 }
 
 #[test]
 fn embedded_broker_on_a_busy_port_is_a_clear_error() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap();
-    let err = threadline_aggregator::broker::start_embedded(addr, 1 << 20).unwrap_err().to_string();
-    assert!(err.contains("cannot listen on") && err.contains("[mqtt] listen"), "{err}");
+    let err = threadline_aggregator::broker::start_embedded(addr, 1 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot listen on") && err.contains("[mqtt] listen"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,12 +274,25 @@ async fn postgres_outage_stops_acks_and_recovers_without_loss_or_doubles() {
         rest.split_once('/').unwrap().0.to_owned()
     };
     let target_auth = authority(&t.url);
-    let target = tokio::net::lookup_host(&target_auth).await.unwrap().next().unwrap();
+    let target = tokio::net::lookup_host(&target_auth)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
     let proxy = Proxy::start(target).await;
     let proxied_url = t.url.replacen(&target_auth, &proxy.addr.to_string(), 1);
-    let db = Db::connect(&proxied_url, 2).await.expect("connect through proxy");
+    let db = Db::connect(&proxied_url, 2)
+        .await
+        .expect("connect through proxy");
     let m = mosquitto();
-    let run = start_ingest(config(&format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"", m.port), &proxied_url), db).await;
+    let run = start_ingest(
+        config(
+            &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"", m.port),
+            &proxied_url,
+        ),
+        db,
+    )
+    .await;
     let mut gw = gateway_client(m.port).await;
     gw.publish(topic("gw-o"), trace_batch("gw-o", 1..=4)).await;
     assert_eq!(gw.next_ack().await.1.ranges, vec![[1, 4]]);
@@ -239,9 +305,15 @@ async fn postgres_outage_stops_acks_and_recovers_without_loss_or_doubles() {
         async move { (st.batch_failures.load(Ordering::Relaxed) > 0).then_some(()) }
     })
     .await;
-    let reason = run.stats.unhealthy_reason().expect("unhealthy while the database is down");
+    let reason = run
+        .stats
+        .unhealthy_reason()
+        .expect("unhealthy while the database is down");
     assert!(reason.starts_with("database unavailable"), "{reason}");
-    assert!(gw.acks.try_recv().is_err(), "no ack may be sent before the commit");
+    assert!(
+        gw.acks.try_recv().is_err(),
+        "no ack may be sent before the commit"
+    );
 
     proxy.restore();
     let (_, ack) = gw.next_ack().await;

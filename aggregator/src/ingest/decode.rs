@@ -143,18 +143,18 @@ fn decode_records(t: &Topic, topic: &str, payload: &[u8]) -> Incoming {
             ));
         }
         Ok(v) => {
-            if let Some(ver) = v.get("v") {
-                if ver.as_u64() != Some(u64::from(ENVELOPE_VERSION)) {
-                    return Incoming::Dead(dead(
-                        topic,
-                        gw,
-                        DeadLetterKind::UnsupportedVersion,
-                        format!(
-                            "envelope version {ver} is not supported (expected {ENVELOPE_VERSION})"
-                        ),
-                        payload,
-                    ));
-                }
+            if let Some(ver) = v.get("v")
+                && ver.as_u64() != Some(u64::from(ENVELOPE_VERSION))
+            {
+                return Incoming::Dead(dead(
+                    topic,
+                    gw,
+                    DeadLetterKind::UnsupportedVersion,
+                    format!(
+                        "envelope version {ver} is not supported (expected {ENVELOPE_VERSION})"
+                    ),
+                    payload,
+                ));
             }
         }
     }

@@ -159,7 +159,7 @@ impl Db {
                 buffer_depth, status::text AS status FROM gateways ORDER BY id";
         let sql_lite = "SELECT id, plant, line, state, state_since AS since, last_record_at,
                 last_seen_at, buffer_depth, status FROM gateways ORDER BY id";
-        let rows = match self {
+        match self {
             Db::Postgres(p) => sqlx::query(sql_pg)
                 .fetch_all(p)
                 .await?
@@ -172,8 +172,7 @@ impl Db {
                 .into_iter()
                 .map(gw_lite)
                 .collect(),
-        };
-        rows
+        }
     }
 
     /// A page of the raw event log in `id` order: events with `id > after_id`, optionally of

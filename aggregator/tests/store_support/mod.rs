@@ -27,11 +27,17 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg_drop.take() {
             // Drop runs outside the test's runtime; use a private one on another thread.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async {
                     let pool = sqlx::PgPool::connect(&admin).await.ok()?;
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.ok()
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&pool)
+                        .await
+                        .ok()
                 })
             })
             .join();
@@ -43,7 +49,12 @@ pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let db = Db::connect(&url, 4).await.expect("open sqlite");
-    TestDb { db, url, _dir: Some(dir), pg_drop: None }
+    TestDb {
+        db,
+        url,
+        _dir: Some(dir),
+        pg_drop: None,
+    }
 }
 
 pub fn admin_url() -> String {
@@ -60,7 +71,9 @@ pub fn with_db(admin: &str, name: &str) -> String {
 /// A fresh PostgreSQL database, or `None` (skipped loudly; a failure when CI=true).
 pub async fn postgres() -> Option<TestDb> {
     let admin = admin_url();
-    let pool = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(&admin)).await {
+    let pool = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(&admin))
+        .await
+    {
         Ok(Ok(p)) => p,
         other => {
             let why = match other {
@@ -83,8 +96,15 @@ pub async fn postgres() -> Option<TestDb> {
         .expect("CREATE DATABASE");
     pool.close().await;
     let url = with_db(&admin, &name);
-    let db = Db::connect(&url, 4).await.expect("connect to the test database");
-    Some(TestDb { db, url, _dir: None, pg_drop: Some((admin, name)) })
+    let db = Db::connect(&url, 4)
+        .await
+        .expect("connect to the test database");
+    Some(TestDb {
+        db,
+        url,
+        _dir: None,
+        pg_drop: Some((admin, name)),
+    })
 }
 
 /// Generates `#[tokio::test]`s running `$body(db)` against SQLite and PostgreSQL.
@@ -150,7 +170,12 @@ pub fn rec(seq: u64, t: u32, ty: &str, mut fields: Value) -> Value {
 }
 
 pub fn reading(seq: u64, t: u32, v: f64) -> Value {
-    rec(seq, t, "reading", json!({"device":"plc","tag":"press.pressure","value":v,"unit":"bar","quality":"good"}))
+    rec(
+        seq,
+        t,
+        "reading",
+        json!({"device":"plc","tag":"press.pressure","value":v,"unit":"bar","quality":"good"}),
+    )
 }
 
 /// Polls `f` until it returns `Some` or the deadline passes.
@@ -178,7 +203,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
         let addr = l.local_addr().expect("addr");
         let up = Arc::new(AtomicBool::new(true));
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
