@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
-/// Starts rumqttd on `listen` (MQTT 3.1.1 and, on `listen_v5` if given, MQTT 5) and returns once
-/// it accepts connections.
+/// Starts rumqttd on `listen` (one MQTT 3.1.1 server; gateways and the aggregator speak 3.1.1)
+/// and returns once it accepts connections.
 pub fn start_embedded(listen: SocketAddr, max_packet_bytes: usize) -> anyhow::Result<()> {
     // Bind first: rumqttd would only log (or panic in its thread) on a busy port.
     match TcpListener::bind(listen) {

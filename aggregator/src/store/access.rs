@@ -22,13 +22,19 @@ impl Db {
         Ok(out)
     }
 
-    /// True when a trivial query answers.
+    /// True when a trivial query answers within 2 s (a health probe must not hang for the
+    /// pool's acquire timeout).
     pub async fn ping(&self) -> bool {
-        let r = match self {
-            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+        let q = async {
+            match self {
+                Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+                Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            }
         };
-        r.is_ok()
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(2), q).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Recomputes every gateway's chain (streaming, constant memory).
