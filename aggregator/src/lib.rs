@@ -4,3 +4,5 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod store;
+pub mod trace;
+pub mod web;
