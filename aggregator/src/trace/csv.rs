@@ -39,6 +39,11 @@ fn json_scalar(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) => s.clone(),
+        // Same rendering as the limits (230, not 230.0).
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| n.to_string()),
         other => other.to_string(),
     }
 }

@@ -124,7 +124,11 @@ struct RawEdge {
     valid_from: DateTime<Utc>,
     valid_to: Option<DateTime<Utc>>,
     closed_reason: Option<String>,
-    // the far end
+    far: ItemCols,
+}
+
+/// The item columns of a node as read from `items`.
+struct ItemCols {
     kind: String,
     ext_id: String,
     part: Option<String>,
@@ -134,28 +138,21 @@ struct RawEdge {
     customer: Option<String>,
 }
 
-fn node_of(
-    kind: &str,
-    ext_id: String,
-    part: Option<String>,
-    placeholder: bool,
-    supplier: Option<String>,
-    level: Option<String>,
-    customer: Option<String>,
-    depth: u32,
-) -> Result<TraceNode, QueryError> {
-    let kind = ItemKind::parse(kind)
-        .ok_or_else(|| QueryError::Data(format!("unknown item kind {kind:?}")))?;
-    Ok(TraceNode {
-        kind,
-        id: ext_id,
-        part,
-        placeholder,
-        supplier,
-        level,
-        customer,
-        depth,
-    })
+impl ItemCols {
+    fn node(&self, depth: u32) -> Result<TraceNode, QueryError> {
+        let kind = ItemKind::parse(&self.kind)
+            .ok_or_else(|| QueryError::Data(format!("unknown item kind {:?}", self.kind)))?;
+        Ok(TraceNode {
+            kind,
+            id: self.ext_id.clone(),
+            part: self.part.clone(),
+            placeholder: self.placeholder,
+            supplier: self.supplier.clone(),
+            level: self.level.clone(),
+            customer: self.customer.clone(),
+            depth,
+        })
+    }
 }
 
 /// Walks the genealogy of `req.kind`/`req.id`.
@@ -165,8 +162,16 @@ pub async fn trace(db: &Db, req: &TraceRequest) -> Result<TraceGraph, QueryError
         match sqlx::query(root_sql).bind(req.kind.as_str()).bind(&req.id).fetch_optional(p).await? {
             Some(r) => {
                 let id: i64 = r.try_get(0)?;
-                let kind: String = r.try_get(1)?;
-                Some((id, node_of(&kind, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?, r.try_get(7)?, 0)?))
+                let cols = ItemCols {
+                    kind: r.try_get(1)?,
+                    ext_id: r.try_get(2)?,
+                    part: r.try_get(3)?,
+                    placeholder: r.try_get(4)?,
+                    supplier: r.try_get(5)?,
+                    level: r.try_get(6)?,
+                    customer: r.try_get(7)?,
+                };
+                Some((id, cols.node(0)?))
             }
             None => None,
         }
@@ -211,22 +216,13 @@ pub async fn trace(db: &Db, req: &TraceRequest) -> Result<TraceGraph, QueryError
                 Direction::Backward => (e.parent_id, e.child_id),
                 Direction::Forward => (e.child_id, e.parent_id),
             };
-            if !visited.contains_key(&far) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = visited.entry(far) {
                 if nodes.len() >= max_nodes {
                     truncated = true;
                     continue;
                 }
-                visited.insert(far, nodes.len());
-                nodes.push(node_of(
-                    &e.kind,
-                    e.ext_id.clone(),
-                    e.part.clone(),
-                    e.placeholder,
-                    e.supplier.clone(),
-                    e.level.clone(),
-                    e.customer.clone(),
-                    depth + 1,
-                )?);
+                slot.insert(nodes.len());
+                nodes.push(e.far.node(depth + 1)?);
                 next.push(far);
             }
             let (Some(&ni), Some(&fi)) = (visited.get(&near), visited.get(&far)) else {
@@ -351,12 +347,14 @@ where
         valid_from: r.try_get(6)?,
         valid_to: r.try_get(7)?,
         closed_reason: r.try_get(8)?,
-        kind: r.try_get(9)?,
-        ext_id: r.try_get(10)?,
-        part: r.try_get(11)?,
-        placeholder: r.try_get(12)?,
-        supplier: r.try_get(13)?,
-        level: r.try_get(14)?,
-        customer: r.try_get(15)?,
+        far: ItemCols {
+            kind: r.try_get(9)?,
+            ext_id: r.try_get(10)?,
+            part: r.try_get(11)?,
+            placeholder: r.try_get(12)?,
+            supplier: r.try_get(13)?,
+            level: r.try_get(14)?,
+            customer: r.try_get(15)?,
+        },
     })
 }

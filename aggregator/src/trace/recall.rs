@@ -61,7 +61,7 @@ pub async fn recall(db: &Db, lot: &str, include_closed: bool) -> Result<Recall, 
              WHERE e.relation IN ('consumed', 'assembled', 'packed', 'shipped'){valid} \
          ) \
          SELECT i.kind, i.ext_id, i.customer FROM up JOIN items i ON i.id = up.id \
-         WHERE i.kind <> 'lot' ORDER BY i.kind, i.ext_id"
+         WHERE i.kind <> 'lot'"
     );
     let mut units = Vec::new();
     let mut containers = Vec::new();
@@ -86,6 +86,10 @@ pub async fn recall(db: &Db, lot: &str, include_closed: bool) -> Result<Recall, 
             }
         }
     });
+    // Sorted here, not in SQL: byte order is the same on both backends whatever the collation.
+    units.sort_unstable();
+    containers.sort_unstable();
+    shipments.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let customers: Vec<String> = customers.into_iter().collect();
     let counts = RecallCounts {
         units: units.len(),

@@ -209,8 +209,7 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
          SELECT s.ext_id, l.ext_id, l.part, l.supplier, e.qty, e.station \
          FROM sub JOIN items s ON s.id = sub.id \
          JOIN edges e ON e.parent_id = sub.id AND e.relation IN ('consumed', 'assembled') AND e.valid_to IS NULL \
-         JOIN items l ON l.id = e.child_id AND l.kind = 'lot' \
-         ORDER BY s.ext_id, l.ext_id";
+         JOIN items l ON l.id = e.child_id AND l.kind = 'lot'";
     let mut component_materials = Vec::new();
     on_db!(db, p => {
         for r in sqlx::query(sub_sql).bind(uid).fetch_all(p).await? {
@@ -224,6 +223,8 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
             });
         }
     });
+
+    component_materials.sort_by(|a, b| (&a.via, &a.lot).cmp(&(&b.via, &b.lot)));
 
     // Operations, then their parameters in one query.
     let ops_sql = if matches!(db, Db::Postgres(_)) {
@@ -266,7 +267,7 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
             .collect();
         let par_sql = "SELECT p.operation_id, p.name, p.value_num, p.value_text, p.unit, p.lsl, p.usl, p.in_spec \
              FROM operation_parameters p JOIN operations o ON o.id = p.operation_id \
-             WHERE o.unit_id = $1 ORDER BY p.operation_id, p.name";
+             WHERE o.unit_id = $1 ORDER BY p.operation_id";
         on_db!(db, p => {
             for r in sqlx::query(par_sql).bind(uid).fetch_all(p).await? {
                 let op: i64 = r.try_get(0)?;
@@ -282,6 +283,9 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
                 }
             }
         });
+        for op in &mut operations {
+            op.parameters.sort_by(|a, b| a.name.cmp(&b.name));
+        }
     }
 
     let qc_sql = "SELECT characteristic, value_num, value_text, unit_of_measure, lsl, usl, result, station, operator, checked_at \

@@ -33,6 +33,10 @@ fn val(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => "—".to_owned(),
         serde_json::Value::String(s) => escape(s),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| n.to_string()),
         other => escape(&other.to_string()),
     }
 }
