@@ -13,7 +13,7 @@
 //! pressure per finished unit.
 //!
 //! PostgreSQL: `COPY … FROM STDIN` in 4 MB batches with secondary indexes dropped during the
-//! load and rebuilt after (then ANALYZE). SQLite: multi-row INSERTs in large transactions.
+//! load and rebuilt after (then VACUUM ANALYZE). SQLite: multi-row INSERTs in large transactions.
 //! The target database must be empty; the schema is created with the aggregator's migrations.
 
 use std::collections::HashMap;
@@ -239,7 +239,7 @@ impl Sink {
                 b.push('\n');
                 rows[table] += 1;
                 if b.len() >= PG_FLUSH_BYTES {
-                    self.flush(table).await?;
+                    self.flush_upto(table).await?;
                 }
             }
             Sink::Sqlite { bufs, rows, .. } => {
@@ -254,7 +254,7 @@ impl Sink {
                 bufs[table].push(s);
                 rows[table] += 1;
                 if bufs[table].len() >= SQLITE_ROWS_PER_STMT {
-                    self.flush(table).await?;
+                    self.flush_upto(table).await?;
                 }
             }
         }
@@ -294,6 +294,15 @@ impl Sink {
                     .await
                     .with_context(|| format!("INSERT {name}"))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Flushes `table` after every table before it: `TABLES` is in foreign-key order, so a row
+    /// never reaches the database before the rows it references.
+    async fn flush_upto(&mut self, table: usize) -> anyhow::Result<()> {
+        for t in 0..=table {
+            self.flush(t).await?;
         }
         Ok(())
     }
@@ -917,7 +926,9 @@ pub async fn generate(url: &str, plan: &Plan) -> anyhow::Result<Written> {
                 .await?;
             }
         }
-        sqlx::raw_sql("ANALYZE").execute(pool).await?;
+        // VACUUM, not only ANALYZE: it sets the visibility map, without which the recall's
+        // index-only scans fetch every heap page anyway.
+        sqlx::raw_sql("VACUUM (ANALYZE)").execute(pool).await?;
     }
     if let Sink::Sqlite { pool, .. } = &sink {
         sqlx::raw_sql("ANALYZE").execute(pool).await?;
