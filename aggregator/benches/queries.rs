@@ -201,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         let plans: Vec<(&str, String)> = vec![
             ("Recall of FAST-000000 (trace::recall)", format!(
                 "WITH RECURSIVE up(id) AS ( SELECT CAST({lot_id} AS BIGINT) UNION \
+                 SELECT o.unit_id FROM operation_materials om JOIN operations o ON o.id = om.operation_id WHERE om.lot_id = {lot_id} UNION \
                  SELECT e.parent_id FROM edges e JOIN up ON e.child_id = up.id \
                  WHERE e.relation IN ('consumed', 'assembled', 'packed', 'shipped') AND e.valid_to IS NULL ) \
                  SELECT i.kind, i.ext_id, i.customer FROM up JOIN items i ON i.id = up.id WHERE i.kind <> 'lot'")),

@@ -5,7 +5,8 @@
 //! skipped with a message, or fails when CI=true.
 //!
 //! The plant (ids fixed so the golden answers can name them):
-//! - lots LOT-A (bearing, SKF), LOT-B (screw, Wuerth), LOT-C (placeholder);
+//! - lots LOT-A (bearing, SKF), LOT-B (screw, Wuerth), LOT-C (placeholder), LOT-D (grease, only
+//!   named as an operation material of SN3);
 //! - SN1 ← LOT-A, SUB-1 (← LOT-B, SUB-3 ← LOT-C); SN2 ← LOT-A, SUB-2 (disassembled at 11:00);
 //!   SN3 ← SUB-2 (since 11:30), LOT-B; SUB-2 ← LOT-C;
 //! - SN1, SN2 in CASE-1 in PAL-1, shipped as SHIP-1 to ACME; SN3 was in CASE-0 (unpacked) and
@@ -27,7 +28,8 @@ const FIXTURE: &[&str] = &[
     "INSERT INTO items (id, kind, ext_id, part, placeholder, supplier, supplier_batch, qty) VALUES \
         (1, 'lot', 'LOT-A', 'P-6202', FALSE, 'SKF', 'B-77', 1000), \
         (2, 'lot', 'LOT-B', 'M6-SCREW', FALSE, 'Wuerth', NULL, 50000), \
-        (3, 'lot', 'LOT-C', NULL, TRUE, NULL, NULL, NULL)",
+        (3, 'lot', 'LOT-C', NULL, TRUE, NULL, NULL, NULL), \
+        (4, 'lot', 'LOT-D', 'GREASE', FALSE, 'Klueber', NULL, 20)",
     "INSERT INTO items (id, kind, ext_id, part, placeholder, work_order, line) VALUES \
         (10, 'unit', 'SN1', 'FG-1', FALSE, 'WO-1', 'line-1'), \
         (11, 'unit', 'SN2', 'FG-1', FALSE, 'WO-1', 'line-1'), \
@@ -74,7 +76,7 @@ const FIXTURE: &[&str] = &[
         (101, 'press.pressure', 200, NULL, 'bar', 180, 220, TRUE), \
         (101, 'press.force_peak', 11, NULL, 'kN', NULL, 12.5, TRUE), \
         (103, 'press.pressure', 219.5, NULL, 'bar', 180, 220, TRUE)",
-    "INSERT INTO operation_materials (operation_id, lot_id, qty) VALUES (100, 1, 1), (101, 1, 1)",
+    "INSERT INTO operation_materials (operation_id, lot_id, qty) VALUES (100, 1, 1), (101, 1, 1), (103, 4, 0.5)",
     "INSERT INTO quality_checks (id, unit_id, characteristic, value_num, unit_of_measure, lsl, usl, result, station, operator, checked_at) VALUES \
         (1, 10, 'bore.diameter', 12.01, 'mm', 11.99, 12.02, 'pass', 'QC1', 'OP0010', '2026-01-01T10:45:00.000000Z')",
     "INSERT INTO readings (gateway, epoch, seq, ts, device, tag, value_num, value_text, unit, quality, error) VALUES \
@@ -255,6 +257,11 @@ async fn unit_report_json_csv_html() {
         assert_eq!(sn3["containers"], json!([]), "[{be}] unpacked case must not count");
         assert_eq!(sn3["shipment"]["id"], "SHIP-2", "[{be}]");
         assert_eq!(sn3["component_materials"][0]["lot"], "LOT-C", "[{be}]");
+        // LOT-B by genealogy edge; LOT-D only as an operation material.
+        assert_eq!(sn3["materials"], json!([
+            {"lot": "LOT-B", "part": "M6-SCREW", "supplier": "Wuerth", "qty": 4.0, "station": "ST10", "closed": false},
+            {"lot": "LOT-D", "part": "GREASE", "supplier": "Klueber", "qty": 0.5, "station": "ST10", "closed": false}
+        ]), "[{be}]");
         let sn2 = ok_json(&app, "/api/v1/units/SN2", be).await;
         assert_eq!(sn2["components"][0]["removed_at"], "2026-01-01T11:00:00.000000Z", "[{be}]");
         assert_eq!(sn2["component_materials"], json!([]), "[{be}] removed sub-assembly's lots");
@@ -432,6 +439,10 @@ async fn recall_json_and_csv() {
         let v = ok_json(&app, "/api/v1/lots/LOT-C/recall?include_closed=true", be).await;
         assert_eq!(v["units"], json!(["SN1", "SN2", "SN3", "SUB-1", "SUB-2", "SUB-3"]), "[{be}]");
         assert_eq!(v["containers"], json!(["CASE-0", "CASE-1", "PAL-1"]), "[{be}]");
+
+        let v = ok_json(&app, "/api/v1/lots/LOT-D/recall", be).await;
+        assert_eq!(v["units"], json!(["SN3"]), "[{be}] lot known only from operation materials");
+        assert_eq!(v["shipments"], json!([{"id": "SHIP-2", "customer": "Globex"}]), "[{be}]");
 
         let (status, ctype, csv) = get(&app, "/api/v1/lots/LOT-A/recall?format=csv").await;
         assert_eq!(status, StatusCode::OK, "[{be}]");

@@ -1,7 +1,9 @@
 //! Recall scope of a material lot: every unit it went into (through every level of assembly),
 //! every container holding those units (case, pallet, …), every shipment and customer.
 //!
-//! One set-based recursive CTE walks child → parent over the edges that are valid now
+//! Seeds: the lot and the units whose operations list it as a material (in case a lot was only
+//! recorded as an operation material, without a genealogy edge). From there one set-based
+//! recursive CTE walks child → parent over the edges that are valid now
 //! (`include_closed` follows closed ones too, for the widest possible scope). `UNION` (not
 //! `UNION ALL`) makes it cycle-safe: a row already produced is not expanded again. The walk
 //! reads only the `edges_child_cover` index on PostgreSQL (see docs/query-plans.md).
@@ -56,6 +58,9 @@ pub async fn recall(db: &Db, lot: &str, include_closed: bool) -> Result<Recall, 
     let sql = format!(
         "WITH RECURSIVE up(id) AS ( \
             SELECT CAST($1 AS BIGINT) \
+            UNION \
+            SELECT o.unit_id FROM operation_materials om JOIN operations o ON o.id = om.operation_id \
+             WHERE om.lot_id = $1 \
             UNION \
             SELECT e.parent_id FROM edges e JOIN up ON e.child_id = up.id \
              WHERE e.relation IN ('consumed', 'assembled', 'packed', 'shipped'){valid} \

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use utoipa::ToSchema;
 
-use super::{ItemKind, QueryError, item_id, on_db, ts_opt, ts_text};
+use super::{QueryError, on_db, ts_opt, ts_text};
 use crate::store::Db;
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -146,24 +146,21 @@ pub(crate) fn value_of(num: Option<f64>, text: Option<String>) -> serde_json::Va
 
 /// The report of `serial`; `NotFound` when no unit has that serial.
 pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError> {
-    let Some(uid) = item_id(db, ItemKind::Unit, serial).await? else {
+    // The unit itself.
+    let head_sql = "SELECT id, part, work_order, line, placeholder FROM items WHERE kind = 'unit' AND ext_id = $1";
+    type Head = (i64, Option<String>, Option<String>, Option<String>, bool);
+    let head: Option<Head> = on_db!(db, p => {
+        match sqlx::query(head_sql).bind(serial).fetch_optional(p).await? {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)),
+            None => None,
+        }
+    });
+    let Some((uid, part, work_order, line, placeholder)) = head else {
         return Err(QueryError::NotFound {
             what: "unit",
             id: serial.to_owned(),
         });
     };
-
-    // The unit itself.
-    let head_sql = "SELECT part, work_order, line, placeholder FROM items WHERE id = $1";
-    let (part, work_order, line, placeholder): (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        bool,
-    ) = on_db!(db, p => {
-        let r = sqlx::query(head_sql).bind(uid).fetch_one(p).await?;
-        (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)
-    });
 
     // Direct children: lots (materials) and units (components).
     let child_sql = "SELECT c.kind, c.ext_id, c.part, c.supplier, e.qty, e.station, e.valid_from, e.valid_to \
@@ -195,6 +192,27 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
                     removed_at: ts_opt(valid_to),
                 });
             }
+        }
+    });
+
+    // Lots named only by an operation's materials (no genealogy edge) still belong in the record.
+    let om_sql = "SELECT l.ext_id, l.part, l.supplier, om.qty, o.station FROM operation_materials om \
+         JOIN operations o ON o.id = om.operation_id JOIN items l ON l.id = om.lot_id \
+         WHERE o.unit_id = $1 ORDER BY o.completed_at, o.id";
+    on_db!(db, p => {
+        for r in sqlx::query(om_sql).bind(uid).fetch_all(p).await? {
+            let lot: String = r.try_get(0)?;
+            if materials.iter().any(|m: &Material| m.lot == lot) {
+                continue;
+            }
+            materials.push(Material {
+                lot,
+                part: r.try_get(1)?,
+                supplier: r.try_get(2)?,
+                qty: r.try_get(3)?,
+                station: r.try_get(4)?,
+                closed: false,
+            });
         }
     });
 
