@@ -654,8 +654,7 @@ security_policy = "Basic256Sha256"
 security_mode = "Encrypt"
 "#;
     let err = threadline_gateway::config::GatewayConfig::parse("gw.toml", text)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("device[0].endpoint"), "{err}");
     assert!(err.contains("opc.tcp://"), "{err}");
