@@ -3,4 +3,5 @@
 
 pub mod modbus;
 pub mod opcua;
+pub mod plant;
 pub mod scanner;

@@ -1,0 +1,13 @@
+//! The plant simulator: a demo plant of two lines driven the way a shop floor drives a gateway
+//! (scanner lines into pseudo-terminals, PLC tags into simulated Modbus devices), with the
+//! ground truth of the genealogy it produced.
+//!
+//! - [`model`]: what the plant does, decided from a seed, and the [`model::Truth`];
+//! - [`floor`]: the floor actions and their concurrent, cancellable execution.
+
+pub mod floor;
+pub mod model;
+pub mod tagmap;
+
+pub use floor::{Floor, FloorAction, FloorError, Lane, RecordingFloor, SimValue, run_lanes};
+pub use model::{Plan, Plant, PlantParams, Truth};
