@@ -131,7 +131,9 @@ pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str) -> Result<T
     // Each round removes one offending key; a file rarely has more mistakes than this.
     for _ in 0..200 {
         let err = match toml::from_str::<T>(&work) {
-            Ok(value) if problems.is_empty() => {
+            Ok(value) => {
+                // With the offending keys blanked out the rest is usable: check it too, so that
+                // one run reports structural and cross-field problems together.
                 let entries = document_entries(text);
                 let mut v = Validator {
                     file,
@@ -140,13 +142,12 @@ pub fn parse<T: DeserializeOwned + Validate>(file: &str, text: &str) -> Result<T
                     problems: Vec::new(),
                 };
                 value.validate(&mut v);
-                return if v.problems.is_empty() {
-                    Ok(value)
-                } else {
-                    Err(ConfigErrors(v.problems))
-                };
+                problems.extend(v.problems);
+                if problems.is_empty() {
+                    return Ok(value);
+                }
+                break;
             }
-            Ok(_) => break,
             Err(e) => e,
         };
         let span = err.span();

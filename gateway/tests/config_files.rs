@@ -1,0 +1,127 @@
+//! Every gateway config shipped under `config/` parses and validates; mistakes are reported
+//! all at once with file, line, column and field.
+
+use std::path::{Path, PathBuf};
+
+use threadline_gateway::config::GatewayConfig;
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+/// Gateway configs are the TOML files under `config/` with a `[gateway]` table.
+fn gateway_configs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![config_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("config dir readable") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml")
+                && std::fs::read_to_string(&path)
+                    .expect("readable")
+                    .lines()
+                    .any(|l| l.trim() == "[gateway]")
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_shipped_gateway_config_is_valid() {
+    let files = gateway_configs();
+    assert!(
+        files.iter().any(|f| f.ends_with("gateway.example.toml")),
+        "{files:?}"
+    );
+    for f in files {
+        if let Err(e) = GatewayConfig::load(&f) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn example_config_has_the_documented_values() {
+    let cfg = GatewayConfig::load(&config_dir().join("gateway.example.toml")).expect("valid");
+    assert_eq!(cfg.gateway.id, "gw-line-1");
+    assert_eq!(cfg.client_id(), "gw-line-1");
+    assert_eq!(cfg.device.len(), 3);
+    assert_eq!(cfg.device[0].tag[0].name, "press.pressure");
+    assert_eq!(cfg.station[0].feeder[0].part, "P-6202");
+}
+
+#[test]
+fn three_mistakes_give_three_precise_messages() {
+    let text =
+        std::fs::read_to_string(config_dir().join("gateway.example.toml")).expect("readable");
+    let broken = text
+        .replacen(
+            "  scan_ms = 100\n  deadband = 0.5",
+            "  scan_msec = 100\n  deadband = 0.5",
+            1,
+        )
+        .replacen("parity = \"even\"", "parity = \"evn\"", 1)
+        .replacen(
+            "complete_on = { tag = \"press.cycle_done\"",
+            "complete_on = { tag = \"press.cycle_dne\"",
+            1,
+        );
+    let errs = GatewayConfig::parse("line-1.toml", &broken)
+        .expect_err("three mistakes")
+        .0;
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 3, "every problem at once: {shown:#?}");
+    assert!(
+        shown[0]
+            .starts_with("line-1.toml:43:3: device[0].tag[0].scan_msec: unknown field `scan_msec`"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[0].contains("scan_ms"),
+        "lists the expected fields: {}",
+        shown[0]
+    );
+    assert!(
+        shown[1].contains("device[1].parity") && shown[1].contains("evn"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[1].contains("even") && shown[1].contains("odd"),
+        "lists the valid values: {}",
+        shown[1]
+    );
+    assert_eq!(errs[2].field, "station[0].complete_on.tag");
+    assert!(
+        errs[2].line > 0 && errs[2].message.contains("press.cycle_dne"),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn a_wrong_protocol_names_the_valid_ones() {
+    let text =
+        std::fs::read_to_string(config_dir().join("gateway.example.toml")).expect("readable");
+    let broken = text.replacen("protocol = \"modbus-rtu\"", "protocol = \"modbus-rtv\"", 1);
+    let errs = GatewayConfig::parse("line-1.toml", &broken)
+        .expect_err("bad protocol")
+        .0;
+    assert!(
+        errs[0].to_string().contains("device[1].protocol"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].message.contains("modbus-rtv") && errs[0].message.contains("modbus-tcp"),
+        "{}",
+        errs[0]
+    );
+}
