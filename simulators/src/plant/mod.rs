@@ -5,9 +5,13 @@
 //! - [`model`]: what the plant does, decided from a seed, and the [`model::Truth`];
 //! - [`floor`]: the floor actions and their concurrent, cancellable execution.
 
+pub mod config;
+pub mod endpoints;
 pub mod floor;
 pub mod model;
 pub mod tagmap;
 
+pub use config::{LoadedPlant, PlantFile};
+pub use endpoints::{Endpoints, Overrides, rewrite_gateway_config};
 pub use floor::{Floor, FloorAction, FloorError, Lane, RecordingFloor, SimValue, run_lanes};
 pub use model::{Plan, Plant, PlantParams, Truth};
