@@ -95,7 +95,7 @@ impl RecordBody {
 }
 
 /// A tag value: number, bool or string. Integers stay integers (no f64 rounding of u64 counters).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum TagValue {
     Bool(bool),
@@ -103,6 +103,22 @@ pub enum TagValue {
     UInt(u64),
     Float(f64),
     Text(String),
+}
+
+impl Serialize for TagValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TagValue::Bool(b) => s.serialize_bool(*b),
+            TagValue::Int(i) => s.serialize_i64(*i),
+            TagValue::UInt(u) => s.serialize_u64(*u),
+            // JSON has no NaN / infinity and serde_json would write `null`, which a required
+            // `value` rejects — one NaN register would make the whole envelope unparseable.
+            // As text ("NaN", "inf", "-inf") it survives, and is never in spec.
+            TagValue::Float(f) if !f.is_finite() => s.serialize_str(&f.to_string()),
+            TagValue::Float(f) => s.serialize_f64(*f),
+            TagValue::Text(t) => s.serialize_str(t),
+        }
+    }
 }
 
 impl TagValue {
