@@ -9,9 +9,11 @@ pub mod config;
 pub mod endpoints;
 pub mod floor;
 pub mod model;
+pub mod run;
 pub mod tagmap;
 
 pub use config::{LoadedPlant, PlantFile};
 pub use endpoints::{Endpoints, Overrides, rewrite_gateway_config};
 pub use floor::{Floor, FloorAction, FloorError, Lane, RecordingFloor, SimValue, run_lanes};
 pub use model::{Plan, Plant, PlantParams, Truth};
+pub use run::{RunOptions, RunOutcome, run_plant, write_truth};
