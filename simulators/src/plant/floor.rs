@@ -45,6 +45,8 @@ pub enum FloorAction {
     },
     /// Nothing happens for this long.
     Wait { ms: u64 },
+    /// A safe point between units (no half-done cycle): a paused run stops here.
+    Checkpoint,
 }
 
 impl FloorAction {
@@ -130,17 +132,76 @@ pub trait Progress: Send + Sync {
 
 impl Progress for () {}
 
+/// Stops and pauses a run. Pausing takes effect at each lane's next [`FloorAction::Checkpoint`]
+/// (between units), so that no machine cycle is left half done while, say, a gateway restarts.
+#[derive(Clone)]
+pub struct Control {
+    pub cancel: CancellationToken,
+    paused: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// Lanes currently waiting at a checkpoint.
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control::new(CancellationToken::new())
+    }
+}
+
+impl Control {
+    pub fn new(cancel: CancellationToken) -> Control {
+        Control {
+            cancel,
+            paused: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
+            waiting: std::sync::Arc::default(),
+        }
+    }
+
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Lanes that have reached a checkpoint and wait there.
+    pub fn lanes_waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Returns when not paused (or cancelled).
+    async fn gate(&self) {
+        let mut rx = self.paused.subscribe();
+        if !*rx.borrow_and_update() {
+            return;
+        }
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::select! {
+            _ = rx.wait_for(|p| !*p) => {}
+            () = self.cancel.cancelled() => {}
+        }
+        self.waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Plays every lane concurrently until done or cancelled. Returns `Ok(true)` when every lane ran
 /// to the end, `Ok(false)` when cancelled; the first floor error stops all lanes.
 pub async fn run_lanes<F: Floor + ?Sized>(
     floor: &F,
     lanes: &[Lane],
-    cancel: &CancellationToken,
+    ctl: &Control,
     progress: &dyn Progress,
 ) -> Result<bool, FloorError> {
     let runs = lanes
         .iter()
-        .map(|lane| run_lane(floor, lane, cancel, progress));
+        .map(|lane| run_lane(floor, lane, ctl, progress));
     let results = futures::future::join_all(runs).await;
     let mut complete = true;
     for r in results {
@@ -152,9 +213,10 @@ pub async fn run_lanes<F: Floor + ?Sized>(
 async fn run_lane<F: Floor + ?Sized>(
     floor: &F,
     lane: &Lane,
-    cancel: &CancellationToken,
+    ctl: &Control,
     progress: &dyn Progress,
 ) -> Result<bool, FloorError> {
+    let cancel = &ctl.cancel;
     let total = lane.actions.len();
     for (i, action) in lane.actions.iter().enumerate() {
         if cancel.is_cancelled() {
@@ -169,6 +231,7 @@ async fn run_lane<F: Floor + ?Sized>(
                     () = tokio::time::sleep(Duration::from_millis(*ms)) => {}
                 }
             }
+            FloorAction::Checkpoint => ctl.gate().await,
         }
         progress.action_done(&lane.name, i + 1, total);
     }

@@ -14,6 +14,8 @@ pub mod tagmap;
 
 pub use config::{LoadedPlant, PlantFile};
 pub use endpoints::{Endpoints, Overrides, rewrite_gateway_config};
-pub use floor::{Floor, FloorAction, FloorError, Lane, RecordingFloor, SimValue, run_lanes};
+pub use floor::{
+    Control, Floor, FloorAction, FloorError, Lane, RecordingFloor, SimValue, run_lanes,
+};
 pub use model::{Plan, Plant, PlantParams, Truth};
 pub use run::{RunOptions, RunOutcome, run_plant, write_truth};

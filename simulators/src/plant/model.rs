@@ -6,7 +6,8 @@
 //! unit is reworked and inspected again). Line 2 makes the finished drive `P-DRIVE-200` (`SN…`):
 //! ST110 assembles one sub-assembly and a screw lot (`P-SCR-M5`), ST120 runs the end-of-line
 //! test (fail → rework → retest), ST130 packs units into cases, ST135 stacks cases onto pallets,
-//! ST140 ships pallets to customers. Each line has a receiving dock (RCV1, RCV2) where supplier
+//! ST140 ships pallets to customers. Each supplier delivers to its receiving dock (RCV-BRG,
+//! RCV-HSG on line 1, RCV-SCR on line 2) where supplier
 //! lots arrive with GS1 labels `(01)GTIN(10)LOT<GS>(240)PART<GS>(37)QTY`; a feeder's lot runs out
 //! after a number of units and the next lot is received and loaded. Operators change with the
 //! shift (badge scans); now and then a scanner reads garbage.
@@ -37,6 +38,16 @@ pub const GS: char = '\u{1d}';
 pub const DEV_LINE1: &str = "l1-plc";
 pub const DEV_LINE2: &str = "l2-plc";
 pub const DEV_HALL: &str = "hall-env";
+
+/// Control codes that close the open case / pallet / shipment (printed on the packing tables).
+pub const CLOSE_CASE: &str = "CLOSE-CASE";
+pub const CLOSE_PALLET: &str = "CLOSE-PALLET";
+pub const CLOSE_SHIPMENT: &str = "CLOSE-SHIPMENT";
+
+/// The delivery note barcode of a shipment: `SHP-000001/CUSTOMER`.
+pub fn shipment_label(shipment: &str, customer: &str) -> String {
+    format!("{shipment}/{customer}")
+}
 
 /// Customers the shipments go to.
 pub const CUSTOMERS: [&str; 3] = ["ACME-AUTOMOTIVE", "NORDWERK-AG", "SAKURA-MOTORS"];
@@ -347,21 +358,21 @@ const SUPPLIERS: [Supplier; 3] = [
         name: "KUGELLAGER-GMBH",
         gtin_base: "0401234500001",
         tag: "BRG",
-        dock: ("rcv1-scanner", "RCV1"),
+        dock: ("rcv-brg-scanner", "RCV-BRG"),
     },
     Supplier {
         part: PART_HOUSING,
         name: "GUSSWERK-NORD",
         gtin_base: "0401234500002",
         tag: "HSG",
-        dock: ("rcv1-scanner", "RCV1"),
+        dock: ("rcv-hsg-scanner", "RCV-HSG"),
     },
     Supplier {
         part: PART_SCREW,
         name: "SCHRAUBEN-SUED",
         gtin_base: "0401234500003",
         tag: "SCR",
-        dock: ("rcv2-scanner", "RCV2"),
+        dock: ("rcv-scr-scanner", "RCV-SCR"),
     },
 ];
 
@@ -980,6 +991,7 @@ impl Plant {
     }
 
     fn build_sub_assembly(&mut self, lane: &mut Lane) -> String {
+        lane.push(FloorAction::Checkpoint);
         self.staff(lane, 0);
         let wo = self.work_order(lane, 0, ST10.scanner);
         if self.units_on_line[0] > 0 && self.units_on_line[0].is_multiple_of(5) {
@@ -1049,6 +1061,7 @@ impl Plant {
     }
 
     fn build_final(&mut self, lane: &mut Lane, sub: &str) -> String {
+        lane.push(FloorAction::Checkpoint);
         self.staff(lane, 1);
         let wo = self.work_order(lane, 1, ST110.scanner);
         let serial = format!("SN{:010}", self.next_unit);
@@ -1120,6 +1133,9 @@ impl Plant {
         let Some((pallet_id, cases)) = pallet.as_mut() else {
             return;
         };
+        // The full case is closed at the packing table, then stacked onto the pallet.
+        lane.push(FloorAction::scan("st130-scanner", CLOSE_CASE));
+        self.settle(lane);
         lane.push(FloorAction::scan("st135-scanner", sscc_label(&case)));
         self.settle(lane);
         cases.push(case.clone());
@@ -1146,9 +1162,16 @@ impl Plant {
         let shipment = format!("SHP-{:06}", self.next_shipment);
         self.next_shipment += 1;
         let customer = CUSTOMERS[self.rng.random_range(0..CUSTOMERS.len())].to_owned();
-        lane.push(FloorAction::scan("st140-scanner", shipment.clone()));
+        lane.push(FloorAction::scan("st135-scanner", CLOSE_PALLET));
+        self.settle(lane);
+        lane.push(FloorAction::scan(
+            "st140-scanner",
+            shipment_label(&shipment, &customer),
+        ));
         self.settle(lane);
         lane.push(FloorAction::scan("st140-scanner", sscc_label(&pallet)));
+        self.settle(lane);
+        lane.push(FloorAction::scan("st140-scanner", CLOSE_SHIPMENT));
         self.settle(lane);
         let mut units = Vec::new();
         for c in &cases {

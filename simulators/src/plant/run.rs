@@ -2,9 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio_util::sync::CancellationToken;
-
-use super::floor::{Floor, FloorError, Progress, run_lanes};
+use super::floor::{Control, Floor, FloorError, Progress, run_lanes};
 use super::model::{Plant, PlantParams, Truth};
 
 /// How long a run goes and where its truth goes.
@@ -48,7 +46,7 @@ pub async fn run_plant<F: Floor + ?Sized>(
     params: PlantParams,
     opts: &RunOptions,
     floor: &F,
-    cancel: &CancellationToken,
+    ctl: &Control,
     progress: &dyn Progress,
     on_batch: &mut (dyn FnMut(&Truth, u64) + Send),
 ) -> Result<RunOutcome, RunError> {
@@ -65,7 +63,7 @@ pub async fn run_plant<F: Floor + ?Sized>(
             opts.batch.max(1).min(opts.units - made)
         };
         let plan = plant.plan_batch(n);
-        let finished = run_lanes(floor, &plan.lanes, cancel, progress).await?;
+        let finished = run_lanes(floor, &plan.lanes, ctl, progress).await?;
         if !finished {
             return Ok(RunOutcome {
                 truth: done_truth,
@@ -130,7 +128,7 @@ mod tests {
                 truth: Some(truth.clone()),
             },
             &floor,
-            &CancellationToken::new(),
+            &Control::default(),
             &(),
             &mut |_, _| batches += 1,
         )
@@ -155,8 +153,8 @@ mod tests {
     #[tokio::test]
     async fn cancel_stops_promptly_and_keeps_only_completed_batches() {
         let floor = RecordingFloor::default();
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
+        let ctl = Control::default();
+        let c = ctl.cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             c.cancel();
@@ -170,7 +168,7 @@ mod tests {
                 truth: None,
             },
             &floor,
-            &cancel,
+            &ctl,
             &(),
             &mut |_, _| {},
         )
@@ -180,5 +178,42 @@ mod tests {
         assert_eq!(out.units_made, 0);
         assert!(out.truth.units.is_empty());
         assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn pause_holds_every_lane_at_a_checkpoint() {
+        let floor = RecordingFloor::default();
+        let ctl = Control::default();
+        ctl.pause();
+        let params = PlantParams {
+            cycle_ms: 0,
+            settle_ms: 1,
+            ..PlantParams::default()
+        };
+        let c = ctl.clone();
+        let run = tokio::spawn(async move {
+            run_plant(
+                params,
+                &RunOptions {
+                    units: 3,
+                    batch: 3,
+                    truth: None,
+                },
+                &floor,
+                &c,
+                &(),
+                &mut |_, _| {},
+            )
+            .await
+            .map(|o| o.units_made)
+        });
+        let t0 = std::time::Instant::now();
+        while ctl.lanes_waiting() < 2 {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(!run.is_finished());
+        ctl.resume();
+        assert_eq!(run.await.unwrap().unwrap(), 3);
     }
 }

@@ -240,7 +240,7 @@ mod tests {
                 super::super::FloorAction::Scan { scanner, .. } => {
                     assert!(scanners.contains(scanner.as_str()), "{scanner}");
                 }
-                super::super::FloorAction::Wait { .. } => {}
+                super::super::FloorAction::Wait { .. } | super::super::FloorAction::Checkpoint => {}
             }
         }
     }
