@@ -1071,47 +1071,32 @@ pub async fn duplicates(db: &TestDb) -> Result<Vec<String>> {
 /// The `scan_rejected` events of the event log (raw codes), through `GET /api/v1/events`.
 pub async fn rejected_scans(api: &Api) -> Result<BTreeSet<String>> {
     let mut raws = BTreeSet::new();
-    for gw in ["gw-line-1", "gw-line-2"] {
-        let mut after = 0u64;
-        loop {
-            let (st, v) = api
-                .get(&format!(
-                    "/api/v1/events?gateway={gw}&after_seq={after}&limit=1000"
-                ))
-                .await?;
-            if st != 200 {
-                bail!("GET /api/v1/events: {st} {v}");
+    let mut after = 0i64;
+    loop {
+        let (st, v) = api
+            .get(&format!("/api/v1/events?after_id={after}&limit=1000"))
+            .await?;
+        if st != 200 {
+            bail!("GET /api/v1/events: {st} {v}");
+        }
+        for e in v["events"].as_array().into_iter().flatten() {
+            if s(&e["type"]) == "scan_rejected" {
+                raws.insert(s(&e["record"]["raw"]));
             }
-            let list = v
-                .as_array()
-                .or_else(|| v["events"].as_array())
-                .cloned()
-                .unwrap_or_default();
-            if list.is_empty() {
-                break;
-            }
-            for e in &list {
-                let rec = if e["record"].is_object() {
-                    &e["record"]
-                } else {
-                    e
-                };
-                let body = if rec["body"].is_object() {
-                    &rec["body"]
-                } else {
-                    rec
-                };
-                if s(&body["type"]) == "scan_rejected" || s(&e["type"]) == "scan_rejected" {
-                    raws.insert(s(&body["raw"]));
-                }
-                if let Some(seq) = rec["seq"].as_u64().or_else(|| e["seq"].as_u64()) {
-                    after = after.max(seq);
-                }
-            }
-            if list.len() < 1000 {
-                break;
-            }
+        }
+        match v["next_after"].as_i64() {
+            Some(n) if n > after => after = n,
+            _ => break,
         }
     }
     Ok(raws)
+}
+
+/// `GET /api/v1/audit/verify` says every hash chain is intact.
+pub async fn audit_ok(api: &Api) -> Result<()> {
+    let (st, v) = api.get("/api/v1/audit/verify").await?;
+    if st != 200 || v["ok"] != Value::Bool(true) {
+        bail!("audit verify: {st} {v}");
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use threadline_e2e::{PlantEnv, PlantRun, duplicates, read_truth, rejected_scans};
+use threadline_e2e::{PlantEnv, PlantRun, audit_ok, duplicates, read_truth, rejected_scans};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_plant_matches_ground_truth() -> anyhow::Result<()> {
@@ -42,8 +42,7 @@ async fn e2e_plant_matches_ground_truth() -> anyhow::Result<()> {
             r.raw
         );
     }
-    let (st, v) = env.api.get("/api/v1/audit/verify").await?;
-    assert_eq!(st, 200, "{v}");
+    audit_ok(&env.api).await?;
     assert_eq!(duplicates(&env.db).await?, Vec::<String>::new());
     env.finish().await;
     Ok(())
@@ -91,8 +90,7 @@ async fn e2e_plant_survives_gateway_broker_and_aggregator_restarts() -> anyhow::
             .join("\n"),
         env.logs()
     );
-    let (st, v) = env.api.get("/api/v1/audit/verify").await?;
-    assert_eq!(st, 200, "{v}");
+    audit_ok(&env.api).await?;
     assert_eq!(duplicates(&env.db).await?, Vec::<String>::new());
     env.finish().await;
     Ok(())
