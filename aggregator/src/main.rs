@@ -1,10 +1,16 @@
 //! `threadline-aggregator`: ingest, storage and the trace API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use threadline_aggregator::api::{self, AppState};
 use threadline_aggregator::config::AggregatorConfig;
+use threadline_aggregator::ingest::{self, IngestStats};
+use threadline_aggregator::store::{Db, redact};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -29,26 +35,228 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Recompute every gateway's hash chain; exit 1 and name the first broken link if any.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &Path) -> Result<AggregatorConfig, ExitCode> {
+    AggregatorConfig::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { config } | Command::Run { config } => {
-            match AggregatorConfig::load(&config) {
-                Ok(cfg) => {
-                    println!(
-                        "{}: aggregator {} — OK",
-                        config.display(),
-                        cfg.aggregator.id
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprint!("{e}");
-                    ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (path, cmd) = match &cli.command {
+        Command::Run { config } => (config, "run"),
+        Command::Check { config } => (config, "check"),
+        Command::Verify { config } => (config, "verify"),
+    };
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cmd == "check" {
+        return check(path, &cfg);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = match cmd {
+        "verify" => rt.block_on(verify(&cfg)),
+        _ => rt.block_on(run(cfg)).map(|()| ExitCode::SUCCESS),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
+    let mut problems = Vec::new();
+    if let Err(e) = ingest::mqtt::options(cfg) {
+        problems.push(format!("mqtt: {e:#}"));
+    }
+    for t in &cfg.http.token {
+        match std::fs::read_to_string(&t.token_file) {
+            Ok(s) if s.trim().is_empty() => problems.push(format!(
+                "http.token {:?}: token_file {} is empty",
+                t.name,
+                t.token_file.display()
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(format!(
+                "http.token {:?}: cannot read token_file {}: {e}",
+                t.name,
+                t.token_file.display()
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{}: {p}", path.display());
+        }
+        return ExitCode::from(2);
+    }
+    let broker = if cfg.mqtt.embedded {
+        format!("embedded rumqttd on {}", cfg.mqtt.listen)
+    } else {
+        format!("external {}", cfg.mqtt.url.as_deref().unwrap_or(""))
+    };
+    println!("{}: OK", path.display());
+    println!("  aggregator: {}", cfg.aggregator.id);
+    println!(
+        "  database:   {} ({})",
+        if cfg.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        redact(&cfg.database.url)
+    );
+    println!(
+        "  broker:     {broker}, topic root {:?}{}",
+        cfg.mqtt.topic_root,
+        cfg.mqtt
+            .shared_group
+            .as_deref()
+            .map(|g| format!(", shared group {g:?}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  batches:    up to {} records or {} ms; payloads up to {} KiB",
+        cfg.aggregator.batch_max_records,
+        cfg.aggregator.batch_max_wait_ms,
+        cfg.aggregator.max_payload_kb
+    );
+    println!("  http:       {}", cfg.http.listen);
+    println!(
+        "  tokens:     {}",
+        if cfg.http.token.is_empty() {
+            "none (no authentication)".to_owned()
+        } else {
+            cfg.http.token.len().to_string()
+        }
+    );
+    ExitCode::SUCCESS
+}
+
+async fn verify(cfg: &AggregatorConfig) -> anyhow::Result<ExitCode> {
+    let db = Db::connect(&cfg.database.url, cfg.database.max_connections).await?;
+    let report = db.verify_chains().await.context("reading the event log")?;
+    if report.ok {
+        println!(
+            "OK: {} events in {} gateway chains verified",
+            report.events, report.gateways
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "BROKEN: {} of {} gateway chains ({} events checked)",
+        report.broken.len(),
+        report.gateways,
+        report.events
+    );
+    for b in &report.broken {
+        println!(
+            "  gateway {} event id {} (epoch {}, seq {}): {} mismatch, expected {} stored {}",
+            b.gateway, b.event_id, b.epoch, b.seq, b.problem, b.expected, b.stored
+        );
+    }
+    Ok(ExitCode::from(1))
+}
+
+async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    // Refuse bad MQTT settings (unreadable password/CA files) before anything starts.
+    ingest::mqtt::options(&cfg)?;
+    let http_addr: std::net::SocketAddr = cfg.http.listen.parse().context("http.listen")?;
+    // Bind before anything else starts: a busy port is reported at once.
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {http_addr}"))?;
+    let db = Db::connect(&cfg.database.url, cfg.database.max_connections).await?;
+    tracing::info!(
+        backend = db.backend(),
+        "database ready (migrations applied)"
+    );
+    if cfg.mqtt.embedded {
+        let listen = cfg.mqtt.listen.parse().context("mqtt.listen")?;
+        threadline_aggregator::broker::start_embedded(
+            listen,
+            ingest::mqtt::packet_limit(cfg.aggregator.max_payload_kb),
+        )?;
+        tracing::info!(%listen, "embedded MQTT broker listening");
+    }
+    let stats = Arc::new(IngestStats::default());
+    let ingest_task = {
+        let (cfg, db, stats, cancel) = (cfg.clone(), db.clone(), stats.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let r = ingest::run(&cfg, db, stats, cancel.clone()).await;
+            // Without ingest the process must not look alive: stop the server too.
+            cancel.cancel();
+            r
+        })
+    };
+    let app = api::router(AppState {
+        db: db.clone(),
+        ingest: stats.clone(),
+    });
+    tracing::info!(%http_addr, "HTTP API listening");
+    let shutdown = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    let server_cancel = cancel.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { server_cancel.cancelled().await })
+        .await
+        .context("HTTP server")?;
+    cancel.cancel();
+    match ingest_task.await {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::anyhow!("ingest task failed: {e}")),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
                 }
             }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

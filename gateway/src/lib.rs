@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod drivers;
+pub mod health;
 pub mod outbox;
 pub mod publish;
+pub mod runtime;
 pub mod stations;

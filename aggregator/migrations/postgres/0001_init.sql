@@ -164,5 +164,6 @@ CREATE TABLE dead_letters (
     topic       text NOT NULL,
     gateway     text,
     reason      text NOT NULL,
+    kind        text NOT NULL DEFAULT '',        -- machine-readable reason (metrics label): oversized, malformed_envelope, …
     payload     bytea NOT NULL
 );

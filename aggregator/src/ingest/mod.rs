@@ -1,5 +1,23 @@
 //! MQTT intake → validation → batched, idempotent, hash-chained writes → acks.
+//!
+//! - [`decode`]: topic + payload → records, a status or a dead letter (never a panic);
+//! - [`writer`]: the single writer task: batches, one transaction per batch, retry while the
+//!   database is down, acks after commit;
+//! - [`mqtt`]: the MQTT client (external broker or the embedded one), subscriptions, TLS;
+//! - [`stats`]: [`IngestStats`], shared with `/healthz` and `/metrics`.
+//!
+//! Data path and back-pressure: the MQTT loop decodes each PUBLISH and `send`s it into a bounded
+//! channel; while the writer is busy (or the database is down) the channel fills, the MQTT loop
+//! stops polling, and the broker holds the rest. Nothing is acked before its commit, so a record
+//! lost anywhere before the commit is re-sent by its gateway; a re-sent record is a duplicate
+//! the store ignores (and acks again).
 
-/// Ingest health and counters, shared with the API (`/healthz`, `/metrics`).
-#[derive(Debug, Default)]
-pub struct IngestStats {}
+pub mod decode;
+pub mod mqtt;
+pub mod stats;
+pub mod writer;
+
+pub use decode::{Incoming, decode};
+pub use mqtt::run;
+pub use stats::IngestStats;
+pub use writer::{AckSink, WriterConfig, run_writer};

@@ -1,4 +1,18 @@
 //! Storage: PostgreSQL (production) and SQLite (embedded default) behind one handle.
+//!
+//! - [`write`]: the batch write path (dedupe, hash chain, projections) over both backends;
+//! - [`chain`]: the hash chain's definition and verifier;
+//! - [`postgres`], [`sqlite`]: each backend's statements;
+//! - [`access`]: master data upserts and the ingest-side reads (gateways, events, verify).
+
+pub mod access;
+pub mod chain;
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+pub mod write;
+
+pub use model::*;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -33,11 +47,11 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(std::time::Duration::from_secs(10));
-            if let Some(dir) = opts.get_filename().parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
+            if let Some(dir) = opts.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))

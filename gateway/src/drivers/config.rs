@@ -297,6 +297,14 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
             Protocol::ModbusRtu => needs(v, d.port.is_some(), "port", "modbus-rtu"),
             Protocol::OpcUa => needs(v, d.endpoint.is_some(), "endpoint", "opcua"),
         }
+        if d.protocol == Protocol::OpcUa
+            && let Err(e) = crate::drivers::opcua::check_security(
+                d.security_policy.as_deref(),
+                d.security_mode.as_deref(),
+            )
+        {
+            v.error(format!("{at}.security_policy"), e);
+        }
         if d.protocol != Protocol::OpcUa && !(1..=125).contains(&d.max_registers_per_read) {
             v.error(
                 format!("{at}.max_registers_per_read"),

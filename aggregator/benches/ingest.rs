@@ -1,0 +1,325 @@
+//! Sustained ingest into PostgreSQL: trace events and readings, (1) fed directly into the
+//! ingest writer (the database side), (2) end to end through a local Mosquitto on a free port
+//! (publish → ingest → commit → ack), and (3) the raw `COPY` rate of the same rows as a ceiling.
+//!
+//! `cargo bench -p threadline-aggregator --bench ingest` (env: THREADLINE_TEST_DATABASE_URL,
+//! TL_BENCH_EVENTS, TL_BENCH_READINGS, TL_BENCH_SKIP_MQTT=1).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use threadline_aggregator::ingest::{
+    AckSink, Incoming, IngestStats, WriterConfig, decode, run_writer,
+};
+use threadline_aggregator::store::Db;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const ROOT: &str = "threadline/v1";
+const PER_ENVELOPE: usize = 500;
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn ts(i: usize) -> String {
+    let t = chrono::DateTime::from_timestamp(
+        1_795_000_000 + (i / 1000) as i64,
+        ((i % 1000) * 1000) as u32 * 1000,
+    )
+    .unwrap();
+    threadline_shared::time::format(&t)
+}
+
+/// Trace events of a realistic mix: per unit unit_started, 3 operations (2 parameters, 1 lot),
+/// a quality check, a packing.
+fn trace_record(seq: usize) -> Value {
+    let unit = format!("SN{:010}", seq / 6);
+    let lot = format!("LOT-0001-{:06}", seq / 6000);
+    let base = json!({"seq": seq, "ts": ts(seq)});
+    let mut v = match seq % 6 {
+        0 => {
+            json!({"type":"unit_started","unit":unit,"part":"P-100","work_order":"WO-1","station":"ST10","operator":"OP0001"})
+        }
+        1..=3 => {
+            json!({"type":"operation_completed","unit":unit,"station":format!("ST{}", seq % 6 * 10),
+            "operation":"press","equipment":"PRESS-1","operator":"OP0001","recipe":"7","result":"pass",
+            "parameters":[{"name":"press.pressure","value":200.0 + (seq % 50) as f64,"unit":"bar","lsl":180.0,"usl":220.0},
+                          {"name":"press.force_peak","value":11.0,"usl":12.5}],
+            "environment":[{"name":"hall.temp","value":21.5,"unit":"°C"}],
+            "materials":[{"lot":lot,"part":"P-6202","qty":1.0}]})
+        }
+        4 => {
+            json!({"type":"quality_check","unit":unit,"characteristic":"diameter","value":10.01,"lsl":9.9,"usl":10.1,"result":"pass"})
+        }
+        _ => {
+            json!({"type":"packed","container":format!("CASE-{:08}", seq / 60),"level":"case","child":{"kind":"unit","id":unit}})
+        }
+    };
+    let o = v.as_object_mut().unwrap();
+    for (k, x) in base.as_object().unwrap() {
+        o.insert(k.clone(), x.clone());
+    }
+    v
+}
+
+fn reading_record(seq: usize) -> Value {
+    json!({"seq": seq, "ts": ts(seq), "type":"reading","device":"plc","tag":format!("tag.{}", seq % 100),
+           "value": (seq % 1000) as f64 * 0.5, "unit":"bar","quality":"good"})
+}
+
+/// Envelopes of `n` records from `gw` (seq from 1).
+fn envelopes(gw: &str, n: usize, f: fn(usize) -> Value) -> Vec<(String, Vec<u8>)> {
+    let epoch = uuid::Uuid::new_v4();
+    (1..=n)
+        .collect::<Vec<_>>()
+        .chunks(PER_ENVELOPE)
+        .map(|c| {
+            let payload = serde_json::to_vec(
+                &json!({"v":1,"gateway":gw,"plant":"p","line":"l","epoch":epoch,
+                "records": c.iter().map(|s| f(*s)).collect::<Vec<_>>()}),
+            )
+            .unwrap();
+            (format!("{ROOT}/p/l/{gw}/records"), payload)
+        })
+        .collect()
+}
+
+async fn fresh_db(admin: &str) -> (Db, String, String) {
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .expect("PostgreSQL reachable (THREADLINE_TEST_DATABASE_URL)");
+    let name = format!("tl_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    (Db::connect(&url, 4).await.unwrap(), url, name)
+}
+
+async fn drop_db(admin: &str, name: &str) {
+    let pool = sqlx::PgPool::connect(admin).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
+}
+
+/// Feeds decoded messages to the writer as fast as it takes them; returns seconds.
+async fn writer_rate(db: &Db, msgs: Vec<Incoming>) -> f64 {
+    let (tx, rx) = mpsc::channel(256);
+    let stats = Arc::new(IngestStats::default());
+    let cfg = WriterConfig {
+        batch_max_records: 5000,
+        batch_max_wait: Duration::from_millis(50),
+    };
+    let start = Instant::now();
+    let w = tokio::spawn(run_writer(
+        db.clone(),
+        rx,
+        AckSink::None,
+        stats.clone(),
+        cfg,
+        CancellationToken::new(),
+    ));
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    drop(tx);
+    w.await.unwrap();
+    start.elapsed().as_secs_f64()
+}
+
+fn decode_all(raw: &[(String, Vec<u8>)]) -> Vec<Incoming> {
+    raw.iter()
+        .map(|(t, p)| decode(ROOT, t, p, 64 << 20))
+        .collect()
+}
+
+/// `COPY … FROM STDIN` of the rows the writer stored, into empty copies of the tables.
+async fn copy_rate(db: &Db, table: &str) -> (u64, f64) {
+    let Db::Postgres(pool) = db else {
+        unreachable!()
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let cols = if table == "events" {
+        "gateway, epoch, seq, ts, type, body, received_at, prev_hash, hash"
+    } else {
+        "gateway, epoch, seq, ts, device, tag, value_num, value_text, unit, quality, error"
+    };
+    // Export first (not timed), then time the import into a fresh table with the same indexes.
+    let mut out = conn
+        .copy_out_raw(&format!("COPY {table} ({cols}) TO STDOUT"))
+        .await
+        .unwrap();
+    let mut data = Vec::new();
+    use futures::StreamExt as _;
+    while let Some(chunk) = out.next().await {
+        data.extend_from_slice(&chunk.unwrap());
+    }
+    drop(out);
+    let copy = format!("{table}_copy");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let rows = data.iter().filter(|b| **b == b'\n').count() as u64;
+    let start = Instant::now();
+    let mut cin = conn
+        .copy_in_raw(&format!("COPY {copy} ({cols}) FROM STDIN"))
+        .await
+        .unwrap();
+    for chunk in data.chunks(1 << 20) {
+        cin.send(chunk).await.unwrap();
+    }
+    cin.finish().await.unwrap();
+    (rows, start.elapsed().as_secs_f64())
+}
+
+async fn mqtt_rate(url: &str, raw: Vec<(String, Vec<u8>)>, records: usize) -> Option<f64> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let dir = tempfile::tempdir().ok()?;
+    let conf = dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"),
+    )
+    .ok()?;
+    let mut child = std::process::Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cfg = threadline_aggregator::config::AggregatorConfig::parse("bench.toml", &format!(
+        "[aggregator]\nid = \"agg-bench\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n[database]\nurl = \"{url}\"\n")).ok()?;
+    let db = Db::connect(url, 4).await.ok()?;
+    let stats = Arc::new(IngestStats::default());
+    let cancel = CancellationToken::new();
+    let (s2, c2, db2) = (stats.clone(), cancel.clone(), db.clone());
+    let task =
+        tokio::spawn(async move { threadline_aggregator::ingest::run(&cfg, db2, s2, c2).await });
+    while !stats
+        .mqtt_connected
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Publisher: a gateway-like client that counts acked seqs.
+    let mut o = rumqttc::MqttOptions::new("bench-gw", "127.0.0.1", port);
+    o.set_max_packet_size(64 << 20, 64 << 20);
+    o.set_inflight(200);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 1000);
+    let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<u64>();
+    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while let Ok(ev) = el.poll().await {
+            match ev {
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                    if let Ok(a) = serde_json::from_slice::<threadline_shared::Ack>(&p.payload) {
+                        let _ = acked_tx.send(a.count());
+                    }
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                    let _ = sub_tx.send(());
+                }
+                _ => {}
+            }
+        }
+    });
+    client
+        .subscribe(format!("{ROOT}/+/+/+/ack"), rumqttc::QoS::AtLeastOnce)
+        .await
+        .ok()?;
+    sub_rx.recv().await?;
+    let start = Instant::now();
+    let pubc = client.clone();
+    tokio::spawn(async move {
+        for (t, p) in raw {
+            pubc.publish(t, rumqttc::QoS::AtLeastOnce, false, p)
+                .await
+                .unwrap();
+        }
+    });
+    let mut acked = 0u64;
+    while acked < records as u64 {
+        match tokio::time::timeout(Duration::from_secs(60), acked_rx.recv()).await {
+            Ok(Some(n)) => acked += n,
+            _ => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    cancel.cancel();
+    let _ = task.await;
+    let _ = child.kill();
+    let _ = child.wait();
+    (acked >= records as u64).then_some(secs)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let admin = std::env::var("THREADLINE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let n_events = env_usize("TL_BENCH_EVENTS", 120_000);
+        let n_readings = env_usize("TL_BENCH_READINGS", 600_000);
+        println!("ingest benchmark: {n_events} trace events, {n_readings} readings, {PER_ENVELOPE} records/envelope, batches of ≤ 5000");
+
+        let (db, url, name) = fresh_db(&admin).await;
+        let ev = decode_all(&envelopes("gw-bench-ev", n_events, trace_record));
+        let secs = writer_rate(&db, ev).await;
+        println!("writer (DB side)  trace events: {:>9.0} /s  ({n_events} in {secs:.2} s)", n_events as f64 / secs);
+        let rd = decode_all(&envelopes("gw-bench-rd", n_readings, reading_record));
+        let secs = writer_rate(&db, rd).await;
+        println!("writer (DB side)  readings:     {:>9.0} /s  ({n_readings} in {secs:.2} s)", n_readings as f64 / secs);
+        assert!(db.verify_chains().await.unwrap().ok);
+        let (rows, secs) = copy_rate(&db, "events").await;
+        println!("COPY ceiling      events rows:  {:>9.0} /s  ({rows} in {secs:.2} s)", rows as f64 / secs);
+        let (rows, secs) = copy_rate(&db, "readings").await;
+        println!("COPY ceiling      readings:     {:>9.0} /s  ({rows} in {secs:.2} s)", rows as f64 / secs);
+        drop(db);
+        drop_db(&admin, &name).await;
+        let _ = url;
+
+        if std::env::var("TL_BENCH_SKIP_MQTT").is_err() {
+            for (what, raw, n) in [
+                ("trace events", envelopes("gw-mq-ev", n_events, trace_record), n_events),
+                ("readings    ", envelopes("gw-mq-rd", n_readings, reading_record), n_readings),
+            ] {
+                let (db, url, name) = fresh_db(&admin).await;
+                drop(db);
+                match mqtt_rate(&url, raw, n).await {
+                    Some(secs) => println!("MQTT end to end   {what}: {:>9.0} /s  ({n} acked in {secs:.2} s)", n as f64 / secs),
+                    None => println!("MQTT end to end   {what}: FAILED (not all acked within the timeout)"),
+                }
+                drop_db(&admin, &name).await;
+            }
+        }
+    });
+}

@@ -1,0 +1,235 @@
+//! Turning one MQTT message into something the writer can store. Every failure becomes a dead
+//! letter with the raw payload and the reason; nothing here panics or drops silently.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use threadline_shared::envelope::ENVELOPE_VERSION;
+use threadline_shared::event::{Record, RecordBody};
+use threadline_shared::{Status, Topic, TopicKind};
+use uuid::Uuid;
+
+use crate::store::{DeadLetter, DeadLetterKind, EnvelopeRecords, StatusUpdate};
+
+/// Bytes of an oversized payload kept in its dead letter.
+pub const OVERSIZED_KEEP_BYTES: usize = 4096;
+
+/// A decoded message.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// Valid records of an envelope, plus dead letters for its unusable records.
+    Records(EnvelopeRecords, Vec<DeadLetter>),
+    Status(StatusUpdate),
+    Dead(DeadLetter),
+    /// Nothing to do (an empty retained message clearing a status).
+    Ignored,
+}
+
+impl Incoming {
+    /// Records this message carries (for batch sizing).
+    pub fn weight(&self) -> usize {
+        match self {
+            Incoming::Records(e, d) => e.records.len() + d.len(),
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    v: u32,
+    gateway: String,
+    plant: String,
+    line: String,
+    epoch: Uuid,
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RecordHead {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(rename = "type", default)]
+    type_: Option<String>,
+}
+
+fn dead(
+    topic: &str,
+    gateway: Option<&str>,
+    kind: DeadLetterKind,
+    reason: String,
+    payload: &[u8],
+) -> DeadLetter {
+    DeadLetter {
+        topic: topic.to_owned(),
+        gateway: gateway.map(str::to_owned),
+        kind,
+        reason,
+        payload: payload.to_vec(),
+    }
+}
+
+/// Decodes a message received on `topic` under `root`.
+pub fn decode(root: &str, topic: &str, payload: &[u8], max_payload_bytes: usize) -> Incoming {
+    let parsed = Topic::parse(root, topic);
+    let gw = parsed.as_ref().ok().map(|t| t.gateway.as_str());
+    if payload.len() > max_payload_bytes {
+        return Incoming::Dead(dead(
+            topic,
+            gw,
+            DeadLetterKind::Oversized,
+            format!(
+                "payload of {} bytes exceeds max_payload_kb ({} bytes); first {} bytes kept",
+                payload.len(),
+                max_payload_bytes,
+                OVERSIZED_KEEP_BYTES.min(payload.len())
+            ),
+            &payload[..OVERSIZED_KEEP_BYTES.min(payload.len())],
+        ));
+    }
+    let t = match parsed {
+        Ok(t) => t,
+        Err(e) => {
+            return Incoming::Dead(dead(
+                topic,
+                None,
+                DeadLetterKind::BadTopic,
+                e.to_string(),
+                payload,
+            ));
+        }
+    };
+    match t.kind {
+        TopicKind::Records => decode_records(&t, topic, payload),
+        TopicKind::Status => {
+            if payload.is_empty() {
+                return Incoming::Ignored;
+            }
+            let parsed = serde_json::from_slice::<serde_json::Value>(payload)
+                .and_then(|raw| serde_json::from_value::<Status>(raw.clone()).map(|s| (s, raw)));
+            match parsed {
+                Ok((status, raw)) => Incoming::Status(StatusUpdate {
+                    gateway: t.gateway.clone(),
+                    plant: t.plant.clone(),
+                    line: t.line.clone(),
+                    status,
+                    raw,
+                }),
+                Err(e) => Incoming::Dead(dead(
+                    topic,
+                    Some(&t.gateway),
+                    DeadLetterKind::MalformedStatus,
+                    format!("status message is not a status: {e}"),
+                    payload,
+                )),
+            }
+        }
+        TopicKind::Ack => Incoming::Ignored,
+    }
+}
+
+fn decode_records(t: &Topic, topic: &str, payload: &[u8]) -> Incoming {
+    let gw = Some(t.gateway.as_str());
+    // Version first: a future envelope may not parse as this one, and "unsupported version" is
+    // the useful answer then.
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Err(e) => {
+            return Incoming::Dead(dead(
+                topic,
+                gw,
+                DeadLetterKind::MalformedEnvelope,
+                format!("not JSON: {e}"),
+                payload,
+            ));
+        }
+        Ok(v) => {
+            if let Some(ver) = v.get("v")
+                && ver.as_u64() != Some(u64::from(ENVELOPE_VERSION))
+            {
+                return Incoming::Dead(dead(
+                    topic,
+                    gw,
+                    DeadLetterKind::UnsupportedVersion,
+                    format!(
+                        "envelope version {ver} is not supported (expected {ENVELOPE_VERSION})"
+                    ),
+                    payload,
+                ));
+            }
+        }
+    }
+    let env: RawEnvelope<'_> = match serde_json::from_slice(payload) {
+        Ok(e) => e,
+        Err(e) => {
+            return Incoming::Dead(dead(
+                topic,
+                gw,
+                DeadLetterKind::MalformedEnvelope,
+                format!("not an envelope: {e}"),
+                payload,
+            ));
+        }
+    };
+    let _ = env.v;
+    for (what, env_v, topic_v) in [
+        ("gateway", &env.gateway, &t.gateway),
+        ("plant", &env.plant, &t.plant),
+        ("line", &env.line, &t.line),
+    ] {
+        if env_v != topic_v {
+            return Incoming::Dead(dead(
+                topic,
+                gw,
+                DeadLetterKind::TopicMismatch,
+                format!("envelope {what} {env_v:?} differs from the topic's {topic_v:?}"),
+                payload,
+            ));
+        }
+    }
+    let mut records = Vec::with_capacity(env.records.len());
+    let mut dead_seqs = Vec::new();
+    let mut deads = Vec::new();
+    for raw in env.records {
+        match serde_json::from_str::<Record>(raw.get()) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                let head: Option<RecordHead> = serde_json::from_str(raw.get()).ok();
+                let seq = head.as_ref().and_then(|h| h.seq);
+                let ty = head.and_then(|h| h.type_);
+                let (kind, reason) = match &ty {
+                    Some(ty) if !RecordBody::TYPE_NAMES.contains(&ty.as_str()) => (
+                        DeadLetterKind::UnknownRecordType,
+                        format!(
+                            "record seq {} of epoch {}: unknown record type {ty:?}",
+                            seq.map_or("?".to_owned(), |s| s.to_string()),
+                            env.epoch
+                        ),
+                    ),
+                    _ => (
+                        DeadLetterKind::InvalidRecord,
+                        format!(
+                            "record seq {} of epoch {}: {e}",
+                            seq.map_or("?".to_owned(), |s| s.to_string()),
+                            env.epoch
+                        ),
+                    ),
+                };
+                if let Some(s) = seq {
+                    dead_seqs.push(s);
+                }
+                deads.push(dead(topic, gw, kind, reason, raw.get().as_bytes()));
+            }
+        }
+    }
+    Incoming::Records(
+        EnvelopeRecords {
+            gateway: env.gateway,
+            plant: env.plant,
+            line: env.line,
+            epoch: env.epoch,
+            records,
+            dead_seqs,
+        },
+        deads,
+    )
+}

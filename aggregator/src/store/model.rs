@@ -1,0 +1,239 @@
+//! What the write path takes and gives back: validated batches in, committed seqs and counters out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use threadline_shared::event::Record;
+use threadline_shared::time::Timestamp;
+use uuid::Uuid;
+
+/// Records of one validated envelope (one gateway, one epoch).
+#[derive(Debug, Clone)]
+pub struct EnvelopeRecords {
+    pub gateway: String,
+    pub plant: String,
+    pub line: String,
+    pub epoch: Uuid,
+    /// Valid records, in envelope order.
+    pub records: Vec<Record>,
+    /// Seqs of records of this envelope that were dead-lettered (bad type, bad value): they are
+    /// acked with the batch, because their dead letter is committed with it — otherwise the
+    /// gateway would re-send an unusable record forever.
+    pub dead_seqs: Vec<u64>,
+}
+
+/// A payload (or one record of it) that could not be used.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub gateway: Option<String>,
+    /// Machine-readable reason (metrics label); see [`DeadLetterKind`].
+    pub kind: DeadLetterKind,
+    /// Human-readable reason with the evidence.
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+/// Why something became a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeadLetterKind {
+    /// Payload larger than `max_payload_kb` (stored truncated).
+    Oversized,
+    /// Not JSON, or not an envelope.
+    MalformedEnvelope,
+    /// `v` is not 1.
+    UnsupportedVersion,
+    /// Envelope gateway/plant/line differ from the topic's.
+    TopicMismatch,
+    /// A topic we subscribed to but cannot parse.
+    BadTopic,
+    /// A record with a `type` we do not know.
+    UnknownRecordType,
+    /// A record of a known type with a missing field or a value of the wrong type.
+    InvalidRecord,
+    /// A status message that is not a status.
+    MalformedStatus,
+    /// `disassembled` / `unpacked` with no open edge to close (arrived before its assembly?).
+    UnmatchedClose,
+}
+
+impl DeadLetterKind {
+    pub const ALL: [DeadLetterKind; 9] = [
+        DeadLetterKind::Oversized,
+        DeadLetterKind::MalformedEnvelope,
+        DeadLetterKind::UnsupportedVersion,
+        DeadLetterKind::TopicMismatch,
+        DeadLetterKind::BadTopic,
+        DeadLetterKind::UnknownRecordType,
+        DeadLetterKind::InvalidRecord,
+        DeadLetterKind::MalformedStatus,
+        DeadLetterKind::UnmatchedClose,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::Oversized => "oversized",
+            DeadLetterKind::MalformedEnvelope => "malformed_envelope",
+            DeadLetterKind::UnsupportedVersion => "unsupported_version",
+            DeadLetterKind::TopicMismatch => "topic_mismatch",
+            DeadLetterKind::BadTopic => "bad_topic",
+            DeadLetterKind::UnknownRecordType => "unknown_record_type",
+            DeadLetterKind::InvalidRecord => "invalid_record",
+            DeadLetterKind::MalformedStatus => "malformed_status",
+            DeadLetterKind::UnmatchedClose => "unmatched_close",
+        }
+    }
+}
+
+/// A gateway's retained status message.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    pub gateway: String,
+    pub plant: String,
+    pub line: String,
+    pub status: threadline_shared::Status,
+    /// The message as received (stored in `gateways.status`).
+    pub raw: serde_json::Value,
+}
+
+/// One transaction's worth of input.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub envelopes: Vec<EnvelopeRecords>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub statuses: Vec<StatusUpdate>,
+}
+
+impl Batch {
+    /// Records (valid and dead-lettered) in the batch.
+    pub fn record_count(&self) -> usize {
+        self.envelopes
+            .iter()
+            .map(|e| e.records.len() + e.dead_seqs.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.envelopes.is_empty() && self.dead_letters.is_empty() && self.statuses.is_empty()
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutcome {
+    /// Per (gateway, plant, line, epoch): every seq now durably stored — new, duplicate or
+    /// dead-lettered. This is what gets acked.
+    pub committed: BTreeMap<(String, String, String, Uuid), Vec<u64>>,
+    /// New rows by record type.
+    pub new_by_type: BTreeMap<&'static str, u64>,
+    /// Records that were already stored (or twice in the batch).
+    pub duplicates: u64,
+    /// Dead letters written, by kind (including ones found while projecting).
+    pub dead_letters: BTreeMap<DeadLetterKind, u64>,
+    /// Newest record timestamp per gateway in this batch.
+    pub newest_ts: BTreeMap<String, Timestamp>,
+}
+
+/// The first broken link of a hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BrokenLink {
+    pub gateway: String,
+    pub event_id: i64,
+    pub epoch: String,
+    pub seq: i64,
+    /// What the chain says this row's hash (or prev_hash) must be, hex.
+    pub expected: String,
+    /// What the row holds, hex.
+    pub stored: String,
+    /// Which check failed: `hash`, `prev_hash` or `body`.
+    pub problem: String,
+}
+
+/// Result of recomputing every chain.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub gateways: u64,
+    pub events: u64,
+    /// The first broken link of each broken chain.
+    pub broken: Vec<BrokenLink>,
+}
+
+/// `POST /api/v1/lots`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LotInput {
+    pub lot: String,
+    #[serde(default)]
+    pub part: Option<String>,
+    #[serde(default)]
+    pub supplier: Option<String>,
+    #[serde(default)]
+    pub supplier_batch: Option<String>,
+    #[serde(default)]
+    pub qty: Option<f64>,
+}
+
+/// `POST /api/v1/work-orders`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkOrderInput {
+    pub id: String,
+    #[serde(default)]
+    pub part: Option<String>,
+    #[serde(default)]
+    pub qty: Option<f64>,
+    #[serde(default)]
+    pub line: Option<String>,
+}
+
+/// `POST /api/v1/shipments`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentInput {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default, with = "threadline_shared::time::rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub shipped_at: Option<Timestamp>,
+}
+
+/// A gateway as `GET /api/v1/gateways` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GatewayInfo {
+    pub id: String,
+    pub plant: String,
+    pub line: String,
+    pub state: String,
+    pub since: Option<String>,
+    pub last_record_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    pub buffer_depth: i64,
+    #[schema(value_type = Object)]
+    pub devices: serde_json::Value,
+}
+
+/// One row of the raw event log.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventRow {
+    pub id: i64,
+    pub gateway: String,
+    pub epoch: String,
+    pub seq: i64,
+    pub ts: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The record as stored (canonical JSON).
+    #[schema(value_type = Object)]
+    pub record: serde_json::Value,
+    pub hash: String,
+}
+
+/// A page of the event log.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventsPage {
+    pub events: Vec<EventRow>,
+    /// Pass as `after_id` for the next page; null when this page was the last.
+    pub next_after: Option<i64>,
+}

@@ -1,0 +1,564 @@
+//! The delivery loop.
+//!
+//! - Records are published as JSON envelopes of up to `batch_max_records` on `…/records`, QoS 1.
+//! - At most `inflight_batches` envelopes wait for the aggregator's ack at any time.
+//! - A record leaves the outbox only when an ack on `…/ack` covers it (the broker's PUBACK is
+//!   tracked per packet id for metrics, it deletes nothing).
+//! - An envelope not acked within `ack_timeout_ms` is published again, oldest first.
+//! - After every (re)connect everything in the outbox is unacked by definition and is sent
+//!   again from the oldest record, while records appended after the connect (the *live tail*)
+//!   are sent in alternation with that backlog, so that neither starves the other.
+//! - A retained `…/status` (online) is published on connect and every `status_interval`; the
+//!   last will is the retained offline status; a graceful stop publishes it explicitly.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use threadline_shared::envelope::{Ack, DeviceHealth, GatewayState, Status};
+use threadline_shared::time::Timestamp;
+use threadline_shared::topic::{Topic, TopicKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::options::{MqttSetupError, mqtt_options};
+use crate::config::{GatewayConfig, MqttSection};
+use crate::outbox::{Outbox, StoredRecord};
+
+/// Gives the current health of every device for the status message.
+pub type DeviceSource = Arc<dyn Fn() -> Vec<DeviceHealth> + Send + Sync>;
+
+/// How the publisher talks to the broker.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub gateway: String,
+    pub plant: String,
+    pub line: String,
+    pub client_id: String,
+    pub mqtt: MqttSection,
+    /// How often the retained online status is refreshed.
+    pub status_interval: Duration,
+    /// After stop: how long to keep publishing to empty the outbox before giving up.
+    pub drain_timeout: Duration,
+}
+
+impl PublisherConfig {
+    pub fn from_gateway(cfg: &GatewayConfig) -> PublisherConfig {
+        PublisherConfig {
+            gateway: cfg.gateway.id.clone(),
+            plant: cfg.gateway.plant.clone(),
+            line: cfg.gateway.line.clone(),
+            client_id: cfg.client_id().to_owned(),
+            mqtt: cfg.mqtt.clone(),
+            status_interval: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Delivery counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct PublishMetrics {
+    pub batches: AtomicU64,
+    pub records: AtomicU64,
+    /// Envelopes published again (ack timeout).
+    pub resent_batches: AtomicU64,
+    /// Envelopes waiting for the aggregator's ack.
+    pub inflight: AtomicU64,
+    /// Broker PUBACKs for our envelopes.
+    pub pubacks: AtomicU64,
+    /// Ack messages from the aggregator.
+    pub acks: AtomicU64,
+    pub connects: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+/// What the event-loop task reports.
+#[derive(Debug)]
+enum MqttEvent {
+    Connected,
+    Disconnected(String),
+    Published(u16),
+    PubAck(u16),
+    Message(String, Bytes),
+    DisconnectSent,
+}
+
+/// One envelope waiting for the aggregator's ack.
+#[derive(Debug)]
+struct Inflight {
+    last: u64,
+    /// Seqs of the envelope not yet acked.
+    remaining: Vec<u64>,
+    sent_at: Instant,
+    pkid: Option<u16>,
+}
+
+/// The publisher (see the module docs).
+pub struct Publisher {
+    cfg: PublisherConfig,
+    outbox: Arc<Outbox>,
+    devices: DeviceSource,
+    metrics: Arc<PublishMetrics>,
+    records_topic: String,
+    status_topic: String,
+    ack_topic: String,
+    /// `{"v":1,…,"records":[` — everything of an envelope before the records.
+    envelope_prefix: String,
+}
+
+/// The loop's mutable state.
+struct State {
+    connected: bool,
+    connected_since: Timestamp,
+    inflight: BTreeMap<u64, Inflight>,
+    /// Our publishes in request order, to pair `Outgoing::Publish(pkid)` with the envelope
+    /// (`None` = a status message).
+    requested: VecDeque<Option<u64>>,
+    by_pkid: HashMap<u16, u64>,
+    /// Backlog: records with `cursor_old < seq <= live_start` not yet sent since the connect.
+    cursor_old: u64,
+    live_start: u64,
+    /// Live tail: records with `seq > cursor_live` not yet sent.
+    cursor_live: u64,
+    old_turn: bool,
+    last_status: Instant,
+    warned_down: bool,
+}
+
+impl Publisher {
+    pub fn new(
+        cfg: PublisherConfig,
+        outbox: Arc<Outbox>,
+        devices: DeviceSource,
+        metrics: Arc<PublishMetrics>,
+    ) -> Result<Publisher, threadline_shared::topic::TopicError> {
+        let topic = Topic::new(
+            &cfg.mqtt.topic_root,
+            &cfg.plant,
+            &cfg.line,
+            &cfg.gateway,
+            TopicKind::Records,
+        )?;
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let envelope_prefix = format!(
+            "{{\"v\":{},\"gateway\":{},\"plant\":{},\"line\":{},\"epoch\":\"{}\",\"records\":[",
+            threadline_shared::envelope::ENVELOPE_VERSION,
+            json(&cfg.gateway),
+            json(&cfg.plant),
+            json(&cfg.line),
+            outbox.epoch()
+        );
+        Ok(Publisher {
+            records_topic: topic.to_string(),
+            status_topic: topic.with_kind(TopicKind::Status).to_string(),
+            ack_topic: topic.with_kind(TopicKind::Ack).to_string(),
+            envelope_prefix,
+            cfg,
+            outbox,
+            devices,
+            metrics,
+        })
+    }
+
+    fn status(&self, state: GatewayState, since: Timestamp) -> Vec<u8> {
+        let stats = self.outbox.stats();
+        let status = Status {
+            state,
+            since,
+            buffer_depth: stats.depth(),
+            devices: (self.devices)(),
+            epoch: Some(self.outbox.epoch()),
+            buffer_full: stats.buffer_full,
+            readings_dropped: stats.dropped + stats.refused,
+        };
+        serde_json::to_vec(&status).unwrap_or_default()
+    }
+
+    fn envelope(&self, records: &[StoredRecord]) -> String {
+        let len: usize = records.iter().map(|r| r.payload.len() + 1).sum();
+        let mut s = String::with_capacity(self.envelope_prefix.len() + len + 2);
+        s.push_str(&self.envelope_prefix);
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&r.payload);
+        }
+        s.push_str("]}");
+        s
+    }
+
+    /// Runs until `stop`, then keeps delivering for at most `drain_timeout` (until the outbox is
+    /// empty), publishes the offline status and disconnects.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), MqttSetupError> {
+        let will = self.status(GatewayState::Offline, threadline_shared::time::now());
+        let opts = mqtt_options(
+            &self.cfg.mqtt,
+            &self.cfg.client_id,
+            &self.status_topic,
+            will,
+        )?;
+        let cap = self.cfg.mqtt.inflight_batches.saturating_mul(2).max(16);
+        let (client, eventloop) = AsyncClient::new(opts, cap);
+        let (ev_tx, mut ev_rx) = mpsc::channel(256);
+        let ev_stop = CancellationToken::new();
+        let ev_task = tokio::spawn(poll_loop(eventloop, ev_tx, ev_stop.clone()));
+        let appended = self.outbox.appended_notify();
+        let ack_timeout = Duration::from_millis(self.cfg.mqtt.ack_timeout_ms.max(1));
+        let mut st = State {
+            connected: false,
+            connected_since: threadline_shared::time::now(),
+            inflight: BTreeMap::new(),
+            requested: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            cursor_old: 0,
+            live_start: 0,
+            cursor_live: 0,
+            old_turn: true,
+            last_status: Instant::now(),
+            warned_down: false,
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            if st.connected
+                && let Err(e) = self.fill_window(&client, &mut st).await
+            {
+                tracing::warn!(error = %e, "publisher: outbox read failed; retrying");
+            }
+            if let Some(until) = drain_until
+                && (self.outbox.stats().depth() == 0 || Instant::now() >= until)
+            {
+                break;
+            }
+            tokio::select! {
+                _ = stop.cancelled(), if drain_until.is_none() => {
+                    drain_until = Some(Instant::now() + self.cfg.drain_timeout);
+                    tracing::info!(
+                        depth = self.outbox.stats().depth(),
+                        "publisher stopping: delivering what it can for at most {:?}",
+                        self.cfg.drain_timeout
+                    );
+                }
+                ev = ev_rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev, &client, &mut st).await,
+                    None => break,
+                },
+                _ = appended.notified() => {}
+                _ = tick.tick() => {
+                    if st.connected {
+                        self.resend_expired(&client, &mut st, ack_timeout).await;
+                        if st.last_status.elapsed() >= self.cfg.status_interval {
+                            self.publish_status(&client, &mut st, GatewayState::Online);
+                        }
+                    }
+                }
+            }
+        }
+        let depth = self.outbox.stats().depth();
+        if depth > 0 {
+            tracing::warn!(
+                depth,
+                "publisher stopped with records not yet acknowledged; they stay in the outbox \
+                 and are sent at the next start"
+            );
+        }
+        // Offline status, then a clean disconnect (which suppresses the will).
+        if st.connected {
+            self.publish_status(&client, &mut st, GatewayState::Offline);
+            let _ = client.try_disconnect();
+            let wait = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(ev) = ev_rx.recv().await {
+                    if matches!(ev, MqttEvent::DisconnectSent | MqttEvent::Disconnected(_)) {
+                        break;
+                    }
+                }
+            });
+            let _ = wait.await;
+        }
+        ev_stop.cancel();
+        let _ = ev_task.await;
+        self.metrics.connected.store(false, Ordering::Relaxed);
+        self.metrics.inflight.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn publish_status(&self, client: &AsyncClient, st: &mut State, state: GatewayState) {
+        let since = match state {
+            GatewayState::Online => st.connected_since,
+            GatewayState::Offline => threadline_shared::time::now(),
+        };
+        let payload = self.status(state, since);
+        match client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, payload) {
+            Ok(()) => st.requested.push_back(None),
+            Err(e) => tracing::debug!(error = %e, "status not published (client queue full)"),
+        }
+        st.last_status = Instant::now();
+    }
+
+    async fn on_event(&self, ev: MqttEvent, client: &AsyncClient, st: &mut State) {
+        match ev {
+            MqttEvent::Connected => {
+                let depth = self.outbox.stats().depth();
+                tracing::info!(
+                    url = %self.cfg.mqtt.url, depth,
+                    "connected to the broker; re-sending everything unacknowledged, oldest first"
+                );
+                st.connected = true;
+                st.warned_down = false;
+                st.connected_since = threadline_shared::time::now();
+                st.inflight.clear();
+                st.requested.clear();
+                st.by_pkid.clear();
+                st.cursor_old = 0;
+                st.live_start = self.outbox.last_seq();
+                st.cursor_live = st.live_start;
+                st.old_turn = true;
+                self.metrics.connects.fetch_add(1, Ordering::Relaxed);
+                self.metrics.connected.store(true, Ordering::Relaxed);
+                self.metrics.inflight.store(0, Ordering::Relaxed);
+                if let Err(e) = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce) {
+                    tracing::warn!(error = %e, "cannot subscribe to the ack topic");
+                }
+                self.publish_status(client, st, GatewayState::Online);
+            }
+            MqttEvent::Disconnected(why) => {
+                if st.connected || !st.warned_down {
+                    tracing::warn!(url = %self.cfg.mqtt.url, error = %why,
+                        "broker connection lost; records stay in the outbox, retrying");
+                    st.warned_down = true;
+                } else {
+                    tracing::debug!(error = %why, "broker still unreachable");
+                }
+                st.connected = false;
+                self.metrics.connected.store(false, Ordering::Relaxed);
+            }
+            MqttEvent::Published(pkid) => {
+                if let Some(Some(first)) = st.requested.pop_front()
+                    && let Some(b) = st.inflight.get_mut(&first)
+                {
+                    b.pkid = Some(pkid);
+                    st.by_pkid.insert(pkid, first);
+                }
+            }
+            MqttEvent::PubAck(pkid) => {
+                if let Some(first) = st.by_pkid.remove(&pkid) {
+                    self.metrics.pubacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(pkid, first, "broker accepted envelope");
+                }
+            }
+            MqttEvent::Message(topic, payload) => {
+                if topic == self.ack_topic {
+                    self.on_ack(&payload, st).await;
+                }
+            }
+            MqttEvent::DisconnectSent => {}
+        }
+    }
+
+    async fn on_ack(&self, payload: &[u8], st: &mut State) {
+        let ack: Ack = match serde_json::from_slice(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed ack message");
+                return;
+            }
+        };
+        self.metrics.acks.fetch_add(1, Ordering::Relaxed);
+        if ack.epoch != self.outbox.epoch() {
+            tracing::debug!(epoch = %ack.epoch, "ignoring an ack for another outbox epoch");
+            return;
+        }
+        // Delete first: if this fails the records simply stay and are re-sent (duplicates are
+        // ignored by the aggregator); nothing is lost.
+        let mut ranges = ack.ranges.clone();
+        ranges.sort_unstable();
+        if let Err(e) = self.outbox.ack(&ranges).await {
+            tracing::warn!(error = %e, "cannot delete acknowledged records; they will be re-sent");
+            return;
+        }
+        st.inflight.retain(|_, b| {
+            b.remaining.retain(|s| !ack.contains(*s));
+            !b.remaining.is_empty()
+        });
+        self.metrics
+            .inflight
+            .store(st.inflight.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes `records` as one envelope; false when the client queue is full.
+    fn send(&self, client: &AsyncClient, st: &mut State, records: &[StoredRecord]) -> bool {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return true;
+        };
+        let body = self.envelope(records);
+        if let Err(e) = client.try_publish(&self.records_topic, QoS::AtLeastOnce, false, body) {
+            tracing::debug!(error = %e, "client queue full; retrying shortly");
+            return false;
+        }
+        st.requested.push_back(Some(first.seq));
+        st.inflight.insert(
+            first.seq,
+            Inflight {
+                last: last.seq,
+                remaining: records.iter().map(|r| r.seq).collect(),
+                sent_at: Instant::now(),
+                pkid: None,
+            },
+        );
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .inflight
+            .store(st.inflight.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Sends new envelopes while the in-flight window has room, alternating between the
+    /// backlog (oldest first) and the live tail.
+    async fn fill_window(
+        &self,
+        client: &AsyncClient,
+        st: &mut State,
+    ) -> Result<(), crate::outbox::OutboxError> {
+        let max = self.cfg.mqtt.batch_max_records;
+        while st.inflight.len() < self.cfg.mqtt.inflight_batches {
+            let backlog_open = st.cursor_old < st.live_start;
+            let live_waiting = self.outbox.last_seq() > st.cursor_live;
+            if backlog_open && (st.old_turn || !live_waiting) {
+                let recs = self
+                    .outbox
+                    .read(st.cursor_old, Some(st.live_start), max)
+                    .await?;
+                match recs.last() {
+                    None => st.cursor_old = st.live_start,
+                    Some(last) => {
+                        let last = last.seq;
+                        if !self.send(client, st, &recs) {
+                            return Ok(());
+                        }
+                        st.cursor_old = last;
+                        st.old_turn = false;
+                    }
+                }
+            } else if live_waiting {
+                let recs = self.outbox.read(st.cursor_live, None, max).await?;
+                match recs.last() {
+                    None => st.cursor_live = self.outbox.last_seq(),
+                    Some(last) => {
+                        let last = last.seq;
+                        if !self.send(client, st, &recs) {
+                            return Ok(());
+                        }
+                        st.cursor_live = last;
+                        st.old_turn = true;
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes again, oldest first, every envelope whose ack is overdue.
+    async fn resend_expired(&self, client: &AsyncClient, st: &mut State, timeout: Duration) {
+        let expired: Vec<(u64, u64)> = st
+            .inflight
+            .iter()
+            .filter(|(_, b)| b.sent_at.elapsed() >= timeout)
+            .map(|(first, b)| (*first, b.last))
+            .collect();
+        for (first, last) in expired {
+            let recs = match self
+                .outbox
+                .read(first.saturating_sub(1), Some(last), usize::MAX / 2)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot re-read an overdue envelope");
+                    return;
+                }
+            };
+            if recs.is_empty() {
+                // Acked meanwhile (or its readings were dropped when the outbox was full).
+                st.inflight.remove(&first);
+                continue;
+            }
+            tracing::debug!(first, last, "no ack in time; publishing the envelope again");
+            st.inflight.remove(&first);
+            if !self.send(client, st, &recs) {
+                // Put it back as overdue so that the next tick tries again.
+                st.inflight.insert(
+                    first,
+                    Inflight {
+                        last,
+                        remaining: recs.iter().map(|r| r.seq).collect(),
+                        sent_at: Instant::now() - timeout,
+                        pkid: None,
+                    },
+                );
+                return;
+            }
+            self.metrics.resent_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .inflight
+            .store(st.inflight.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Drives rumqttc's event loop (which also reconnects) and reports what matters.
+async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<MqttEvent>, stop: CancellationToken) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(100);
+    const MAX_BACKOFF: Duration = Duration::from_secs(2);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = el.poll() => ev,
+        };
+        let out = match ev {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                backoff = MIN_BACKOFF;
+                Some(MqttEvent::Connected)
+            }
+            Ok(Event::Incoming(Incoming::PubAck(p))) => Some(MqttEvent::PubAck(p.pkid)),
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                Some(MqttEvent::Message(p.topic.clone(), p.payload))
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(MqttEvent::Published(pkid)),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => Some(MqttEvent::DisconnectSent),
+            Ok(_) => None,
+            Err(e) => {
+                if tx
+                    .send(MqttEvent::Disconnected(e.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                None
+            }
+        };
+        if let Some(out) = out
+            && tx.send(out).await.is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The daemon: drivers → station engine / deadband → outbox → publisher, plus the health
+//! endpoint, wired in one place, and the graceful shutdown order:
+//!
+//! 1. stop acquisition (drivers and scanners end; their channels close);
+//! 2. the pipeline drains what the drivers already sent and commits it to the outbox;
+//! 3. the publisher delivers what it can for at most `drain_timeout` (5 s), publishes the
+//!    retained offline status and disconnects;
+//! 4. the outbox is checkpointed and closed.
+//!
+//! Queues are bounded everywhere: when the outbox cannot keep up (or its disk fails), the
+//! pipeline waits and the drivers' sends wait with it; nothing already accepted is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use threadline_shared::event::{Quality, Reading, RecordBody, ScanRejected, TagValue};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::drivers::{self, DeviceMetrics, DriverContext, RawScan, TagUpdate};
+use crate::health::{self, HealthState};
+use crate::outbox::{NewRecord, Outbox, OutboxOptions};
+use crate::publish::{DeviceSource, PublishMetrics, Publisher, PublisherConfig};
+use crate::stations::StationEngine;
+
+/// Tag updates buffered between the drivers and the pipeline.
+const TAG_QUEUE: usize = 8192;
+/// Scans buffered between the readers and the pipeline.
+const SCAN_QUEUE: usize = 256;
+/// Records buffered between the pipeline and the outbox appender.
+const RECORD_QUEUE: usize = 16_384;
+/// Records per outbox transaction, at most.
+const APPEND_BATCH: usize = 4096;
+/// Time the drivers get to stop before they are aborted.
+const DRIVER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Options for tests and benchmarks; `Default` is what `threadline-gateway run` uses.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A synthetic record source (the hidden `--synthetic-rate` flag of `run`): lets the
+    /// delivery tests drive the real binary without PLCs.
+    pub synthetic: Option<Synthetic>,
+}
+
+/// Synthetic records: readings of tag `synthetic.counter` (value = 1, 2, 3, …) and, every
+/// `event_every`-th record, a `scan_rejected` event with the counter as `raw`.
+#[derive(Debug, Clone)]
+pub struct Synthetic {
+    pub rate_per_s: u64,
+    /// 0 = readings only.
+    pub event_every: u64,
+    /// Stop after this many records (None = until shutdown).
+    pub total: Option<u64>,
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(cfg, shutdown, RunOptions::default()).await
+}
+
+/// [`run`] with test options.
+pub async fn run_with(
+    cfg: GatewayConfig,
+    shutdown: CancellationToken,
+    opts: RunOptions,
+) -> anyhow::Result<()> {
+    crate::publish::options::install_crypto_provider();
+    let data_dir = cfg.gateway.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let outbox = Arc::new(
+        Outbox::open(OutboxOptions::new(&data_dir, cfg.gateway.buffer_max_mb))
+            .await
+            .context("cannot open the outbox")?,
+    );
+    let engine = StationEngine::new(&cfg, &data_dir).context("cannot start the stations")?;
+
+    // Acquisition has its own token: it stops first, the publisher later.
+    let acquisition = CancellationToken::new();
+    let (tag_tx, tag_rx) = mpsc::channel(TAG_QUEUE);
+    let (scan_tx, scan_rx) = mpsc::channel(SCAN_QUEUE);
+    let mut devices: Vec<(String, Arc<DeviceMetrics>)> = Vec::new();
+    let mut driver_tasks: Vec<JoinHandle<()>> = Vec::new();
+    let ctx = |metrics: Arc<DeviceMetrics>| DriverContext {
+        out: tag_tx.clone(),
+        scans: scan_tx.clone(),
+        shutdown: acquisition.clone(),
+        metrics,
+        data_dir: data_dir.clone(),
+    };
+    for d in &cfg.device {
+        let m = Arc::new(DeviceMetrics::default());
+        devices.push((d.id.clone(), m.clone()));
+        driver_tasks.push(drivers::spawn_device(d, ctx(m)));
+    }
+    for s in &cfg.scanner {
+        let m = Arc::new(DeviceMetrics::default());
+        devices.push((s.id.clone(), m.clone()));
+        driver_tasks.push(drivers::spawn_scanner(s, ctx(m)));
+    }
+    // The pipeline must see the channels close once every driver has ended.
+    drop((tag_tx, scan_tx));
+
+    let (rec_tx, rec_rx) = mpsc::channel(RECORD_QUEUE);
+    let synthetic_task = opts
+        .synthetic
+        .clone()
+        .map(|syn| tokio::spawn(synthetic_source(syn, rec_tx.clone(), acquisition.clone())));
+    let appender = tokio::spawn(appender(outbox.clone(), rec_rx));
+    let pipeline = tokio::spawn(pipeline(
+        Deadband::new(&cfg),
+        engine,
+        outbox.clone(),
+        tag_rx,
+        scan_rx,
+        rec_tx,
+    ));
+
+    let publish_metrics = Arc::new(PublishMetrics::default());
+    let device_source: DeviceSource = {
+        let devices = devices.clone();
+        Arc::new(move || health::device_health(&devices))
+    };
+    let publisher = Publisher::new(
+        PublisherConfig::from_gateway(&cfg),
+        outbox.clone(),
+        device_source,
+        publish_metrics.clone(),
+    )
+    .context("bad MQTT topic levels")?;
+    let publisher_stop = CancellationToken::new();
+    let publisher_task = tokio::spawn(publisher.run(publisher_stop.clone()));
+
+    let health_stop = CancellationToken::new();
+    let health_task = match &cfg.health {
+        Some(h) => {
+            let listener = tokio::net::TcpListener::bind(&h.listen)
+                .await
+                .with_context(|| format!("health.listen {}: cannot listen", h.listen))?;
+            tracing::info!(listen = %listener.local_addr()?, "serving /metrics and /healthz");
+            let state = Arc::new(HealthState {
+                outbox: outbox.clone(),
+                publish: publish_metrics.clone(),
+                devices: devices.clone(),
+                max_device_silence_s: h.max_device_silence_s,
+                max_outbox_age_s: h.max_outbox_age_s,
+                started_ms: u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0),
+            });
+            Some(tokio::spawn(health::serve(
+                listener,
+                state,
+                health_stop.clone(),
+            )))
+        }
+        None => None,
+    };
+
+    tracing::info!(
+        gateway = %cfg.gateway.id, epoch = %outbox.epoch(),
+        devices = cfg.device.len(), scanners = cfg.scanner.len(),
+        "gateway running"
+    );
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: stopping acquisition");
+
+    // 1. acquisition
+    acquisition.cancel();
+    for mut t in driver_tasks {
+        if tokio::time::timeout(DRIVER_STOP_TIMEOUT, &mut t)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a driver did not stop in time; aborting it");
+            t.abort();
+        }
+    }
+    if let Some(t) = synthetic_task {
+        let _ = t.await;
+    }
+    // 2. pipeline and appender flush (their inputs are closed now).
+    if let Err(e) = pipeline.await {
+        tracing::error!(error = %e, "pipeline task failed");
+    }
+    match appender.await {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "outbox appender failed"),
+    }
+    let stats = outbox.stats();
+    tracing::info!(
+        depth = stats.depth(),
+        last_seq = stats.last_seq,
+        "outbox flushed"
+    );
+    // 3. delivery
+    publisher_stop.cancel();
+    match publisher_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "publisher failed"),
+        Err(e) => tracing::error!(error = %e, "publisher task failed"),
+    }
+    health_stop.cancel();
+    if let Some(t) = health_task {
+        let _ = t.await;
+    }
+    // 4. close
+    match Arc::try_unwrap(outbox) {
+        Ok(outbox) => outbox.close().await.context("closing the outbox")?,
+        Err(_) => tracing::warn!("outbox still referenced at exit; not checkpointed"),
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Appends `records` until it works: an I/O error (disk full, …) is logged and retried with
+/// backoff; what the caller accepted is never given up while the process lives.
+async fn append_retrying(outbox: &Outbox, records: &[NewRecord]) {
+    let mut backoff = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match outbox.append(records).await {
+            Ok(report) => {
+                if failures > 0 {
+                    tracing::info!(failures, "outbox writable again");
+                }
+                if report.refused > 0 {
+                    tracing::debug!(refused = report.refused, "readings refused (outbox full)");
+                }
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::error!(
+                        error = %e, records = records.len(), failures,
+                        "cannot write to the outbox; holding the records and retrying \
+                         (acquisition slows down until it works)"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Batches records from the pipeline into outbox transactions until the channel closes.
+async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>) {
+    let mut batch = Vec::with_capacity(APPEND_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < APPEND_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        append_retrying(&outbox, &batch).await;
+        batch.clear();
+    }
+}
+
+/// Tag updates → station engine and deadband readings; scans → station engine.
+async fn pipeline(
+    mut deadband: Deadband,
+    mut engine: StationEngine,
+    outbox: Arc<Outbox>,
+    mut tags: mpsc::Receiver<TagUpdate>,
+    mut scans: mpsc::Receiver<RawScan>,
+    records: mpsc::Sender<NewRecord>,
+) {
+    let (mut tags_open, mut scans_open) = (true, true);
+    while tags_open || scans_open {
+        let events = tokio::select! {
+            u = tags.recv(), if tags_open => match u {
+                Some(u) => {
+                    let events = engine.on_tag(&u);
+                    if let Some(r) = deadband.filter(&u)
+                        && records.send(r).await.is_err()
+                    {
+                        return;
+                    }
+                    events
+                }
+                None => { tags_open = false; continue; }
+            },
+            s = scans.recv(), if scans_open => match s {
+                Some(s) => engine.on_scan(&s),
+                None => { scans_open = false; continue; }
+            },
+        };
+        if !events.is_empty() {
+            // Trace events are committed here, before the next input reaches the engine, so
+            // the engine never runs ahead of what the outbox holds by more than this one step.
+            let recs: Vec<NewRecord> = events
+                .into_iter()
+                .map(|e| NewRecord {
+                    ts: e.ts,
+                    body: e.body,
+                })
+                .collect();
+            append_retrying(&outbox, &recs).await;
+        }
+    }
+}
+
+/// Synthetic records at a fixed rate (see [`Synthetic`]).
+async fn synthetic_source(syn: Synthetic, out: mpsc::Sender<NewRecord>, stop: CancellationToken) {
+    let mut counter = 0u64;
+    let per_tick = (syn.rate_per_s / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for _ in 0..per_tick {
+            if syn.total.is_some_and(|t| counter >= t) {
+                return;
+            }
+            counter += 1;
+            let body = if syn.event_every > 0 && counter.is_multiple_of(syn.event_every) {
+                RecordBody::ScanRejected(ScanRejected {
+                    station: Some("SYN".into()),
+                    scanner: "synthetic".into(),
+                    raw: counter.to_string(),
+                    reason: "synthetic".into(),
+                })
+            } else {
+                RecordBody::Reading(Reading {
+                    device: "synthetic".into(),
+                    tag: "synthetic.counter".into(),
+                    value: Some(TagValue::UInt(counter)),
+                    unit: None,
+                    quality: Quality::Good,
+                    error: None,
+                })
+            };
+            let rec = NewRecord {
+                ts: threadline_shared::time::now(),
+                body,
+            };
+            if out.send(rec).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Per-tag recording rule.
+#[derive(Debug, Clone)]
+struct TagRule {
+    deadband: f64,
+    unit: Option<String>,
+}
+
+/// Decides which tag updates become `reading` records: tags with `record = true`, when the
+/// value moved more than `deadband` from the last *recorded* value (any change for 0 or for
+/// non-numeric values), and always when the quality changes.
+pub struct Deadband {
+    rules: HashMap<String, TagRule>,
+    last: HashMap<String, (Option<TagValue>, Quality)>,
+}
+
+impl Deadband {
+    pub fn new(cfg: &GatewayConfig) -> Deadband {
+        let rules = cfg
+            .device
+            .iter()
+            .flat_map(|d| d.tag.iter())
+            .filter(|t| t.record)
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    TagRule {
+                        deadband: t.deadband,
+                        unit: t.unit.clone(),
+                    },
+                )
+            })
+            .collect();
+        Deadband {
+            rules,
+            last: HashMap::new(),
+        }
+    }
+
+    /// The reading to record for `u`, if any.
+    pub fn filter(&mut self, u: &TagUpdate) -> Option<NewRecord> {
+        let rule = self.rules.get(&u.tag)?;
+        let record = match self.last.get(&u.tag) {
+            None => true,
+            Some((last_value, last_quality)) => {
+                *last_quality != u.quality
+                    || match (last_value, &u.value) {
+                        (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
+                            (Some(x), Some(y)) if rule.deadband > 0.0 => {
+                                (x - y).abs() > rule.deadband
+                            }
+                            _ => a != b,
+                        },
+                        (None, None) => false,
+                        _ => true,
+                    }
+            }
+        };
+        if !record {
+            return None;
+        }
+        self.last
+            .insert(u.tag.clone(), (u.value.clone(), u.quality));
+        Some(NewRecord {
+            ts: u.ts,
+            body: RecordBody::Reading(Reading {
+                device: u.device.clone(),
+                tag: u.tag.clone(),
+                value: u.value.clone(),
+                unit: rule.unit.clone(),
+                quality: u.quality,
+                error: u.error.clone(),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GatewayConfig {
+        GatewayConfig::parse(
+            "t.toml",
+            r#"
+[gateway]
+id = "gw"
+plant = "p"
+line = "l"
+data_dir = "/tmp/x"
+[mqtt]
+url = "mqtt://127.0.0.1:1"
+[[device]]
+id = "plc"
+protocol = "modbus-tcp"
+address = "127.0.0.1:502"
+  [[device.tag]]
+  name = "p"
+  area = "holding"
+  address = 0
+  type = "f32"
+  deadband = 0.5
+  unit = "bar"
+  [[device.tag]]
+  name = "hidden"
+  area = "holding"
+  address = 2
+  record = false
+"#,
+        )
+        .unwrap()
+    }
+
+    fn upd(tag: &str, v: Option<f64>, q: Quality) -> TagUpdate {
+        TagUpdate {
+            device: "plc".into(),
+            tag: tag.into(),
+            value: v.map(TagValue::Float),
+            quality: q,
+            error: None,
+            ts: threadline_shared::time::now(),
+        }
+    }
+
+    #[test]
+    fn deadband_is_absolute_against_the_last_recorded_value_and_quality_changes_pass() {
+        let mut d = Deadband::new(&cfg());
+        let g = Quality::Good;
+        assert!(d.filter(&upd("p", Some(10.0), g)).is_some());
+        assert!(d.filter(&upd("p", Some(10.4), g)).is_none());
+        // 10.9 vs last *recorded* 10.0 → moved 0.9 > 0.5.
+        assert!(d.filter(&upd("p", Some(10.9), g)).is_some());
+        assert!(d.filter(&upd("p", Some(10.5), g)).is_none());
+        assert!(d.filter(&upd("p", None, Quality::Bad)).is_some());
+        assert!(d.filter(&upd("p", None, Quality::Bad)).is_none());
+        assert!(d.filter(&upd("p", Some(10.9), g)).is_some());
+        assert!(d.filter(&upd("hidden", Some(1.0), g)).is_none());
+        assert!(d.filter(&upd("unknown", Some(1.0), g)).is_none());
+    }
+}

@@ -1,0 +1,629 @@
+//! OPC UA driver against the simulated OPC UA server (real TCP on 127.0.0.1, real handshakes).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use threadline_gateway::drivers::config::DeviceConfig;
+use threadline_gateway::drivers::{DeviceMetrics, DriverContext, TagUpdate, opcua};
+use threadline_shared::event::{Quality, TagValue};
+use threadline_simulators::opcua::{OpcUaStatus, SimOpcUa, SimOpcUaConfig, SimValue};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Running {
+    rx: mpsc::Receiver<TagUpdate>,
+    shutdown: CancellationToken,
+    metrics: Arc<DeviceMetrics>,
+    task: JoinHandle<()>,
+    data_dir: tempfile::TempDir,
+}
+
+fn device(toml_text: &str) -> DeviceConfig {
+    toml::from_str(toml_text).expect("device config")
+}
+
+fn start(cfg: DeviceConfig, data_dir: tempfile::TempDir) -> Running {
+    let (tx, rx) = mpsc::channel(256);
+    let (scans, _) = mpsc::channel(1);
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(DeviceMetrics::default());
+    let ctx = DriverContext {
+        out: tx,
+        scans,
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+        data_dir: data_dir.path().to_path_buf(),
+    };
+    let task = tokio::spawn(opcua::run_device(cfg, ctx));
+    Running {
+        rx,
+        shutdown,
+        metrics,
+        task,
+        data_dir,
+    }
+}
+
+impl Running {
+    /// The first update matching `pred` within [`WAIT`] (earlier ones are skipped).
+    async fn wait_for(&mut self, what: &str, pred: impl Fn(&TagUpdate) -> bool) -> TagUpdate {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(u)) if pred(&u) => return u,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("driver channel closed while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    /// Waits until every `(tag, value)` was seen good (in any order).
+    async fn wait_all(&mut self, expected: &[(&str, TagValue)]) {
+        let mut missing: Vec<(&str, TagValue)> = expected.to_vec();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !missing.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(u)) if u.quality == Quality::Good => {
+                    missing.retain(|(t, v)| !(u.tag == *t && u.value.as_ref() == Some(v)));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("driver channel closed, still missing {missing:?}"),
+                Err(_) => panic!("timed out, still missing {missing:?}"),
+            }
+        }
+    }
+
+    async fn stop(self) -> Duration {
+        let started = std::time::Instant::now();
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("driver stops within 5 s after shutdown")
+            .expect("driver task did not panic");
+        started.elapsed()
+    }
+}
+
+fn is_good(tag: &'static str, v: TagValue) -> impl Fn(&TagUpdate) -> bool {
+    move |u| u.tag == tag && u.quality == Quality::Good && u.value.as_ref() == Some(&v)
+}
+
+fn sim_vars() -> Vec<(String, SimValue)> {
+    vec![
+        ("Oven.Zone1.Temperature".into(), SimValue::Double(20.5)),
+        ("Oven.Running".into(), SimValue::Bool(true)),
+        ("Oven.Count".into(), SimValue::Int32(-3)),
+        ("Oven.Program".into(), SimValue::UInt16(7)),
+        ("Oven.Pressure".into(), SimValue::Float(1.25)),
+        ("Oven.Recipe".into(), SimValue::String("R-100".into())),
+    ]
+}
+
+async fn sim(user: Option<(&str, &str)>) -> SimOpcUa {
+    SimOpcUa::start(SimOpcUaConfig {
+        port: 0,
+        user: user.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        variables: sim_vars(),
+    })
+    .await
+    .expect("simulator starts")
+}
+
+fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[tokio::test]
+async fn opcua_values_and_source_timestamps_flow_via_subscription() {
+    let sim = sim(None).await;
+    let cfg = device(&format!(
+        r#"
+id = "oven"
+protocol = "opcua"
+endpoint = "{}"
+timeout_ms = 5000
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+[[tag]]
+name = "running"
+node_id = "ns=2;s=Oven.Running"
+sampling_ms = 50
+[[tag]]
+name = "count"
+node_id = "ns=2;s=Oven.Count"
+sampling_ms = 100
+[[tag]]
+name = "program"
+node_id = "ns=2;s=Oven.Program"
+[[tag]]
+name = "pressure"
+node_id = "ns=2;s=Oven.Pressure"
+sampling_ms = 50
+[[tag]]
+name = "recipe"
+node_id = "ns=2;s=Oven.Recipe"
+[[tag]]
+name = "count_scaled"
+node_id = "ns=2;s=Oven.Count"
+scale = 2.0
+offset = 1.0
+"#,
+        sim.endpoint()
+    ));
+    let mut dev = start(cfg, data_dir());
+
+    // Initial values of every monitored item, with their OPC UA types mapped.
+    dev.wait_all(&[
+        ("temp", TagValue::Float(20.5)),
+        ("running", TagValue::Bool(true)),
+        ("count", TagValue::Int(-3)),
+        ("program", TagValue::UInt(7)),
+        ("pressure", TagValue::Float(1.25)),
+        ("recipe", TagValue::Text("R-100".into())),
+        ("count_scaled", TagValue::Float(-5.0)),
+    ])
+    .await;
+
+    // A change in the server arrives with the server's source timestamp.
+    // The server filters by source time against the sampling interval (a timestamp older than
+    // the last value + sampling_ms is delayed), so use a distinct one slightly in the future.
+    let source_ts = threadline_shared::time::canonical(
+        chrono::Utc::now() + chrono::Duration::milliseconds(700),
+    );
+    sim.set_at(
+        "Oven.Zone1.Temperature",
+        SimValue::Double(180.25),
+        source_ts,
+    )
+    .unwrap();
+    let u = dev
+        .wait_for("temp change", is_good("temp", TagValue::Float(180.25)))
+        .await;
+    assert_eq!(u.ts, source_ts);
+    assert_eq!(u.device, "oven");
+
+    sim.set("ns=2;s=Oven.Recipe", SimValue::String("R-200".into()))
+        .unwrap();
+    dev.wait_for(
+        "recipe change",
+        is_good("recipe", TagValue::Text("R-200".into())),
+    )
+    .await;
+
+    assert!(dev.metrics.polls.load(Ordering::Relaxed) >= 9);
+    assert!(dev.metrics.last_ok_ms.load(Ordering::Relaxed) > 0);
+    assert_eq!(dev.metrics.errors.load(Ordering::Relaxed), 0);
+    dev.stop().await;
+}
+
+#[tokio::test]
+async fn opcua_unknown_and_invalid_node_ids_are_bad_tags_others_flow() {
+    let sim = sim(None).await;
+    let cfg = device(&format!(
+        r#"
+id = "oven"
+protocol = "opcua"
+endpoint = "{}"
+timeout_ms = 5000
+[[tag]]
+name = "missing"
+node_id = "ns=2;s=Does.Not.Exist"
+sampling_ms = 50
+[[tag]]
+name = "garbage"
+node_id = "Oven Temperature"
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+"#,
+        sim.endpoint()
+    ));
+    let mut dev = start(cfg, data_dir());
+    let g = dev.wait_for("garbage bad", |u| u.tag == "garbage").await;
+    assert_eq!(g.quality, Quality::Bad);
+    assert!(
+        g.error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("invalid node id"),
+        "{g:?}"
+    );
+    let m = dev.wait_for("missing bad", |u| u.tag == "missing").await;
+    assert_eq!(m.quality, Quality::Bad);
+    assert_eq!(m.error.as_deref(), Some("BadNodeIdUnknown"));
+    assert_eq!(m.value, None);
+
+    sim.set("Oven.Zone1.Temperature", SimValue::Double(99.0))
+        .unwrap();
+    dev.wait_for("temp flows", is_good("temp", TagValue::Float(99.0)))
+        .await;
+    dev.stop().await;
+}
+
+#[tokio::test]
+async fn opcua_server_restart_tags_go_bad_then_good_with_new_values() {
+    let mut sim = sim(None).await;
+    let cfg = device(&format!(
+        r#"
+id = "oven"
+protocol = "opcua"
+endpoint = "{}"
+timeout_ms = 2000
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+[[tag]]
+name = "count"
+node_id = "ns=2;s=Oven.Count"
+sampling_ms = 50
+"#,
+        sim.endpoint()
+    ));
+    let mut dev = start(cfg, data_dir());
+    dev.wait_for("temp", is_good("temp", TagValue::Float(20.5)))
+        .await;
+
+    sim.stop().await;
+    let bad = dev
+        .wait_for("temp bad", |u| u.tag == "temp" && u.quality == Quality::Bad)
+        .await;
+    assert!(bad.error.is_some(), "{bad:?}");
+    dev.wait_for("count bad", |u| {
+        u.tag == "count" && u.quality == Quality::Bad
+    })
+    .await;
+    eprintln!("outage reported as: {:?}", bad.error);
+
+    // Failed reconnects are counted but the tags are reported bad only once per outage.
+    let deadline = std::time::Instant::now() + WAIT;
+    while dev.metrics.errors.load(Ordering::Relaxed) < 3 {
+        assert!(std::time::Instant::now() < deadline, "reconnect attempts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        dev.rx.try_recv().is_err(),
+        "no repeated bad updates while the server stays down"
+    );
+
+    // Values changed while the server was down appear after it is back.
+    sim.set("Oven.Zone1.Temperature", SimValue::Double(42.0))
+        .unwrap();
+    sim.restart().await.expect("restart on the same port");
+    dev.wait_all(&[
+        ("temp", TagValue::Float(42.0)),
+        ("count", TagValue::Int(-3)),
+    ])
+    .await;
+    sim.set("Oven.Count", SimValue::Int32(5)).unwrap();
+    dev.wait_for("count changes again", is_good("count", TagValue::Int(5)))
+        .await;
+    dev.stop().await;
+}
+
+#[tokio::test]
+async fn opcua_basic256sha256_creates_client_cert_and_connects() {
+    let sim = sim(None).await;
+    let dir = data_dir();
+    let pki = dir.path().join("pki");
+    let cfg = device(&format!(
+        r#"
+id = "oven"
+protocol = "opcua"
+endpoint = "{}"
+security_policy = "Basic256Sha256"
+security_mode = "SignAndEncrypt"
+timeout_ms = 10000
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+"#,
+        sim.endpoint()
+    ));
+    let mut dev = start(cfg, dir);
+    dev.wait_for("temp", is_good("temp", TagValue::Float(20.5)))
+        .await;
+    assert!(pki.join("own/cert.der").is_file(), "client cert created");
+    assert!(
+        pki.join("private/private.pem").is_file(),
+        "client key created"
+    );
+    sim.set("Oven.Zone1.Temperature", SimValue::Double(21.0))
+        .unwrap();
+    dev.wait_for("temp change", is_good("temp", TagValue::Float(21.0)))
+        .await;
+
+    // A second device (Sign only) on the same data_dir reuses the certificate.
+    let cert_before = std::fs::read(pki.join("own/cert.der")).unwrap();
+    let cfg = device(&format!(
+        r#"
+id = "oven-sign"
+protocol = "opcua"
+endpoint = "{}"
+security_policy = "Basic256Sha256"
+security_mode = "Sign"
+timeout_ms = 10000
+[[tag]]
+name = "running"
+node_id = "ns=2;s=Oven.Running"
+"#,
+        sim.endpoint()
+    ));
+    let shared_dir = dev.data_dir.path().to_path_buf();
+    let (tx, mut rx) = mpsc::channel(16);
+    let (scans, _) = mpsc::channel(1);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(opcua::run_device(
+        cfg,
+        DriverContext {
+            out: tx,
+            scans,
+            shutdown: shutdown.clone(),
+            metrics: Arc::default(),
+            data_dir: shared_dir,
+        },
+    ));
+    let u = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("value over Sign")
+        .expect("update");
+    assert_eq!(u.quality, Quality::Good, "{u:?}");
+    assert_eq!(u.value, Some(TagValue::Bool(true)));
+    assert_eq!(
+        std::fs::read(pki.join("own/cert.der")).unwrap(),
+        cert_before
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    dev.stop().await;
+}
+
+#[tokio::test]
+async fn opcua_username_password_accepted_and_wrong_password_reported() {
+    let sim = sim(Some(("operator", "s3cret"))).await;
+    let dir = data_dir();
+    let good_pass = dir.path().join("good.pass");
+    let bad_pass = dir.path().join("bad.pass");
+    std::fs::write(&good_pass, "s3cret\n").unwrap();
+    std::fs::write(&bad_pass, "nope\n").unwrap();
+    let cfg = |id: &str, pass: &std::path::Path| {
+        device(&format!(
+            r#"
+id = "{id}"
+protocol = "opcua"
+endpoint = "{}"
+username = "operator"
+password_file = "{}"
+timeout_ms = 5000
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+"#,
+            sim.endpoint(),
+            pass.display()
+        ))
+    };
+    let mut ok = start(cfg("oven-ok", &good_pass), data_dir());
+    ok.wait_for("temp with password", is_good("temp", TagValue::Float(20.5)))
+        .await;
+
+    let mut bad = start(cfg("oven-bad", &bad_pass), data_dir());
+    let u = bad.wait_for("temp bad", |u| u.tag == "temp").await;
+    assert_eq!(u.quality, Quality::Bad, "{u:?}");
+    let err = u.error.clone().unwrap_or_default();
+    eprintln!("wrong password reported as: {err}");
+    assert!(err.contains("Bad"), "status name in the error: {err}");
+    assert!(bad.metrics.errors.load(Ordering::Relaxed) >= 1);
+    let last = bad.metrics.last_error.lock().unwrap().clone();
+    assert!(last.is_some_and(|e| e.contains("Bad")));
+    ok.stop().await;
+    bad.stop().await;
+}
+
+#[tokio::test]
+async fn opcua_shutdown_stops_promptly_connected_and_while_reconnecting() {
+    let sim = sim(None).await;
+    let cfg = device(&format!(
+        r#"
+id = "oven"
+protocol = "opcua"
+endpoint = "{}"
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+"#,
+        sim.endpoint()
+    ));
+    let mut dev = start(cfg, data_dir());
+    dev.wait_for("temp", is_good("temp", TagValue::Float(20.5)))
+        .await;
+    let took = dev.stop().await;
+    eprintln!("stopped in {took:?}");
+    assert!(took < Duration::from_secs(3), "stopped in {took:?}");
+
+    // Nothing listens on this endpoint: the driver is in its backoff loop.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = device(&format!(
+        r#"
+id = "nobody"
+protocol = "opcua"
+endpoint = "opc.tcp://127.0.0.1:{port}/"
+[[tag]]
+name = "x"
+node_id = "ns=2;s=X"
+"#
+    ));
+    let mut dev = start(cfg, data_dir());
+    let u = dev.wait_for("x bad", |u| u.tag == "x").await;
+    assert_eq!(u.quality, Quality::Bad);
+    let took = dev.stop().await;
+    eprintln!("stopped in {took:?}");
+    assert!(took < Duration::from_secs(1), "stopped in {took:?}");
+}
+
+#[tokio::test]
+async fn opcua_status_codes_map_to_quality() {
+    let sim = sim(None).await;
+    let cfg = device(&format!(
+        r#"
+id = "oven"
+protocol = "opcua"
+endpoint = "{}"
+timeout_ms = 5000
+[[tag]]
+name = "temp"
+node_id = "ns=2;s=Oven.Zone1.Temperature"
+sampling_ms = 50
+"#,
+        sim.endpoint()
+    ));
+    let mut dev = start(cfg, data_dir());
+    dev.wait_for("temp", is_good("temp", TagValue::Float(20.5)))
+        .await;
+
+    sim.set_status(
+        "Oven.Zone1.Temperature",
+        OpcUaStatus::UncertainLastUsableValue,
+    )
+    .unwrap();
+    let u = dev
+        .wait_for("uncertain", |u| u.quality == Quality::Uncertain)
+        .await;
+    assert_eq!(u.value, Some(TagValue::Float(20.5)));
+    assert_eq!(u.error.as_deref(), Some("UncertainLastUsableValue"));
+
+    sim.set_status("Oven.Zone1.Temperature", OpcUaStatus::BadSensorFailure)
+        .unwrap();
+    let u = dev.wait_for("bad", |u| u.quality == Quality::Bad).await;
+    assert_eq!(u.value, None);
+    assert_eq!(u.error.as_deref(), Some("BadSensorFailure"));
+
+    sim.set("Oven.Zone1.Temperature", SimValue::Double(21.0))
+        .unwrap();
+    dev.wait_for("good again", is_good("temp", TagValue::Float(21.0)))
+        .await;
+    dev.stop().await;
+}
+
+/// Throughput of data changes through the driver (not a pass/fail test):
+/// `cargo test -p threadline-gateway --test opcua_driver opcua_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn opcua_throughput() {
+    const TAGS: usize = 500;
+    let names: Vec<String> = (0..TAGS).map(|i| format!("V{i:04}")).collect();
+    let sim = SimOpcUa::start(SimOpcUaConfig {
+        port: 0,
+        user: None,
+        variables: names
+            .iter()
+            .map(|n| (n.clone(), SimValue::Int32(0)))
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let mut text = format!(
+        "id = \"bench\"\nprotocol = \"opcua\"\nendpoint = \"{}\"\ntimeout_ms = 5000\n",
+        sim.endpoint()
+    );
+    for n in &names {
+        text.push_str(&format!(
+            "[[tag]]\nname = \"{n}\"\nnode_id = \"ns=2;s={n}\"\nsampling_ms = 10\n"
+        ));
+    }
+    let mut dev = start(device(&text), data_dir());
+    let mut seen = 0;
+    while seen < TAGS {
+        let u = tokio::time::timeout(WAIT, dev.rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.quality, Quality::Good);
+        seen += 1;
+    }
+    let sim = Arc::new(sim);
+    let writer = {
+        let sim = sim.clone();
+        let names = names.clone();
+        tokio::spawn(async move {
+            let mut round = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                round += 1;
+                for n in &names {
+                    sim.set(n, SimValue::Int32(round)).unwrap();
+                }
+            }
+        })
+    };
+    let window = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < window {
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), dev.rx.recv()).await {
+            count += 1;
+        }
+    }
+    writer.abort();
+    let offered = (window.as_millis() / 20) as u64 * TAGS as u64;
+    eprintln!(
+        "opcua throughput: {count} data changes in {window:?} = {:.0}/s ({TAGS} tags, {offered} changes offered)",
+        count as f64 / window.as_secs_f64()
+    );
+    dev.stop().await;
+}
+
+#[tokio::test]
+async fn opcua_more_tags_than_one_subscription_holds() {
+    // async-opcua's server allows 1000 monitored items per subscription.
+    const TAGS: usize = 1200;
+    let names: Vec<String> = (0..TAGS).map(|i| format!("M{i:04}")).collect();
+    let sim = SimOpcUa::start(SimOpcUaConfig {
+        port: 0,
+        user: None,
+        variables: names
+            .iter()
+            .map(|n| (n.clone(), SimValue::UInt16(1)))
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let mut text = format!(
+        "id = \"big\"\nprotocol = \"opcua\"\nendpoint = \"{}\"\ntimeout_ms = 5000\n",
+        sim.endpoint()
+    );
+    for n in &names {
+        text.push_str(&format!(
+            "[[tag]]\nname = \"{n}\"\nnode_id = \"ns=2;s={n}\"\nsampling_ms = 100\n"
+        ));
+    }
+    let mut dev = start(device(&text), data_dir());
+    let mut good = std::collections::HashSet::new();
+    while good.len() < TAGS {
+        let u = tokio::time::timeout(WAIT, dev.rx.recv())
+            .await
+            .expect("initial values")
+            .expect("update");
+        assert_eq!(u.quality, Quality::Good, "{u:?}");
+        good.insert(u.tag);
+    }
+    sim.set("M1199", SimValue::UInt16(9)).unwrap();
+    dev.wait_for("last tag changes", is_good("M1199", TagValue::UInt(9)))
+        .await;
+    dev.stop().await;
+}
