@@ -4,4 +4,5 @@
 pub mod datagen;
 pub mod modbus;
 pub mod opcua;
+pub mod plant;
 pub mod scanner;

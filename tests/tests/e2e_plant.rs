@@ -1,0 +1,97 @@
+//! The simulated plant against the real binaries: `threadline-sim`, two `threadline-gateway run`,
+//! `threadline-aggregator run` over a real Mosquitto and PostgreSQL. Every unit, lot and shipment
+//! of the plant's ground truth must come back from the API exactly.
+
+use std::time::Duration;
+
+use threadline_e2e::{PlantEnv, PlantRun, audit_ok, duplicates, read_truth, rejected_scans};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_plant_matches_ground_truth() -> anyhow::Result<()> {
+    let run = PlantRun {
+        units: 20,
+        ..PlantRun::default()
+    };
+    let Some(env) = PlantEnv::start(&run).await? else {
+        return Ok(());
+    };
+    env.go()?;
+    env.wait_sim_says("plant: done", Duration::from_secs(180))
+        .await?;
+    let truth = read_truth(&env.truth_path)?;
+    assert_eq!(truth.finished_units().count(), run.units);
+    let diffs = env.converge(&truth, Duration::from_secs(30)).await?;
+    assert!(
+        diffs.is_empty(),
+        "{} differences from the ground truth, first ones:\n{}\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(25)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        env.logs()
+    );
+    // Garbled scans are reported, never dropped.
+    let rejected = rejected_scans(&env.api).await?;
+    for r in &truth.rejected_scans {
+        assert!(
+            rejected.contains(&r.raw),
+            "scan_rejected {:?} missing",
+            r.raw
+        );
+    }
+    audit_ok(&env.api).await?;
+    assert_eq!(duplicates(&env.db).await?, Vec::<String>::new());
+    env.finish().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_plant_survives_gateway_broker_and_aggregator_restarts() -> anyhow::Result<()> {
+    let run = PlantRun {
+        units: 20,
+        seed: 11,
+        ..PlantRun::default()
+    };
+    let Some(mut env) = PlantEnv::start(&run).await? else {
+        return Ok(());
+    };
+    env.go()?;
+    // A gateway SIGKILLed at a unit boundary (a PLC edge while no gateway polls is lost on any
+    // real line too) and restarted on its outbox.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    env.signal_sim("USR1");
+    env.wait_sim_says("plant: paused", Duration::from_secs(30))
+        .await?;
+    env.kill_and_restart_gateway(1)?;
+    env.wait_gateways_online().await?;
+    env.signal_sim("USR2");
+    // The broker restarted under load, without persistence.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    env.broker.restart().await?;
+    // The aggregator SIGKILLed under load and restarted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    env.kill_and_restart_aggregator().await?;
+    env.wait_sim_says("plant: done", Duration::from_secs(240))
+        .await?;
+    let truth = read_truth(&env.truth_path)?;
+    let diffs = env.converge(&truth, Duration::from_secs(60)).await?;
+    assert!(
+        diffs.is_empty(),
+        "{} differences from the ground truth, first ones:\n{}\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(25)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        env.logs()
+    );
+    audit_ok(&env.api).await?;
+    assert_eq!(duplicates(&env.db).await?, Vec::<String>::new());
+    env.finish().await;
+    Ok(())
+}
