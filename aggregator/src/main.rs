@@ -186,7 +186,9 @@ async fn verify(cfg: &AggregatorConfig) -> anyhow::Result<ExitCode> {
 
 async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     // Token files are read first: a missing one refuses the start before anything listens.
-    let tokens = Arc::new(api::auth::Tokens::load(&cfg.http.token).context("loading [[http.token]] token files")?);
+    let tokens = Arc::new(
+        api::auth::Tokens::load(&cfg.http.token).context("loading [[http.token]] token files")?,
+    );
     let cancel = CancellationToken::new();
     // Refuse bad MQTT settings (unreadable password/CA files) before anything starts.
     ingest::mqtt::options(&cfg)?;
