@@ -224,11 +224,11 @@ async fn main() -> anyhow::Result<()> {
                  i.kind, i.ext_id, i.part, i.placeholder, i.supplier, i.level, i.customer \
                  FROM edges e JOIN items i ON i.id = e.child_id WHERE e.parent_id = ANY(ARRAY[{unit_id}]::bigint[]) ORDER BY e.id LIMIT 10001")),
             ("Unit report: sub-assembly materials (trace::unit_report)", format!(
-                "WITH RECURSIVE sub(id) AS ( SELECT e.child_id FROM edges e JOIN items c ON c.id = e.child_id \
-                 WHERE e.parent_id = {unit_id} AND e.relation = 'assembled' AND e.valid_to IS NULL AND c.kind = 'unit' UNION \
-                 SELECT e.child_id FROM edges e JOIN sub ON e.parent_id = sub.id JOIN items c ON c.id = e.child_id \
-                 WHERE e.relation = 'assembled' AND e.valid_to IS NULL AND c.kind = 'unit' ) \
-                 SELECT s.ext_id, l.ext_id, l.part, l.supplier, e.qty, e.station FROM sub JOIN items s ON s.id = sub.id \
+                "WITH RECURSIVE sub(id) AS ( SELECT e.child_id FROM edges e \
+                 WHERE e.parent_id = {unit_id} AND e.relation = 'assembled' AND e.valid_to IS NULL UNION \
+                 SELECT e.child_id FROM sub JOIN edges e ON e.parent_id = sub.id \
+                 WHERE e.relation = 'assembled' AND e.valid_to IS NULL ) \
+                 SELECT s.ext_id, l.ext_id, l.part, l.supplier, e.qty, e.station FROM sub JOIN items s ON s.id = sub.id AND s.kind = 'unit' \
                  JOIN edges e ON e.parent_id = sub.id AND e.relation IN ('consumed', 'assembled') AND e.valid_to IS NULL \
                  JOIN items l ON l.id = e.child_id AND l.kind = 'lot'")),
             ("Unit report: parameters of all operations (trace::unit_report)", format!(
@@ -249,7 +249,9 @@ async fn main() -> anyhow::Result<()> {
         for (title, sql) in plans {
             // jit = off as trace::recall sets it for its transaction.
             let mut tx = p.begin().await?;
-            sqlx::raw_sql("SET LOCAL jit = off").execute(&mut *tx).await?;
+            sqlx::raw_sql("SET LOCAL jit = off")
+                .execute(&mut *tx)
+                .await?;
             let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "EXPLAIN (ANALYZE, BUFFERS) {sql}"
             )))
