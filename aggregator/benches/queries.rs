@@ -73,6 +73,13 @@ impl Rng {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Slow statements (sqlx warns above 1 s) show up on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let a = args();
     let db = Db::connect(&a.db, 4).await?;
     let last: Option<String> = match &db {

@@ -231,9 +231,15 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
          FROM sub JOIN items s ON s.id = sub.id AND s.kind = 'unit' \
          JOIN edges e ON e.parent_id = sub.id AND e.relation IN ('consumed', 'assembled') AND e.valid_to IS NULL \
          JOIN items l ON l.id = e.child_id AND l.kind = 'lot'";
+    // SQLite: CROSS JOIN pins the join order (sub → s → e → l); left to itself, the SQLite
+    // bundled with sqlx chose an order that scanned edges (seconds at 1 M units).
+    let sub_sql = match db {
+        Db::Postgres(_) => sub_sql.to_owned(),
+        Db::Sqlite(_) => sub_sql.replace(" JOIN ", " CROSS JOIN "),
+    };
     let mut component_materials = Vec::new();
     on_db!(db, p => {
-        for r in sqlx::query(sub_sql).bind(uid).fetch_all(p).await? {
+        for r in sqlx::query(sqlx::AssertSqlSafe(sub_sql)).bind(uid).fetch_all(p).await? {
             component_materials.push(ComponentMaterial {
                 via: r.try_get(0)?,
                 lot: r.try_get(1)?,
