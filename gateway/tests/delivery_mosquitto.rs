@@ -384,7 +384,7 @@ async fn live_records_flow_while_a_backlog_replays() {
         &broker.url(),
         "batch_max_records = 200\ninflight_batches = 4",
         64,
-        syn(10_000, 40_000, 0),
+        syn(10_000, 60_000, 0),
     );
     gw.wait_stats("a backlog builds up", Duration::from_secs(20), |s| {
         s.next_seq > 10_000
@@ -395,7 +395,7 @@ async fn live_records_flow_while_a_backlog_replays() {
     broker.up().await;
     let acker = Acker::start(broker.port, ROOT).await;
     wait_for("everything delivered", Duration::from_secs(60), || {
-        acker.count() >= 40_000
+        acker.count() >= 60_000
     })
     .await;
     let epoch = gw.stats().await.epoch;
@@ -420,7 +420,7 @@ async fn live_records_flow_while_a_backlog_replays() {
         backlog_firsts.windows(2).all(|w| w[0] < w[1]),
         "backlog oldest first"
     );
-    assert_complete(&acker.seen.lock().unwrap(), epoch, 40_000, 0);
+    assert_complete(&acker.seen.lock().unwrap(), epoch, 60_000, 0);
     gw.shutdown().await;
     acker.stop().await;
 }
