@@ -5,3 +5,5 @@ pub mod broker;
 pub mod config;
 pub mod ingest;
 pub mod store;
+pub mod trace;
+pub mod web;

@@ -185,6 +185,10 @@ async fn verify(cfg: &AggregatorConfig) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
+    // Token files are read first: a missing one refuses the start before anything listens.
+    let tokens = Arc::new(
+        api::auth::Tokens::load(&cfg.http.token).context("loading [[http.token]] token files")?,
+    );
     let cancel = CancellationToken::new();
     // Refuse bad MQTT settings (unreadable password/CA files) before anything starts.
     ingest::mqtt::options(&cfg)?;
@@ -219,6 +223,7 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     let app = api::router(AppState {
         db: db.clone(),
         ingest: stats.clone(),
+        tokens,
     });
     tracing::info!(%http_addr, "HTTP API listening");
     let shutdown = cancel.clone();

@@ -27,6 +27,7 @@ async fn call(
     let app = router(AppState {
         db: db.clone(),
         ingest: stats.clone(),
+        tokens: Default::default(),
     });
     let req = Request::builder()
         .method(method)

@@ -627,3 +627,39 @@ async fn opcua_more_tags_than_one_subscription_holds() {
         .await;
     dev.stop().await;
 }
+
+#[test]
+fn opcua_config_refuses_bad_security_and_endpoint() {
+    let text = r#"
+[gateway]
+id = "gw"
+plant = "p"
+line = "l"
+data_dir = "/tmp/gw"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+
+[[device]]
+id = "oven"
+protocol = "opcua"
+endpoint = "tcp://127.0.0.1:4840"
+security_policy = "Basic128"
+
+[[device]]
+id = "oven2"
+protocol = "opcua"
+endpoint = "opc.tcp://127.0.0.1:4840"
+security_policy = "Basic256Sha256"
+security_mode = "Encrypt"
+"#;
+    let err = threadline_gateway::config::GatewayConfig::parse("gw.toml", text)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("device[0].endpoint"), "{err}");
+    assert!(err.contains("opc.tcp://"), "{err}");
+    assert!(err.contains("device[0].security_policy"), "{err}");
+    assert!(err.contains("Basic128"), "{err}");
+    assert!(err.contains("device[1].security_policy"), "{err}");
+    assert!(err.contains("Encrypt"), "{err}");
+}

@@ -4,8 +4,11 @@
 //! the ingest side) and `trace` (unit report, trace, recall, operations, readings — the query
 //! side). `openapi` merges both groups' utoipa descriptions.
 
+pub mod auth;
 pub mod error;
+pub mod openapi;
 pub mod ops;
+pub mod params;
 pub mod trace;
 
 use std::sync::Arc;
@@ -22,6 +25,8 @@ pub struct AppState {
     pub db: Db,
     /// Shared with ingest: health, counters and per-gateway lag for `/healthz` and `/metrics`.
     pub ingest: Arc<crate::ingest::IngestStats>,
+    /// API tokens (`[[http.token]]`); empty = no authentication. Built with `auth::Tokens::load`.
+    pub tokens: Arc<auth::Tokens>,
 }
 
 /// The whole API.
@@ -29,5 +34,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::routes())
         .merge(trace::routes())
+        .merge(openapi::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .with_state(state)
 }

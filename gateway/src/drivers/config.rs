@@ -305,6 +305,14 @@ pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
         {
             v.error(format!("{at}.security_policy"), e);
         }
+        if d.protocol == Protocol::OpcUa
+            && let Some(Err(e)) = d
+                .endpoint
+                .as_deref()
+                .map(crate::drivers::opcua::check_endpoint)
+        {
+            v.error(format!("{at}.endpoint"), e);
+        }
         if d.protocol != Protocol::OpcUa && !(1..=125).contains(&d.max_registers_per_read) {
             v.error(
                 format!("{at}.max_registers_per_read"),

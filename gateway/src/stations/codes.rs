@@ -3,7 +3,11 @@
 //!
 //! TODO(after merge): [`parse_gs1`] and [`decode_epc`] are small private stand-ins for
 //! `threadline_shared::ids`, which is being written on another branch; swap their bodies for
-//! calls into it. Everything else calls only these two functions.
+//! calls into it (everything else calls only these two functions), e.g.
+//! `ids::gs1::parse_gs1(raw).ok().map(|e| e.elements.into_iter().map(|e| (e.ai, e.value)).collect())`
+//! and `match ids::epc::decode_epc_hex(hex).ok()? { Epc::Sgtin96(s) => [("01", s.gtin()),
+//! ("21", s.serial)], Epc::Sscc96(s) => [("00", s.sscc())] }`; keep the tests below passing
+//! (a plain serial such as `SN0000000042` must not parse as GS1).
 
 use regex::Regex;
 
@@ -421,6 +425,20 @@ mod tests {
         assert_eq!(
             parse_gs1("(240)P-6202(10)L1"),
             pairs(&[("240", "P-6202"), ("10", "L1")])
+        );
+        let with_date = pairs(&[
+            ("01", "09506000134352"),
+            ("17", "261231"),
+            ("400", "PO-1"),
+            ("21", "S1"),
+        ]);
+        assert_eq!(
+            parse_gs1("(01)09506000134352(17)261231(400)PO-1(21)S1"),
+            with_date
+        );
+        assert_eq!(
+            parse_gs1("]d2010950600013435217261231400PO-1\u{1d}21S1"),
+            with_date
         );
         // Bad check digit, not GS1 at all.
         assert_eq!(parse_gs1("(01)09506000134353"), None);

@@ -1,0 +1,147 @@
+//! CSV renderings (RFC 4180: comma, CRLF, quotes doubled; fields quoted only when needed).
+//!
+//! Unit report layout — one row per operation parameter (an operation without parameters gets
+//! one row with empty parameter columns), every row repeating the unit and operation columns so
+//! a spreadsheet filter works on any of them:
+//! `serial,part,work_order,line,station,operation,equipment,operator,recipe,started_at,completed_at,result,defect_code,parameter,value,unit,lsl,usl,in_spec`.
+//! Materials, components, containers and the shipment are in the JSON and HTML forms.
+//!
+//! Recall layout — one row per item: `kind,id,customer` with kind unit | container | shipment |
+//! customer.
+
+use super::{Recall, UnitReport};
+
+fn field(out: &mut String, v: &str) {
+    if v.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&v.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(v);
+    }
+}
+
+fn row(out: &mut String, fields: &[&str]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        field(out, f);
+    }
+    out.push_str("\r\n");
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn json_scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        // Same rendering as the limits (230, not 230.0).
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| n.to_string()),
+        other => other.to_string(),
+    }
+}
+
+pub const UNIT_REPORT_HEADER: &[&str] = &[
+    "serial",
+    "part",
+    "work_order",
+    "line",
+    "station",
+    "operation",
+    "equipment",
+    "operator",
+    "recipe",
+    "started_at",
+    "completed_at",
+    "result",
+    "defect_code",
+    "parameter",
+    "value",
+    "unit",
+    "lsl",
+    "usl",
+    "in_spec",
+];
+
+pub fn unit_report(r: &UnitReport) -> String {
+    let mut out = String::new();
+    row(&mut out, UNIT_REPORT_HEADER);
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    for op in &r.operations {
+        let head = [
+            r.serial.clone(),
+            o(&r.part),
+            o(&r.work_order),
+            o(&r.line),
+            op.station.clone(),
+            op.operation.clone(),
+            o(&op.equipment),
+            o(&op.operator),
+            o(&op.recipe),
+            o(&op.started_at),
+            op.completed_at.clone(),
+            op.result.clone(),
+            o(&op.defect_code),
+        ];
+        let params: Vec<[String; 6]> = if op.parameters.is_empty() {
+            vec![Default::default()]
+        } else {
+            op.parameters
+                .iter()
+                .map(|p| {
+                    [
+                        p.name.clone(),
+                        json_scalar(&p.value),
+                        o(&p.unit),
+                        num(p.lsl),
+                        num(p.usl),
+                        p.in_spec.to_string(),
+                    ]
+                })
+                .collect()
+        };
+        for p in &params {
+            let fields: Vec<&str> = head.iter().chain(p.iter()).map(String::as_str).collect();
+            row(&mut out, &fields);
+        }
+    }
+    out
+}
+
+pub fn recall(r: &Recall) -> String {
+    let mut out = String::new();
+    row(&mut out, &["kind", "id", "customer"]);
+    for u in &r.units {
+        row(&mut out, &["unit", u, ""]);
+    }
+    for c in &r.containers {
+        row(&mut out, &["container", c, ""]);
+    }
+    for s in &r.shipments {
+        row(
+            &mut out,
+            &["shipment", &s.id, s.customer.as_deref().unwrap_or("")],
+        );
+    }
+    for c in &r.customers {
+        row(&mut out, &["customer", c, c]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quotes_only_when_needed() {
+        let mut s = String::new();
+        super::row(&mut s, &["a", "b,c", "say \"hi\"", "x\ny"]);
+        assert_eq!(s, "a,\"b,c\",\"say \"\"hi\"\"\",\"x\ny\"\r\n");
+    }
+}

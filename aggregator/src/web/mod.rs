@@ -1,0 +1,222 @@
+//! Server-rendered pages: the printable unit report an auditor asks for. No scripts, no external
+//! assets; every piece of text from the database is HTML-escaped.
+
+use std::fmt::Write as _;
+
+use crate::trace::UnitReport;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn o(v: &Option<String>) -> String {
+    v.as_deref().map(escape).unwrap_or_else(|| "—".to_owned())
+}
+
+fn n(v: Option<f64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "—".to_owned())
+}
+
+fn val(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "—".to_owned(),
+        serde_json::Value::String(s) => escape(s),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| n.to_string()),
+        other => escape(&other.to_string()),
+    }
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#111}table{border-collapse:collapse;margin:.5em 0 1.5em}\
+td,th{border:1px solid #999;padding:.2em .5em;text-align:left;vertical-align:top}th{background:#eee}\
+.fail,.oos{color:#b00;font-weight:bold}h1{margin-bottom:.2em}@media print{body{margin:0}}";
+
+/// The unit report as a self-contained HTML page.
+pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
+    let mut h = String::new();
+    let s = escape(&r.serial);
+    // `write!` into a String cannot fail; the results are ignored deliberately.
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unit {s}</title><style>{STYLE}</style></head><body>\
+         <h1>Unit {s}</h1><p>Generated {} by Threadline.</p>\
+         <table><tr><th>Part</th><td>{}</td></tr><tr><th>Work order</th><td>{}</td></tr><tr><th>Line</th><td>{}</td></tr>",
+        escape(generated_at),
+        o(&r.part),
+        o(&r.work_order),
+        o(&r.line)
+    );
+    let containers: Vec<String> = r
+        .containers
+        .iter()
+        .map(|c| format!("{} ({})", escape(&c.id), o(&c.level)))
+        .collect();
+    let _ = write!(
+        h,
+        "<tr><th>Containers</th><td>{}</td></tr>",
+        if containers.is_empty() {
+            "—".to_owned()
+        } else {
+            containers.join(" → ")
+        }
+    );
+    match &r.shipment {
+        Some(sh) => {
+            let _ = write!(
+                h,
+                "<tr><th>Shipment</th><td>{} to {} at {}</td></tr>",
+                escape(&sh.id),
+                o(&sh.customer),
+                o(&sh.shipped_at)
+            );
+        }
+        None => h.push_str("<tr><th>Shipment</th><td>not shipped</td></tr>"),
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Materials</h2><table><tr><th>Lot</th><th>Part</th><th>Supplier</th><th>Qty</th><th>Station</th><th>Via</th></tr>");
+    for m in &r.materials {
+        let _ = write!(
+            h,
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>direct</td></tr>",
+            escape(&m.lot),
+            if m.closed { " (removed)" } else { "" },
+            o(&m.part),
+            o(&m.supplier),
+            n(m.qty),
+            o(&m.station)
+        );
+    }
+    for m in &r.component_materials {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&m.lot),
+            o(&m.part),
+            o(&m.supplier),
+            n(m.qty),
+            o(&m.station),
+            escape(&m.via)
+        );
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Components</h2><table><tr><th>Serial</th><th>Part</th><th>Station</th><th>Assembled</th><th>Removed</th></tr>");
+    for c in &r.components {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.serial),
+            o(&c.part),
+            o(&c.station),
+            escape(&c.assembled_at),
+            o(&c.removed_at)
+        );
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Operations</h2>");
+    for op in &r.operations {
+        let cls = if op.result == "pass" {
+            ""
+        } else {
+            " class=\"fail\""
+        };
+        let _ = write!(
+            h,
+            "<h3>{} — {}</h3><table><tr><th>Equipment</th><td>{}</td><th>Operator</th><td>{}</td><th>Recipe</th><td>{}</td></tr>\
+            <tr><th>Started</th><td>{}</td><th>Completed</th><td>{}</td><th>Result</th><td{cls}>{}{}</td></tr></table>",
+            escape(&op.station),
+            escape(&op.operation),
+            o(&op.equipment),
+            o(&op.operator),
+            o(&op.recipe),
+            o(&op.started_at),
+            escape(&op.completed_at),
+            escape(&op.result),
+            op.defect_code
+                .as_deref()
+                .map(|d| format!(" ({})", escape(d)))
+                .unwrap_or_default()
+        );
+        if !op.parameters.is_empty() {
+            h.push_str("<table><tr><th>Parameter</th><th>Value</th><th>Unit</th><th>LSL</th><th>USL</th><th>In spec</th></tr>");
+            for p in &op.parameters {
+                let cls = if p.in_spec { "" } else { " class=\"oos\"" };
+                let _ = write!(
+                    h,
+                    "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&p.name),
+                    val(&p.value),
+                    o(&p.unit),
+                    n(p.lsl),
+                    n(p.usl),
+                    if p.in_spec { "yes" } else { "NO" }
+                );
+            }
+            h.push_str("</table>");
+        }
+        if !op.environment.is_empty() {
+            h.push_str("<table><tr><th>Environment</th><th>Value</th><th>Unit</th></tr>");
+            for e in &op.environment {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&e.name),
+                    val(&e.value),
+                    o(&e.unit)
+                );
+            }
+            h.push_str("</table>");
+        }
+    }
+
+    h.push_str("<h2>Quality checks</h2><table><tr><th>Characteristic</th><th>Value</th><th>Unit</th><th>LSL</th><th>USL</th><th>Result</th><th>Station</th><th>Operator</th><th>Checked</th></tr>");
+    for q in &r.quality_checks {
+        let cls = if q.result == "pass" {
+            ""
+        } else {
+            " class=\"fail\""
+        };
+        let _ = write!(
+            h,
+            "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&q.characteristic),
+            val(&q.value),
+            o(&q.unit),
+            n(q.lsl),
+            n(q.usl),
+            escape(&q.result),
+            o(&q.station),
+            o(&q.operator),
+            escape(&q.checked_at)
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
