@@ -346,7 +346,11 @@ async fn start_aggregator(
             }
         })
     };
-    let app = api::router(AppState { db, ingest: stats });
+    let app = api::router(AppState {
+        db,
+        ingest: stats,
+        tokens: Arc::new(api::auth::Tokens::load(&cfg.http.token)?),
+    });
     Ok(tokio::spawn(async move {
         let c = cancel.clone();
         if let Err(e) = axum::serve(listener, app)
