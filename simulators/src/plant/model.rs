@@ -1342,6 +1342,23 @@ mod tests {
     }
 
     #[test]
+    fn labels_parse_as_gs1() {
+        let mut p = Plant::new(PlantParams::default());
+        p.plan_batch(6);
+        for l in p.truth().lots.values() {
+            let e = threadline_shared::ids::parse_gs1(&l.label).unwrap();
+            assert_eq!(e.lot(), Some(l.lot.as_str()));
+            assert_eq!(e.gtin(), Some(l.gtin.as_str()));
+            assert_eq!(e.get("240"), Some(l.part.as_str()));
+            assert_eq!(e.count(), Some(500));
+        }
+        for c in p.truth().containers.keys() {
+            let e = threadline_shared::ids::parse_gs1(&sscc_label(c)).unwrap();
+            assert_eq!(e.sscc(), Some(c.as_str()));
+        }
+    }
+
+    #[test]
     fn batches_continue_without_id_collisions() {
         let mut p = Plant::new(PlantParams::default());
         let a = p.plan_batch(7);
