@@ -73,6 +73,13 @@ impl Rng {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Slow statements (sqlx warns above 1 s) show up on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let a = args();
     let db = Db::connect(&a.db, 4).await?;
     let last: Option<String> = match &db {
@@ -106,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         "backend={} units={units} finished products={products}",
         db.backend()
     );
+    let mut results: Vec<String> = Vec::new();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let serial = |rng: &mut Rng| format!("SN{:010}", rng.next(products));
 
@@ -124,10 +132,10 @@ async fn main() -> anyhow::Result<()> {
         report_bytes = serde_json::to_vec(&r)?.len();
         report.push(t.elapsed());
     }
-    println!(
+    results.push(format!(
         "{}  (last body {report_bytes} B)",
         summary("unit report", report)
-    );
+    ));
 
     let mut back = Vec::with_capacity(a.n);
     let mut nodes = 0;
@@ -143,7 +151,10 @@ async fn main() -> anyhow::Result<()> {
         nodes = g.nodes.len();
         back.push(t.elapsed());
     }
-    println!("{}  ({nodes} nodes each)", summary("backward trace", back));
+    results.push(format!(
+        "{}  ({nodes} nodes each)",
+        summary("backward trace", back)
+    ));
 
     let mut fwd = Vec::with_capacity(a.n / 4);
     for _ in 0..a.n / 4 {
@@ -161,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = serde_json::to_vec(&g)?;
         fwd.push(t.elapsed());
     }
-    println!("{}", summary("forward trace (level 5)", fwd));
+    results.push(summary("forward trace (level 5)", fwd));
 
     for lot in ["FAST-000000", "LOT-L1-000000"] {
         let mut rec = Vec::new();
@@ -174,20 +185,28 @@ async fn main() -> anyhow::Result<()> {
             counts = Some((r.counts, body.len()));
         }
         if let Some((c, len)) = counts {
-            println!(
+            results.push(format!(
                 "{}  ({} units, {} containers, {} shipments, {} customers, {len} B)",
                 summary(&format!("recall {lot}"), rec),
                 c.units,
                 c.containers,
                 c.shipments,
                 c.customers
-            );
+            ));
         }
+    }
+
+    for r in &results {
+        println!("{r}");
     }
 
     if let (Some(path), Db::Postgres(p)) = (&a.plans, &db) {
         let mut md = String::from("# Query plans (EXPLAIN ANALYZE, BUFFERS)\n\n");
         md.push_str(&format!("Captured by `cargo bench -p threadline-aggregator --bench queries -- --plans {path}` on a generated plant: {units} units ({products} finished products), PostgreSQL.\n\n"));
+        md.push_str(&format!(
+            "Latencies of that run (library call + JSON serialization):\n\n```text\n{}\n```\n\n",
+            results.join("\n")
+        ));
         let lot_id: i64 = sqlx::query_scalar(
             "SELECT id FROM items WHERE kind = 'lot' AND ext_id = 'FAST-000000'",
         )
@@ -204,17 +223,19 @@ async fn main() -> anyhow::Result<()> {
                  SELECT o.unit_id FROM operation_materials om JOIN operations o ON o.id = om.operation_id WHERE om.lot_id = {lot_id} UNION \
                  SELECT e.parent_id FROM edges e JOIN up ON e.child_id = up.id \
                  WHERE e.relation IN ('consumed', 'assembled', 'packed', 'shipped') AND e.valid_to IS NULL ) \
-                 SELECT i.kind, i.ext_id, i.customer FROM up JOIN items i ON i.id = up.id WHERE i.kind <> 'lot'")),
+                 SELECT i.kind, i.ext_id, i.customer FROM up \
+                 CROSS JOIN LATERAL (SELECT kind, ext_id, customer FROM items WHERE items.id = up.id OFFSET 0) i \
+                 WHERE i.kind <> 'lot'")),
             ("Backward trace, one BFS level (trace::trace)", format!(
                 "SELECT e.id, e.parent_id, e.child_id, e.relation, e.qty, e.station, e.valid_from, e.valid_to, e.closed_reason, \
                  i.kind, i.ext_id, i.part, i.placeholder, i.supplier, i.level, i.customer \
                  FROM edges e JOIN items i ON i.id = e.child_id WHERE e.parent_id = ANY(ARRAY[{unit_id}]::bigint[]) ORDER BY e.id LIMIT 10001")),
             ("Unit report: sub-assembly materials (trace::unit_report)", format!(
-                "WITH RECURSIVE sub(id) AS ( SELECT e.child_id FROM edges e JOIN items c ON c.id = e.child_id \
-                 WHERE e.parent_id = {unit_id} AND e.relation = 'assembled' AND e.valid_to IS NULL AND c.kind = 'unit' UNION \
-                 SELECT e.child_id FROM edges e JOIN sub ON e.parent_id = sub.id JOIN items c ON c.id = e.child_id \
-                 WHERE e.relation = 'assembled' AND e.valid_to IS NULL AND c.kind = 'unit' ) \
-                 SELECT s.ext_id, l.ext_id, l.part, l.supplier, e.qty, e.station FROM sub JOIN items s ON s.id = sub.id \
+                "WITH RECURSIVE sub(id) AS ( SELECT e.child_id FROM edges e \
+                 WHERE e.parent_id = {unit_id} AND e.relation = 'assembled' AND e.valid_to IS NULL UNION \
+                 SELECT e.child_id FROM sub JOIN edges e ON e.parent_id = sub.id \
+                 WHERE e.relation = 'assembled' AND e.valid_to IS NULL ) \
+                 SELECT s.ext_id, l.ext_id, l.part, l.supplier, e.qty, e.station FROM sub JOIN items s ON s.id = sub.id AND s.kind = 'unit' \
                  JOIN edges e ON e.parent_id = sub.id AND e.relation IN ('consumed', 'assembled') AND e.valid_to IS NULL \
                  JOIN items l ON l.id = e.child_id AND l.kind = 'lot'")),
             ("Unit report: parameters of all operations (trace::unit_report)", format!(
@@ -233,11 +254,17 @@ async fn main() -> anyhow::Result<()> {
                  ORDER BY o.id LIMIT 1001".to_owned()),
         ];
         for (title, sql) in plans {
+            // jit = off as trace::recall sets it for its transaction.
+            let mut tx = p.begin().await?;
+            sqlx::raw_sql("SET LOCAL jit = off")
+                .execute(&mut *tx)
+                .await?;
             let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "EXPLAIN (ANALYZE, BUFFERS) {sql}"
             )))
-            .fetch_all(p)
+            .fetch_all(&mut *tx)
             .await?;
+            tx.rollback().await?;
             md.push_str(&format!(
                 "## {title}\n\n```sql\n{sql}\n```\n\n```text\n{}\n```\n\n",
                 rows.join("\n")

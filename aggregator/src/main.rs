@@ -54,7 +54,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // rumqttd logs every client disconnect (our readiness probe too) as an error.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "info,rumqttd=warn,rumqttd::router::routing=off",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

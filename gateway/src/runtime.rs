@@ -110,7 +110,7 @@ pub async fn run_with(
         .synthetic
         .clone()
         .map(|syn| tokio::spawn(synthetic_source(syn, rec_tx.clone(), acquisition.clone())));
-    let appender = tokio::spawn(appender(outbox.clone(), rec_rx));
+    let appender = tokio::spawn(appender(outbox.clone(), rec_rx, acquisition.clone()));
     let pipeline = tokio::spawn(pipeline(
         Deadband::new(&cfg),
         engine,
@@ -118,6 +118,7 @@ pub async fn run_with(
         tag_rx,
         scan_rx,
         rec_tx,
+        acquisition.clone(),
     ));
 
     let publish_metrics = Arc::new(PublishMetrics::default());
@@ -215,11 +216,17 @@ pub async fn run_with(
     Ok(())
 }
 
+/// How long appends are still retried after shutdown began (then the records are given up,
+/// loudly, rather than hanging the shutdown forever on a dead disk).
+const APPEND_RETRY_AFTER_STOP: Duration = Duration::from_secs(5);
+
 /// Appends `records` until it works: an I/O error (disk full, …) is logged and retried with
-/// backoff; what the caller accepted is never given up while the process lives.
-async fn append_retrying(outbox: &Outbox, records: &[NewRecord]) {
+/// backoff; what the caller accepted is never given up while the gateway runs. Once `stop` is
+/// cancelled, retries continue for [`APPEND_RETRY_AFTER_STOP`] only.
+async fn append_retrying(outbox: &Outbox, records: &[NewRecord], stop: &CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
+    let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
         match outbox.append(records).await {
             Ok(report) => {
@@ -240,7 +247,24 @@ async fn append_retrying(outbox: &Outbox, records: &[NewRecord]) {
                          (acquisition slows down until it works)"
                     );
                 }
-                tokio::time::sleep(backoff).await;
+                if stop.is_cancelled() {
+                    let at = *give_up_at.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + APPEND_RETRY_AFTER_STOP
+                    });
+                    if tokio::time::Instant::now() >= at {
+                        tracing::error!(
+                            error = %e, records = records.len(),
+                            "LOST: shutting down and the outbox is still not writable; these \
+                             records were never committed"
+                        );
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    // Shutdown started: re-evaluate the give-up time now.
+                    _ = stop.cancelled(), if give_up_at.is_none() => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -248,7 +272,7 @@ async fn append_retrying(outbox: &Outbox, records: &[NewRecord]) {
 }
 
 /// Batches records from the pipeline into outbox transactions until the channel closes.
-async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>) {
+async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(APPEND_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -258,7 +282,7 @@ async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>) {
                 Err(_) => break,
             }
         }
-        append_retrying(&outbox, &batch).await;
+        append_retrying(&outbox, &batch, &stop).await;
         batch.clear();
     }
 }
@@ -271,6 +295,7 @@ async fn pipeline(
     mut tags: mpsc::Receiver<TagUpdate>,
     mut scans: mpsc::Receiver<RawScan>,
     records: mpsc::Sender<NewRecord>,
+    stop: CancellationToken,
 ) {
     let (mut tags_open, mut scans_open) = (true, true);
     while tags_open || scans_open {
@@ -302,7 +327,7 @@ async fn pipeline(
                     body: e.body,
                 })
                 .collect();
-            append_retrying(&outbox, &recs).await;
+            append_retrying(&outbox, &recs, &stop).await;
         }
     }
 }

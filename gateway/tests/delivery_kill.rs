@@ -61,6 +61,26 @@ async fn sigkill_mid_batch_then_restart_loses_nothing_and_sigterm_exits_cleanly(
     let before = read_file_stats(&outbox_path(&data_dir)).await.unwrap();
     let last_seq = before.next_seq - 1;
     assert!(last_seq >= 1500);
+    // The operator's view of the same file.
+    let out = Command::new(env!("CARGO_BIN_EXE_threadline-gateway"))
+        .args(["buffer", "stats", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("epoch:       {}", before.epoch)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("next seq:    {}", before.next_seq)),
+        "{text}"
+    );
+    assert!(
+        text.contains("readings") && text.contains("oldest age"),
+        "{text}"
+    );
 
     // Restart without the synthetic source: it only has to deliver what it committed.
     let mut gw = spawn_gateway(&config, &dir.path().join("run2.log"), &[]);

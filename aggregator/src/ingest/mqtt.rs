@@ -204,6 +204,18 @@ async fn mqtt_loop(
                     r = tx.send(m) => if r.is_err() { return Ok(()) },
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    // Connected but deaf: report it as unhealthy rather than look fine.
+                    let msg = format!("broker refused a subscription of {filters:?}");
+                    tracing::error!("{msg}");
+                    stats.mqtt_state(false, Some(msg));
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 let msg = e.to_string();

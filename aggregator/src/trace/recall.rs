@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use utoipa::ToSchema;
 
-use super::{ItemKind, QueryError, item_id, on_db};
+use super::{ItemKind, QueryError, item_id};
 use crate::store::Db;
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -55,7 +55,7 @@ pub async fn recall(db: &Db, lot: &str, include_closed: bool) -> Result<Recall, 
     } else {
         " AND e.valid_to IS NULL"
     };
-    let sql = format!(
+    let walk = format!(
         "WITH RECURSIVE up(id) AS ( \
             SELECT CAST($1 AS BIGINT) \
             UNION \
@@ -64,33 +64,67 @@ pub async fn recall(db: &Db, lot: &str, include_closed: bool) -> Result<Recall, 
             UNION \
             SELECT e.parent_id FROM edges e JOIN up ON e.child_id = up.id \
              WHERE e.relation IN ('consumed', 'assembled', 'packed', 'shipped'){valid} \
-         ) \
-         SELECT i.kind, i.ext_id, i.customer FROM up JOIN items i ON i.id = up.id \
-         WHERE i.kind <> 'lot'"
+         )"
     );
+    // PostgreSQL: the planner cannot know how far the walk goes; its estimate (millions of rows
+    // for a popular lot) would pick a hash join over a sequential scan of `items` and JIT
+    // compilation — both far slower than index lookups for any real recall. `OFFSET 0` keeps
+    // the item lookup a per-row index probe; `jit = off` is set for this transaction only.
+    let sql = match db {
+        Db::Postgres(_) => format!(
+            "{walk} SELECT i.kind, i.ext_id, i.customer FROM up \
+             CROSS JOIN LATERAL (SELECT kind, ext_id, customer FROM items WHERE items.id = up.id OFFSET 0) i \
+             WHERE i.kind <> 'lot'"
+        ),
+        Db::Sqlite(_) => format!(
+            "{walk} SELECT i.kind, i.ext_id, i.customer FROM up JOIN items i ON i.id = up.id WHERE i.kind <> 'lot'"
+        ),
+    };
     let mut units = Vec::new();
     let mut containers = Vec::new();
     let mut shipments = Vec::new();
     let mut customers = std::collections::BTreeSet::new();
-    on_db!(db, p => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lot_id).fetch_all(p).await?;
-        for r in rows {
-            let kind: String = r.try_get(0)?;
-            let ext_id: String = r.try_get(1)?;
-            match kind.as_str() {
-                "unit" => units.push(ext_id),
-                "container" => containers.push(ext_id),
-                "shipment" => {
-                    let customer: Option<String> = r.try_get(2)?;
-                    if let Some(c) = &customer {
-                        customers.insert(c.clone());
-                    }
-                    shipments.push(RecallShipment { id: ext_id, customer });
-                }
-                _ => {}
+    // (kind, ext_id, customer) of every item reached.
+    let mut reached: Vec<(String, String, Option<String>)> = Vec::new();
+    match db {
+        Db::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+            for r in sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(lot_id)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                reached.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+            }
+            tx.commit().await?;
+        }
+        Db::Sqlite(p) => {
+            for r in sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(lot_id)
+                .fetch_all(p)
+                .await?
+            {
+                reached.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
             }
         }
-    });
+    }
+    for (kind, ext_id, customer) in reached {
+        match kind.as_str() {
+            "unit" => units.push(ext_id),
+            "container" => containers.push(ext_id),
+            "shipment" => {
+                if let Some(c) = &customer {
+                    customers.insert(c.clone());
+                }
+                shipments.push(RecallShipment {
+                    id: ext_id,
+                    customer,
+                });
+            }
+            _ => {}
+        }
+    }
     // Sorted here, not in SQL: byte order is the same on both backends whatever the collation.
     units.sort_unstable();
     containers.sort_unstable();

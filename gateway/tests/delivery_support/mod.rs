@@ -128,6 +128,8 @@ pub struct Collected {
     /// Envelopes whose seqs were not strictly increasing (must stay 0).
     pub unordered_envelopes: u64,
     pub statuses: Vec<Status>,
+    /// (first seq, last seq) of every envelope, in arrival order.
+    pub arrivals: Vec<(u64, u64)>,
 }
 
 impl Collected {
@@ -200,6 +202,9 @@ impl Acker {
                             {
                                 let mut c = seen.lock().unwrap();
                                 c.envelopes += 1;
+                                if let (Some(f), Some(l)) = (seqs.first(), seqs.last()) {
+                                    c.arrivals.push((*f, *l));
+                                }
                                 if !seqs.windows(2).all(|w| w[0] < w[1]) {
                                     c.unordered_envelopes += 1;
                                 }

@@ -48,15 +48,22 @@ pub(crate) async fn existing_seqs(
     epoch: Uuid,
     seqs: &[i64],
 ) -> sqlx::Result<HashSet<i64>> {
+    // A range scan of the unique index, filtered here: `seq = ANY(array)` made PostgreSQL test
+    // every stored seq of the epoch against the whole array (quadratic as the log grows).
+    let (Some(lo), Some(hi)) = (seqs.iter().min(), seqs.iter().max()) else {
+        return Ok(HashSet::new());
+    };
+    let want: HashSet<i64> = seqs.iter().copied().collect();
     let rows: Vec<i64> = sqlx::query_scalar(
-        "SELECT seq FROM events WHERE gateway = $1 AND epoch = $2 AND seq = ANY($3)",
+        "SELECT seq FROM events WHERE gateway = $1 AND epoch = $2 AND seq BETWEEN $3 AND $4",
     )
     .bind(gw)
     .bind(epoch)
-    .bind(seqs)
+    .bind(lo)
+    .bind(hi)
     .fetch_all(&mut **t)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows.into_iter().filter(|s| want.contains(s)).collect())
 }
 
 pub(crate) async fn insert_events(t: &mut Tx<'_>, rows: &[EventInsert]) -> sqlx::Result<Vec<i64>> {

@@ -5,7 +5,8 @@
 //! is unreachable no group polls; a reconnect is tried after a jittered exponential backoff
 //! (100 ms doubling to 30 s, reset by the first answer) and every tag is `bad` with the reason.
 //! A read refused with "illegal data address" is split in halves (recursively) so one bad tag
-//! does not blind its neighbours; the split plan is kept for the following scans.
+//! does not blind its neighbours; the split plan is kept for the following scans and the merged
+//! plan is tried again after a minute.
 //! Only changes are emitted: a tag's update goes out when its value or quality differs from the
 //! last one sent (deadbands are the runtime's business).
 
@@ -25,6 +26,9 @@ use crate::drivers::{DriverContext, TagUpdate};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A group whose reads were split after "illegal data address" tries its merged plan again this
+/// often (the PLC program may have been fixed; fewer requests are better for everyone).
+const REMERGE_AFTER: Duration = Duration::from_secs(60);
 
 /// Emits changes of tag state; remembers what was last sent per tag.
 struct Emitter {
@@ -87,6 +91,10 @@ impl Emitter {
 /// State of one device's poll loop.
 pub(crate) struct Poller {
     plan: DevicePlan,
+    /// The reads as planned, before any split; restored every `REMERGE_AFTER`.
+    planned: Vec<Vec<PlannedRead>>,
+    /// Per group: when its reads were first split since the last restore.
+    split_at: Vec<Option<Instant>>,
     link: Link,
     timeout: Duration,
     out: Emitter,
@@ -104,8 +112,12 @@ impl Poller {
         ctx: DriverContext,
     ) -> Self {
         let n = plan.tags.len();
+        let planned = plan.groups.iter().map(|g| g.reads.clone()).collect();
+        let split_at = vec![None; plan.groups.len()];
         Poller {
             plan,
+            planned,
+            split_at,
             link,
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
             out: Emitter {
@@ -161,6 +173,10 @@ impl Poller {
     /// Polls every read of a group once. Returns false when the driver must stop.
     async fn poll_group(&mut self, gi: usize) -> bool {
         let shutdown = self.out.ctx.shutdown.clone();
+        if self.split_at[gi].is_some_and(|t| t.elapsed() >= REMERGE_AFTER) {
+            self.plan.groups[gi].reads = self.planned[gi].clone();
+            self.split_at[gi] = None;
+        }
         let mut i = 0;
         while let Some(read) = self.plan.groups[gi].reads.get(i) {
             let req = ReadRequest {
@@ -205,6 +221,7 @@ impl Poller {
                             let reads = &mut self.plan.groups[gi].reads;
                             reads[i] = l;
                             reads.insert(i + 1, r);
+                            self.split_at[gi].get_or_insert_with(Instant::now);
                             // Retry the left half now, in this same scan.
                             continue;
                         }

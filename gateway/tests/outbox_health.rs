@@ -1,0 +1,100 @@
+//! `/metrics` and `/healthz` over a real socket, with the outbox and device metrics behind them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use threadline_gateway::drivers::DeviceMetrics;
+use threadline_gateway::health::{HealthState, serve};
+use threadline_gateway::outbox::{NewRecord, Outbox, OutboxOptions};
+use threadline_gateway::publish::PublishMetrics;
+use threadline_shared::event::{Quality, Reading, RecordBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf[9..12].parse().unwrap();
+    (code, buf.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+#[tokio::test]
+async fn healthz_names_the_silent_device_and_the_old_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(
+        Outbox::open(OutboxOptions {
+            path: dir.path().join("outbox.db"),
+            max_bytes: u64::MAX,
+        })
+        .await
+        .unwrap(),
+    );
+    let plc = Arc::new(DeviceMetrics::default());
+    plc.record_error("timeout after 1000 ms");
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+    let state = Arc::new(HealthState {
+        outbox: outbox.clone(),
+        publish: Arc::new(PublishMetrics::default()),
+        devices: vec![("press-plc".into(), plc.clone())],
+        max_device_silence_s: 60,
+        max_outbox_age_s: 30,
+        // Started two minutes ago and never heard from the PLC.
+        started_ms: now_ms - 120_000,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, state, stop.clone()));
+
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("device press-plc: no good poll"), "{body}");
+    assert!(body.contains("timeout after 1000 ms"), "{body}");
+
+    // A record from a minute ago waiting in the outbox.
+    let old = NewRecord {
+        ts: threadline_shared::time::now() - chrono::Duration::seconds(60),
+        body: RecordBody::Reading(Reading {
+            device: "press-plc".into(),
+            tag: "t".into(),
+            value: None,
+            unit: None,
+            quality: Quality::Bad,
+            error: Some("timeout".into()),
+        }),
+    };
+    outbox.append(&[old]).await.unwrap();
+    plc.record_ok(1500);
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!(code, 503);
+    assert!(!body.contains("press-plc"), "device is fine now: {body}");
+    assert!(body.contains("outbox: oldest record is 60 s old"), "{body}");
+
+    outbox.ack(&[[1, 1]]).await.unwrap();
+    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+
+    let (code, text) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "threadline_outbox_depth 0",
+        "threadline_outbox_appended_total 1",
+        "threadline_outbox_acked_total 1",
+        "threadline_device_polls_total{device=\"press-plc\"} 2",
+        "threadline_device_errors_total{device=\"press-plc\"} 1",
+        "threadline_device_rtt_seconds{device=\"press-plc\"} 0.001500",
+        "threadline_publish_inflight_batches 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert_eq!(get(addr, "/nope").await.0, 404);
+    stop.cancel();
+    server.await.unwrap();
+}
