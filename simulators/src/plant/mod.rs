@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod floor;
 pub mod model;
 pub mod run;
+pub mod sims;
 pub mod tagmap;
 
 pub use config::{LoadedPlant, PlantFile};

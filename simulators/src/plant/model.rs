@@ -893,16 +893,16 @@ impl Plant {
         lane: &mut Lane,
         m: &Machine,
         params: &[ParamTruth],
-        models: &[ParamModel],
         pass: bool,
         defect: Option<u16>,
     ) {
-        for (p, model) in params.iter().zip(models) {
-            let v = match model.scale {
-                None => SimValue::Float(p.value),
-                Some(scale) => SimValue::Int((p.value / scale).round() as i64),
-            };
-            lane.push(FloorAction::set(m.device, &p.name, v));
+        // Physical values: the tag map applies each tag's scale and type.
+        for p in params {
+            lane.push(FloorAction::set(
+                m.device,
+                &p.name,
+                SimValue::Float(p.value),
+            ));
         }
         let prefix = m.prefix;
         lane.push(FloorAction::set(
@@ -979,7 +979,7 @@ impl Plant {
             self.maybe_garble(lane, m.station, m.scanner);
             lane.push(FloorAction::scan(m.scanner, serial));
             self.settle(lane);
-            self.cycle(lane, m, &params, models, pass, defect);
+            self.cycle(lane, m, &params, pass, defect);
             ops.push(self.op_truth(m, params, pass, defect, Vec::new()));
             if pass {
                 return ops;
@@ -1007,7 +1007,7 @@ impl Plant {
         // The press passes by its own (wider) process window; an out-of-spec pressure is still a
         // pass for the PLC — exactly what a quality engineer hunts for later.
         let params = self.draw(&ST10_PARAMS, false);
-        self.cycle(lane, &ST10, &params, &ST10_PARAMS, true, None);
+        self.cycle(lane, &ST10, &params, true, None);
         let mut ops = vec![self.op_truth(
             &ST10,
             params,
@@ -1073,7 +1073,7 @@ impl Plant {
         lane.push(FloorAction::scan(ST110.scanner, sub.to_owned()));
         self.settle(lane);
         let params = self.draw(&ST110_PARAMS, false);
-        self.cycle(lane, &ST110, &params, &ST110_PARAMS, true, None);
+        self.cycle(lane, &ST110, &params, true, None);
         let mut ops = vec![self.op_truth(&ST110, params, true, None, vec![screw.clone()])];
         ops.extend(self.inspect(lane, &ST120, &ST120_PARAMS, &serial));
         if let Some(l) = self.truth.lots.get_mut(&screw) {
@@ -1339,6 +1339,23 @@ mod tests {
             l,
             "0104012345000015".to_owned() + "10LOT-BRG-000001\u{1d}240P-6202\u{1d}37500"
         );
+    }
+
+    #[test]
+    fn labels_parse_as_gs1() {
+        let mut p = Plant::new(PlantParams::default());
+        p.plan_batch(6);
+        for l in p.truth().lots.values() {
+            let e = threadline_shared::ids::parse_gs1(&l.label).unwrap();
+            assert_eq!(e.lot(), Some(l.lot.as_str()));
+            assert_eq!(e.gtin(), Some(l.gtin.as_str()));
+            assert_eq!(e.get("240"), Some(l.part.as_str()));
+            assert_eq!(e.count(), Some(500));
+        }
+        for c in p.truth().containers.keys() {
+            let e = threadline_shared::ids::parse_gs1(&sscc_label(c)).unwrap();
+            assert_eq!(e.sscc(), Some(c.as_str()));
+        }
     }
 
     #[test]
