@@ -58,6 +58,51 @@ conformance!(
     event_log_pages_by_id,
 );
 
+#[tokio::test]
+async fn sqlite_stores_timestamps_as_canonical_text() {
+    // Text order must be time order in SQLite, and every writer must agree with the readers
+    // (the query side compares and returns this text as it is).
+    let t = sqlite().await;
+    let gw = "gw-ts";
+    let b = batch(&[(
+        topic(gw),
+        envelope(
+            gw,
+            vec![
+                op(1, 1, "SN1", "LOT-0001-000009", 200.0),
+                reading(2, 2, 1.5),
+            ],
+        ),
+    )]);
+    t.db.write_batch(&b).await.unwrap();
+    let canonical = regex_like_canonical;
+    for sql in [
+        "SELECT ts FROM events",
+        "SELECT ts FROM readings",
+        "SELECT completed_at FROM operations",
+        "SELECT valid_from FROM edges",
+        "SELECT first_seen_at FROM items WHERE ext_id = 'SN1'",
+    ] {
+        let v = scalar_opt_str(&t.db, sql).await.unwrap_or_default();
+        assert!(
+            canonical(&v),
+            "{sql}: {v:?} is not canonical RFC 3339 UTC with microseconds"
+        );
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+fn regex_like_canonical(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 27
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[26] == b'Z'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 26) || c.is_ascii_digit())
+}
+
 async fn duplicates_and_out_of_order_are_absorbed(db: &Db) {
     let gw = "gw-1";
     // Out of order within the envelope and a unit seen before its unit_started.

@@ -777,6 +777,99 @@ mod tests {
     }
 }
 
+/// A TCP proxy in the test process between the aggregator and PostgreSQL, so that a test can
+/// take the database away (every connection cut, new ones refused) and give it back — a real
+/// outage as the aggregator sees it, without stopping the machine's shared PostgreSQL server.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every cut; a connection task ends when it sees a newer generation.
+    generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Listens on a free loopback port and forwards to `target` (`host:port`).
+    pub async fn start(target: String) -> Result<TcpProxy> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let generation = std::sync::Arc::new(tx);
+        let accept = {
+            let (up, generation) = (up.clone(), generation.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the database is "down"
+                    }
+                    let target = target.clone();
+                    let mut cut = generation.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Ok(TcpProxy {
+            addr,
+            up,
+            generation,
+            accept,
+        })
+    }
+
+    /// `url` with its host:port replaced by the proxy's.
+    pub fn route(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+        let (auth, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let user = auth
+            .rsplit_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{user}{}/{path}", self.addr)
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL (port 5432 when absent).
+pub fn url_authority(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let auth = rest.split('/').next().unwrap_or(rest);
+    let host = auth.rsplit_once('@').map(|(_, h)| h).unwrap_or(auth);
+    if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
 /// A whole plant under test: Mosquitto, a fresh PostgreSQL database, `threadline-aggregator run`,
 /// `threadline-sim` (free ports, holding until told) and one `threadline-gateway run` per line,
 /// each a separate process with its log in the test's temporary directory.
@@ -784,6 +877,8 @@ pub struct PlantEnv {
     pub dir: tempfile::TempDir,
     pub bins: Bins,
     pub db: TestDb,
+    /// The aggregator reaches PostgreSQL through this proxy (to simulate a database outage).
+    pub db_proxy: TcpProxy,
     pub broker: Mosquitto,
     pub api: Api,
     pub http_addr: String,
@@ -828,6 +923,7 @@ impl PlantEnv {
             db.drop_db().await;
             return Ok(None);
         };
+        let db_proxy = TcpProxy::start(url_authority(&db.url)).await?;
         let http_addr = format!("127.0.0.1:{}", free_port());
         let agg_cfg = dir.path().join("aggregator.toml");
         std::fs::write(
@@ -835,7 +931,7 @@ impl PlantEnv {
             format!(
                 "[aggregator]\nid = \"agg-e2e\"\nbatch_max_wait_ms = 20\n[mqtt]\nurl = \"{}\"\n[database]\nurl = \"{}\"\n[http]\nlisten = \"{http_addr}\"\n",
                 broker.url(),
-                db.url
+                db_proxy.route(&db.url)
             ),
         )?;
         let aggregator = start_aggregator(&bins, dir.path(), &agg_cfg)?;
@@ -902,6 +998,7 @@ impl PlantEnv {
             dir,
             bins,
             db,
+            db_proxy,
             broker,
             api,
             http_addr,

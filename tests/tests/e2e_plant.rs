@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use threadline_e2e::{PlantEnv, PlantRun, audit_ok, duplicates, read_truth, rejected_scans};
+use threadline_e2e::{
+    PlantEnv, PlantRun, audit_ok, duplicates, read_truth, rejected_scans, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_plant_matches_ground_truth() -> anyhow::Result<()> {
@@ -49,7 +51,7 @@ async fn e2e_plant_matches_ground_truth() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_plant_survives_gateway_broker_and_aggregator_restarts() -> anyhow::Result<()> {
+async fn e2e_plant_survives_gateway_broker_aggregator_and_database_outages() -> anyhow::Result<()> {
     let run = PlantRun {
         units: 20,
         seed: 11,
@@ -74,6 +76,23 @@ async fn e2e_plant_survives_gateway_broker_and_aggregator_restarts() -> anyhow::
     // The aggregator SIGKILLed under load and restarted.
     tokio::time::sleep(Duration::from_secs(5)).await;
     env.kill_and_restart_aggregator().await?;
+    // PostgreSQL unreachable for a while under load: the aggregator stops acking, reports
+    // itself unhealthy, and catches up when the database is back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.db_proxy.cut();
+    let unhealthy = wait_for(
+        "aggregator reports the database down",
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = env.api.get("/healthz").await.ok()?;
+            (code == 503).then_some(body)
+        },
+    )
+    .await?;
+    assert!(unhealthy.to_string().contains("database"), "{unhealthy}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.db_proxy.restore();
+    env.api.wait_healthy(Duration::from_secs(60)).await?;
     env.wait_sim_says("plant: done", Duration::from_secs(240))
         .await?;
     let truth = read_truth(&env.truth_path)?;

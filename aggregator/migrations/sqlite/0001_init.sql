@@ -1,13 +1,8 @@
--- Threadline aggregator schema, SQLite (the embedded default). Append-only: never edit an applied
--- migration. A faithful translation of ../postgres/0001_init.sql with identical table and column
--- names: bigserial → INTEGER PRIMARY KEY AUTOINCREMENT, timestamptz → TEXT holding canonical
--- RFC 3339 UTC with microseconds ("2026-11-25T01:18:08.123456Z", so text order = time order),
--- jsonb → TEXT (JSON), bytea → BLOB, boolean → INTEGER (0/1), uuid → TEXT.
---
--- Genealogy edges point from the containing/consuming item (parent) to what it contains/consumed
--- (child): unit → lot (consumed), unit → unit/lot (assembled), container → unit/container
--- (packed), shipment → container/unit (shipped). Backward trace follows parent → child,
--- forward trace (recall) follows child → parent.
+-- Threadline aggregator schema, SQLite: the same tables, columns and meaning as
+-- ../postgres/0001_init.sql (read that file for the comments). Type mapping: bigserial → INTEGER
+-- PRIMARY KEY (rowid, increasing), timestamptz → TEXT (RFC 3339 as sqlx writes chrono
+-- DateTime<Utc>), uuid → TEXT (hyphenated lowercase), bytea → BLOB, jsonb → TEXT (JSON),
+-- boolean → INTEGER 0/1.
 
 CREATE TABLE gateways (
     id              TEXT PRIMARY KEY,
@@ -151,7 +146,7 @@ CREATE TABLE readings (
     quality    TEXT NOT NULL,
     error      TEXT,
     PRIMARY KEY (gateway, epoch, seq)
-);
+) WITHOUT ROWID;
 CREATE INDEX readings_tag_ts ON readings (tag, ts);
 
 CREATE TABLE dead_letters (
@@ -160,5 +155,6 @@ CREATE TABLE dead_letters (
     topic       TEXT NOT NULL,
     gateway     TEXT,
     reason      TEXT NOT NULL,
+    kind        TEXT NOT NULL DEFAULT '',        -- machine-readable reason (metrics label): oversized, malformed_envelope, …
     payload     BLOB NOT NULL
 );

@@ -107,7 +107,7 @@ impl Db {
                line = COALESCE(excluded.line, work_orders.line),
                updated_at = excluded.updated_at";
         macro_rules! run {
-            ($pool:expr) => {{
+            ($pool:expr, $t:expr) => {{
                 let mut tx = $pool.begin().await?;
                 for w in wos {
                     sqlx::query(SQL)
@@ -115,7 +115,7 @@ impl Db {
                         .bind(&w.part)
                         .bind(w.qty)
                         .bind(&w.line)
-                        .bind(threadline_shared::time::now())
+                        .bind($t(threadline_shared::time::now()))
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -123,8 +123,8 @@ impl Db {
             }};
         }
         match self {
-            Db::Postgres(p) => run!(p),
-            Db::Sqlite(p) => run!(p),
+            Db::Postgres(p) => run!(p, std::convert::identity),
+            Db::Sqlite(p) => run!(p, crate::store::sqlite_time),
         }
     }
 
@@ -137,13 +137,13 @@ impl Db {
                shipped_at = COALESCE(excluded.shipped_at, items.shipped_at),
                placeholder = false";
         macro_rules! run {
-            ($pool:expr) => {{
+            ($pool:expr, $t:expr) => {{
                 let mut tx = $pool.begin().await?;
                 for s in ships {
                     sqlx::query(SQL)
                         .bind(&s.id)
                         .bind(&s.customer)
-                        .bind(s.shipped_at)
+                        .bind(s.shipped_at.map($t))
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -151,8 +151,8 @@ impl Db {
             }};
         }
         match self {
-            Db::Postgres(p) => run!(p),
-            Db::Sqlite(p) => run!(p),
+            Db::Postgres(p) => run!(p, std::convert::identity),
+            Db::Sqlite(p) => run!(p, crate::store::sqlite_time),
         }
     }
 

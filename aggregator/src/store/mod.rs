@@ -94,3 +94,10 @@ pub fn redact(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// A timestamp as SQLite stores it: canonical RFC 3339 UTC text with microseconds
+/// (`2026-11-25T01:18:08.123456Z`), so that text order is time order and every writer and reader
+/// agrees (sqlx's own chrono encoding would write `+00:00` with a varying number of digits).
+pub(crate) fn sqlite_time(ts: threadline_shared::time::Timestamp) -> String {
+    threadline_shared::time::format(&threadline_shared::time::canonical(ts))
+}

@@ -2,6 +2,7 @@
 //! row inside the batch's transaction is as fast as multi-row VALUES and far simpler. Epochs
 //! are stored as hyphenated text; timestamps as sqlx writes chrono values (RFC 3339).
 
+use crate::store::sqlite_time;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{Sqlite, Transaction};
@@ -31,7 +32,7 @@ pub(crate) async fn lock_gateway(
     .bind(gw)
     .bind(plant)
     .bind(line)
-    .bind(threadline_shared::time::now())
+    .bind(sqlite_time(threadline_shared::time::now()))
     .execute(&mut **t)
     .await?;
     Ok(())
@@ -76,7 +77,7 @@ pub(crate) async fn insert_events(t: &mut Tx<'_>, rows: &[EventInsert]) -> sqlx:
         .bind(&r.gateway)
         .bind(r.epoch.to_string())
         .bind(r.seq)
-        .bind(r.ts)
+        .bind(sqlite_time(r.ts))
         .bind(r.type_)
         .bind(&r.body)
         .bind(&r.prev_hash)
@@ -100,7 +101,7 @@ pub(crate) async fn insert_readings(t: &mut Tx<'_>, rows: &[ReadingInsert]) -> s
         .bind(&r.gateway)
         .bind(r.epoch.to_string())
         .bind(r.seq)
-        .bind(r.ts)
+        .bind(sqlite_time(r.ts))
         .bind(&r.device)
         .bind(&r.tag)
         .bind(r.value_num)
@@ -151,9 +152,9 @@ pub(crate) async fn upsert_items(
             .bind(&f.line)
             .bind(&f.level)
             .bind(&f.customer)
-            .bind(f.shipped_at)
+            .bind(f.shipped_at.map(sqlite_time))
             .bind(f.placeholder)
-            .bind(f.first_seen_at)
+            .bind(f.first_seen_at.map(sqlite_time))
             .execute(&mut **t)
             .await?;
         } else {
@@ -163,7 +164,7 @@ pub(crate) async fn upsert_items(
             )
             .bind(kind.as_str())
             .bind(ext)
-            .bind(f.first_seen_at)
+            .bind(f.first_seen_at.map(sqlite_time))
             .execute(&mut **t)
             .await?;
         }
@@ -198,7 +199,7 @@ pub(crate) async fn insert_edges(
         .bind(e.relation)
         .bind(e.qty)
         .bind(&e.station)
-        .bind(e.valid_from)
+        .bind(sqlite_time(e.valid_from))
         .bind(e.event_id)
         .execute(&mut **t)
         .await?;
@@ -219,7 +220,7 @@ pub(crate) async fn close_edge(
     .bind(id_of(ids, &c.parent)?)
     .bind(id_of(ids, &c.child)?)
     .bind(c.relation)
-    .bind(c.at)
+    .bind(sqlite_time(c.at))
     .bind(&c.reason)
     .execute(&mut **t)
     .await?;
@@ -245,8 +246,8 @@ pub(crate) async fn insert_operations(
         .bind(&o.equipment)
         .bind(&o.operator)
         .bind(&o.recipe)
-        .bind(o.started_at)
-        .bind(o.completed_at)
+        .bind(o.started_at.map(sqlite_time))
+        .bind(sqlite_time(o.completed_at))
         .bind(o.result)
         .bind(&o.defect_code)
         .bind(o.out_of_spec)
@@ -314,7 +315,7 @@ pub(crate) async fn insert_quality(
         .bind(q.result)
         .bind(&q.station)
         .bind(&q.operator)
-        .bind(q.checked_at)
+        .bind(sqlite_time(q.checked_at))
         .bind(q.event_id)
         .execute(&mut **t)
         .await?;
@@ -328,7 +329,7 @@ pub(crate) async fn insert_dead_letters(t: &mut Tx<'_>, rows: &[DeadLetter]) -> 
             "INSERT INTO dead_letters (received_at, topic, gateway, reason, kind, payload)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(threadline_shared::time::now())
+        .bind(sqlite_time(threadline_shared::time::now()))
         .bind(&d.topic)
         .bind(&d.gateway)
         .bind(&d.reason)
@@ -360,7 +361,7 @@ pub(crate) async fn upsert_status(t: &mut Tx<'_>, s: &StatusUpdate) -> sqlx::Res
     .bind(s.status.since)
     .bind(s.raw.to_string())
     .bind(s.status.buffer_depth as i64)
-    .bind(threadline_shared::time::now())
+    .bind(sqlite_time(threadline_shared::time::now()))
     .execute(&mut **t)
     .await?;
     Ok(())
