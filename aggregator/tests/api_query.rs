@@ -660,4 +660,24 @@ async fn openapi_lists_every_route() {
         assert!(v["paths"][p]["post"].is_object(), "openapi lacks POST {p}");
     }
     assert!(v["components"]["schemas"]["UnitReport"].is_object());
+    // The start page a person opens in a browser links the API.
+    let res = app
+        .clone()
+        .oneshot(
+            axum::http::Request::builder()
+                .uri("/")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(res.status(), axum::http::StatusCode::OK);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let html = String::from_utf8_lossy(&body);
+    assert!(
+        html.contains("/api/v1/lots/{lot}/recall") && html.contains("/api/openapi.json"),
+        "{html}"
+    );
 }

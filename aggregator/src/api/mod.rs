@@ -32,6 +32,10 @@ pub struct AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Html(crate::web::index()) }),
+        )
         .merge(ops::routes())
         .merge(trace::routes())
         .merge(openapi::routes())

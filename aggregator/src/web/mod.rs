@@ -220,3 +220,32 @@ mod tests {
         );
     }
 }
+
+/// `GET /`: a start page for a person who opens the aggregator in a browser — what is here and
+/// how to ask it, with a form for the unit report (the API itself is JSON).
+pub fn index() -> String {
+    r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Threadline aggregator</title>
+<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;line-height:1.45}
+code{background:#f3f3f3;padding:0 .2rem}li{margin:.2rem 0}</style></head>
+<body>
+<h1>Threadline aggregator</h1>
+<p>Product genealogy, trace and recall. Look up a finished unit:</p>
+<form action="/api/v1/units/" onsubmit="location.href='/api/v1/units/'+encodeURIComponent(this.serial.value)+'?format=html';return false">
+<input name="serial" placeholder="serial, e.g. SN0000000002" size="30" autofocus> <button>unit report</button>
+</form>
+<h2>API</h2>
+<ul>
+<li><code>GET /api/v1/units/{serial}</code> — the trace report (<code>?format=html</code>, <code>?format=csv</code>)</li>
+<li><code>GET /api/v1/trace/{kind}/{id}?direction=backward|forward</code> — genealogy (kind: unit, lot, container, shipment)</li>
+<li><code>GET /api/v1/lots/{lot}/recall</code> — recall scope: units, containers, shipments, customers (<code>?format=csv</code>)</li>
+<li><code>GET /api/v1/operations?station=&amp;equipment=&amp;operator=&amp;lot=&amp;from=&amp;to=&amp;parameter=&amp;out_of_spec=true</code> — internal trace</li>
+<li><a href="/api/v1/gateways">/api/v1/gateways</a> — gateways, online state, buffer depth</li>
+<li><a href="/api/v1/events?limit=50">/api/v1/events</a> — the raw event log, paged</li>
+<li><a href="/api/v1/audit/verify">/api/v1/audit/verify</a> — recompute the hash chains</li>
+<li><a href="/healthz">/healthz</a>, <a href="/metrics">/metrics</a>, <a href="/api/openapi.json">/api/openapi.json</a></li>
+</ul>
+</body></html>
+"#
+    .to_owned()
+}
