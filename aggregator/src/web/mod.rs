@@ -210,17 +210,6 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
     h
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            super::escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
-}
-
 /// `GET /`: a start page for a person who opens the aggregator in a browser — what is here and
 /// how to ask it, with a form for the unit report (the API itself is JSON).
 pub fn index() -> String {
@@ -248,4 +237,15 @@ code{background:#f3f3f3;padding:0 .2rem}li{margin:.2rem 0}</style></head>
 </body></html>
 "#
     .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
 }
