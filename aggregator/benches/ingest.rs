@@ -3,7 +3,8 @@
 //! (publish → ingest → commit → ack), and (3) the raw `COPY` rate of the same rows as a ceiling.
 //!
 //! `cargo bench -p threadline-aggregator --bench ingest` (env: THREADLINE_TEST_DATABASE_URL,
-//! TL_BENCH_EVENTS, TL_BENCH_READINGS, TL_BENCH_SKIP_MQTT=1).
+//! TL_BENCH_GATEWAYS (default 4), TL_BENCH_WRITERS (default 4),
+//! TL_BENCH_EVENTS, TL_BENCH_READINGS, TL_BENCH_SKIP_MQTT=1, TL_BENCH_ONLY_MQTT=1).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use threadline_aggregator::ingest::{
-    AckSink, Incoming, IngestStats, WriterConfig, decode, run_writer,
+    AckSink, DecodeConfig, Incoming, IngestStats, WriterConfig, Writers, decode,
 };
 use threadline_aggregator::store::Db;
 use tokio::sync::mpsc;
@@ -90,6 +91,28 @@ fn envelopes(gw: &str, n: usize, f: fn(usize) -> Value) -> Vec<(String, Vec<u8>)
         .collect()
 }
 
+/// `n` records in all from `gateways` gateways (`{prefix}-{i}`), their envelopes interleaved
+/// as they would arrive from several lines at once.
+fn envelopes_multi(
+    prefix: &str,
+    gateways: usize,
+    n: usize,
+    f: fn(usize) -> Value,
+) -> Vec<(String, Vec<u8>)> {
+    let per: Vec<Vec<(String, Vec<u8>)>> = (0..gateways)
+        .map(|g| envelopes(&format!("{prefix}-{g}"), n / gateways, f))
+        .collect();
+    let longest = per.iter().map(Vec::len).max().unwrap_or(0);
+    let mut its: Vec<_> = per.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    for _ in 0..longest {
+        for it in &mut its {
+            out.extend(it.next());
+        }
+    }
+    out
+}
+
 async fn fresh_db(admin: &str) -> (Db, String, String) {
     let pool = sqlx::PgPool::connect(admin)
         .await
@@ -100,7 +123,7 @@ async fn fresh_db(admin: &str) -> (Db, String, String) {
         .await
         .unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-    (Db::connect(&url, 4).await.unwrap(), url, name)
+    (Db::connect(&url, 8).await.unwrap(), url, name)
 }
 
 async fn drop_db(admin: &str, name: &str) {
@@ -112,28 +135,31 @@ async fn drop_db(admin: &str, name: &str) {
     .await;
 }
 
-/// Feeds decoded messages to the writer as fast as it takes them; returns seconds.
-async fn writer_rate(db: &Db, msgs: Vec<Incoming>) -> f64 {
-    let (tx, rx) = mpsc::channel(256);
+/// Feeds decoded messages to `writers` writers as fast as they take them; returns seconds.
+async fn writer_rate(db: &Db, writers: usize, msgs: Vec<Incoming>) -> f64 {
     let stats = Arc::new(IngestStats::default());
     let cfg = WriterConfig {
         batch_max_records: 5000,
         batch_max_wait: Duration::from_millis(50),
     };
     let start = Instant::now();
-    let w = tokio::spawn(run_writer(
-        db.clone(),
-        rx,
-        AckSink::None,
-        stats.clone(),
-        cfg,
-        CancellationToken::new(),
-    ));
+    let w = Writers::spawn(
+        db,
+        writers,
+        256,
+        DecodeConfig {
+            root: ROOT.to_owned(),
+            max_payload_bytes: 64 << 20,
+        },
+        &AckSink::None,
+        &stats,
+        &cfg,
+        &CancellationToken::new(),
+    );
     for m in msgs {
-        tx.send(m).await.unwrap();
+        w.send(m).await.unwrap();
     }
-    drop(tx);
-    w.await.unwrap();
+    w.join().await;
     start.elapsed().as_secs_f64()
 }
 
@@ -156,7 +182,7 @@ async fn copy_rate(db: &Db, table: &str) -> (u64, f64) {
     };
     // Export first (not timed), then time the import into a fresh table with the same indexes.
     let mut out = conn
-        .copy_out_raw(&format!("COPY {table} ({cols}) TO STDOUT"))
+        .copy_out_raw(&format!("COPY (SELECT {cols} FROM {table}) TO STDOUT"))
         .await
         .unwrap();
     let mut data = Vec::new();
@@ -185,7 +211,12 @@ async fn copy_rate(db: &Db, table: &str) -> (u64, f64) {
     (rows, start.elapsed().as_secs_f64())
 }
 
-async fn mqtt_rate(url: &str, raw: Vec<(String, Vec<u8>)>, records: usize) -> Option<f64> {
+async fn mqtt_rate(
+    url: &str,
+    writers: usize,
+    raw: Vec<(String, Vec<u8>)>,
+    records: usize,
+) -> Option<f64> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -214,8 +245,8 @@ async fn mqtt_rate(url: &str, raw: Vec<(String, Vec<u8>)>, records: usize) -> Op
         std::thread::sleep(Duration::from_millis(20));
     }
     let cfg = threadline_aggregator::config::AggregatorConfig::parse("bench.toml", &format!(
-        "[aggregator]\nid = \"agg-bench\"\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n[database]\nurl = \"{url}\"\n")).ok()?;
-    let db = Db::connect(url, 4).await.ok()?;
+        "[aggregator]\nid = \"agg-bench\"\nwriters = {writers}\nbatch_max_records = {}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n[database]\nurl = \"{url}\"\n", env_usize("TL_BENCH_BATCH", 5000))).ok()?;
+    let db = Db::connect(url, 8).await.ok()?;
     let stats = Arc::new(IngestStats::default());
     let cancel = CancellationToken::new();
     let (s2, c2, db2) = (stats.clone(), cancel.clone(), db.clone());
@@ -291,31 +322,43 @@ fn main() {
         let n_readings = env_usize("TL_BENCH_READINGS", 600_000);
         println!("ingest benchmark: {n_events} trace events, {n_readings} readings, {PER_ENVELOPE} records/envelope, batches of ≤ 5000");
 
-        let (db, url, name) = fresh_db(&admin).await;
-        let ev = decode_all(&envelopes("gw-bench-ev", n_events, trace_record));
-        let secs = writer_rate(&db, ev).await;
-        println!("writer (DB side)  trace events: {:>9.0} /s  ({n_events} in {secs:.2} s)", n_events as f64 / secs);
-        let rd = decode_all(&envelopes("gw-bench-rd", n_readings, reading_record));
-        let secs = writer_rate(&db, rd).await;
-        println!("writer (DB side)  readings:     {:>9.0} /s  ({n_readings} in {secs:.2} s)", n_readings as f64 / secs);
-        assert!(db.verify_chains().await.unwrap().ok);
-        let (rows, secs) = copy_rate(&db, "events").await;
-        println!("COPY ceiling      events rows:  {:>9.0} /s  ({rows} in {secs:.2} s)", rows as f64 / secs);
-        let (rows, secs) = copy_rate(&db, "readings").await;
-        println!("COPY ceiling      readings:     {:>9.0} /s  ({rows} in {secs:.2} s)", rows as f64 / secs);
-        drop(db);
-        drop_db(&admin, &name).await;
-        let _ = url;
+        let gateways = env_usize("TL_BENCH_GATEWAYS", 4);
+        let writers = env_usize("TL_BENCH_WRITERS", 4);
+        let db_side: &[(usize, usize)] = if std::env::var("TL_BENCH_ONLY_MQTT").is_ok() {
+            &[]
+        } else {
+            &[(1, 1), (gateways, writers)]
+        };
+        for &(gws, ws) in db_side {
+            let (db, url, name) = fresh_db(&admin).await;
+            let label = format!("{gws} gateway(s), {ws} writer(s)");
+            let ev = decode_all(&envelopes_multi("gw-bench-ev", gws, n_events, trace_record));
+            let secs = writer_rate(&db, ws, ev).await;
+            println!("writer (DB side)  trace events: {:>9.0} /s  ({n_events} in {secs:.2} s; {label})", n_events as f64 / secs);
+            let rd = decode_all(&envelopes_multi("gw-bench-rd", gws, n_readings, reading_record));
+            let secs = writer_rate(&db, ws, rd).await;
+            println!("writer (DB side)  readings:     {:>9.0} /s  ({n_readings} in {secs:.2} s; {label})", n_readings as f64 / secs);
+            assert!(db.verify_chains().await.unwrap().ok);
+            if gws == 1 {
+                let (rows, secs) = copy_rate(&db, "events").await;
+                println!("COPY ceiling      events rows:  {:>9.0} /s  ({rows} in {secs:.2} s)", rows as f64 / secs);
+                let (rows, secs) = copy_rate(&db, "readings").await;
+                println!("COPY ceiling      readings:     {:>9.0} /s  ({rows} in {secs:.2} s)", rows as f64 / secs);
+            }
+            drop(db);
+            drop_db(&admin, &name).await;
+            let _ = url;
+        }
 
         if std::env::var("TL_BENCH_SKIP_MQTT").is_err() {
             for (what, raw, n) in [
-                ("trace events", envelopes("gw-mq-ev", n_events, trace_record), n_events),
-                ("readings    ", envelopes("gw-mq-rd", n_readings, reading_record), n_readings),
+                ("trace events", envelopes_multi("gw-mq-ev", gateways, n_events, trace_record), n_events),
+                ("readings    ", envelopes_multi("gw-mq-rd", gateways, n_readings, reading_record), n_readings),
             ] {
                 let (db, url, name) = fresh_db(&admin).await;
                 drop(db);
-                match mqtt_rate(&url, raw, n).await {
-                    Some(secs) => println!("MQTT end to end   {what}: {:>9.0} /s  ({n} acked in {secs:.2} s)", n as f64 / secs),
+                match mqtt_rate(&url, writers, raw, n).await {
+                    Some(secs) => println!("MQTT end to end   {what}: {:>9.0} /s  ({n} acked in {secs:.2} s; {gateways} gateways, {writers} writers)", n as f64 / secs),
                     None => println!("MQTT end to end   {what}: FAILED (not all acked within the timeout)"),
                 }
                 drop_db(&admin, &name).await;

@@ -34,6 +34,13 @@ pub struct AggregatorSection {
     /// MQTT payloads larger than this are refused (dead letter, counted).
     #[serde(default = "default_max_payload_kb")]
     pub max_payload_kb: usize,
+    /// Writer tasks (PostgreSQL): gateways are spread over them by id, each writes its own
+    /// transactions on its own connection, so several lines' batches commit in parallel. One
+    /// gateway is always written by one writer (its hash chain is a sequence). SQLite has one
+    /// writer whatever this says (it allows one write transaction at a time). Default: 4, or
+    /// half of `database.max_connections` if that is less (the HTTP API needs the rest).
+    #[serde(default)]
+    pub writers: Option<usize>,
 }
 
 impl Default for AggregatorSection {
@@ -43,6 +50,7 @@ impl Default for AggregatorSection {
             batch_max_records: default_batch_max_records(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
             max_payload_kb: default_max_payload_kb(),
+            writers: None,
         }
     }
 }
@@ -58,6 +66,15 @@ fn default_batch_max_wait_ms() -> u64 {
 }
 fn default_max_payload_kb() -> usize {
     4096
+}
+
+impl AggregatorConfig {
+    /// Writer tasks to run: `aggregator.writers`, or its default (see there).
+    pub fn writers(&self) -> usize {
+        self.aggregator
+            .writers
+            .unwrap_or_else(|| (self.database.max_connections as usize / 2).clamp(1, 4))
+    }
 }
 
 /// `[mqtt]`: an external broker, or the embedded one.
@@ -174,6 +191,21 @@ impl AggregatorConfig {
 
 impl Validate for AggregatorConfig {
     fn validate(&self, v: &mut Validator<'_>) {
+        if let Some(w) = self.aggregator.writers {
+            if !(1..=64).contains(&w) {
+                v.error("aggregator.writers", format!("{w}: expected 1 to 64"));
+            } else if w as u64 >= u64::from(self.database.max_connections) {
+                v.error(
+                    "aggregator.writers",
+                    format!(
+                        "{w} writers hold {w} database connections while writing; \
+                         database.max_connections is {}, which leaves none for the HTTP API \
+                         (raise max_connections or lower writers)",
+                        self.database.max_connections
+                    ),
+                );
+            }
+        }
         let url = &self.database.url;
         if !(url.starts_with("postgres://")
             || url.starts_with("postgresql://")

@@ -56,7 +56,246 @@ conformance!(
     every_dead_letter_reason_is_stored,
     genealogy_projections,
     event_log_pages_by_id,
+    projections_have_no_dangling_ids,
+    big_batches_store_every_value,
 );
+
+/// A batch big enough for PostgreSQL's binary COPY path (thousands of rows per table) stores
+/// exactly what a small one does: every row, every value (nulls, floats, times, JSON).
+async fn big_batches_store_every_value(db: &Db) {
+    let gw = "gw-big";
+    let n: u64 = 2500;
+    let mut recs = Vec::new();
+    for i in 0..n {
+        recs.push(op(
+            2 * i + 1,
+            (i % 3000) as u32,
+            &format!("SN{i:05}"),
+            "LOT-B",
+            180.0 + (i % 50) as f64,
+        ));
+        let mut r = reading(2 * i + 2, (i % 3000) as u32, i as f64 * 0.25);
+        if i % 7 == 0 {
+            r["value"] = json!("text value");
+            r["unit"] = serde_json::Value::Null;
+        }
+        recs.push(r);
+    }
+    // Envelopes of 200 records (the test decoder refuses payloads over 64 KiB), one batch.
+    let msgs: Vec<(String, Vec<u8>)> = recs
+        .chunks(200)
+        .map(|c| (topic(gw), envelope(gw, c.to_vec())))
+        .collect();
+    let out = db.write_batch(&batch(&msgs)).await.unwrap();
+    assert_eq!(out.new_by_type.get("reading"), Some(&n));
+    assert_eq!(out.new_by_type.get("operation_completed"), Some(&n));
+    assert_eq!(db.count("readings").await.unwrap(), n as i64);
+    assert_eq!(db.count("operations").await.unwrap(), n as i64);
+    assert_eq!(db.count("operation_parameters").await.unwrap(), n as i64);
+    assert_eq!(db.count("operation_materials").await.unwrap(), n as i64);
+    // Values survive the trip.
+    assert_eq!(scalar_i64(db, "SELECT COUNT(*) FROM readings WHERE value_text = 'text value' AND unit IS NULL AND value_num IS NULL").await, 358);
+    assert_eq!(
+        scalar_i64(
+            db,
+            "SELECT COUNT(*) FROM readings WHERE seq = 2000 AND value_num = 249.75 AND unit = 'bar'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(scalar_i64(db, "SELECT COUNT(*) FROM operation_parameters WHERE in_spec AND value_num BETWEEN 180 AND 220 AND lsl = 180 AND usl = 220").await, 2050);
+    // 180 + i % 50 exceeds 220 for 9 of every 50 operations.
+    assert_eq!(
+        scalar_i64(db, "SELECT COUNT(*) FROM operations WHERE out_of_spec").await,
+        450
+    );
+    assert_eq!(scalar_i64(db, "SELECT COUNT(*) FROM operations o JOIN items u ON u.id = o.unit_id WHERE u.ext_id = 'SN00042' AND o.recipe = '7' AND o.started_at IS NULL").await, 1);
+    let env = scalar_opt_str(
+        db,
+        "SELECT CAST(environment AS TEXT) FROM operations ORDER BY id LIMIT 1",
+    )
+    .await
+    .unwrap();
+    assert!(env.contains("hall.temp") && env.contains("21.5"), "{env}");
+    let when = scalar_opt_str(db, "SELECT CAST(ts AS TEXT) FROM readings WHERE seq = 2")
+        .await
+        .unwrap();
+    assert!(
+        when.starts_with("2026-11-25") && when.contains("08:00:00.000001"),
+        "{when}"
+    );
+    // Operation ids follow event order, so unit SN00000's operation is the first.
+    assert_eq!(scalar_opt_str(db, "SELECT u.ext_id FROM operations o JOIN items u ON u.id = o.unit_id ORDER BY o.id LIMIT 1").await.as_deref(), Some("SN00000"));
+    // And again: all duplicates.
+    let again = db.write_batch(&batch(&msgs)).await.unwrap();
+    assert_eq!(again.duplicates, 2 * n);
+    assert_eq!(db.count("readings").await.unwrap(), n as i64);
+    assert!(db.verify_chains().await.unwrap().ok);
+}
+
+/// Every id a projection row holds points at a stored row. PostgreSQL has no foreign keys on
+/// the projection tables (migration 0020: the write path keeps them by construction), so this
+/// is what would catch a write path that broke them.
+async fn projections_have_no_dangling_ids(db: &Db) {
+    let gw = "gw-fk";
+    let recs = [
+        rec(
+            1,
+            1,
+            "unit_started",
+            json!({"unit":"SN9","part":"P-1","work_order":"WO-9","station":"ST10"}),
+        ),
+        op(2, 2, "SN9", "LOT-9", 230.0),
+        rec(
+            3,
+            3,
+            "assembled",
+            json!({"parent":"SN9","child":{"kind":"lot","id":"LOT-8"},"qty":2.0}),
+        ),
+        rec(
+            4,
+            4,
+            "assembled",
+            json!({"parent":"SN9","child":{"kind":"unit","id":"SN8"}}),
+        ),
+        rec(
+            5,
+            5,
+            "packed",
+            json!({"container":"CASE-9","level":"case","child":{"kind":"unit","id":"SN9"}}),
+        ),
+        rec(
+            6,
+            6,
+            "shipped",
+            json!({"container":"CASE-9","shipment":"SHP-9","customer":"ACME"}),
+        ),
+        rec(
+            7,
+            7,
+            "quality_check",
+            json!({"unit":"SN9","characteristic":"d","value":1.0,"result":"pass"}),
+        ),
+        rec(
+            8,
+            8,
+            "disassembled",
+            json!({"parent":"SN9","child":{"kind":"unit","id":"SN8"}}),
+        ),
+    ];
+    // Two batches, so that ids of the second refer to rows of the first.
+    let (a, b) = recs.split_at(4);
+    for part in [a, b] {
+        db.write_batch(&batch(&[(topic(gw), envelope(gw, part.to_vec()))]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.count("operation_parameters").await.unwrap(), 1);
+    assert_eq!(db.count("operation_materials").await.unwrap(), 1);
+    assert_eq!(db.count("edges").await.unwrap(), 5);
+    for (what, sql) in [
+        (
+            "edge parent",
+            "SELECT COUNT(*) FROM edges e WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = e.parent_id)",
+        ),
+        (
+            "edge child",
+            "SELECT COUNT(*) FROM edges e WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = e.child_id)",
+        ),
+        (
+            "edge event",
+            "SELECT COUNT(*) FROM edges e WHERE NOT EXISTS (SELECT 1 FROM events v WHERE v.id = e.event_id)",
+        ),
+        (
+            "operation unit",
+            "SELECT COUNT(*) FROM operations o WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = o.unit_id AND i.kind = 'unit')",
+        ),
+        (
+            "operation event",
+            "SELECT COUNT(*) FROM operations o WHERE NOT EXISTS (SELECT 1 FROM events v WHERE v.id = o.event_id AND v.type = 'operation_completed')",
+        ),
+        (
+            "parameter operation",
+            "SELECT COUNT(*) FROM operation_parameters p WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = p.operation_id)",
+        ),
+        (
+            "material operation",
+            "SELECT COUNT(*) FROM operation_materials m WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = m.operation_id)",
+        ),
+        (
+            "material lot",
+            "SELECT COUNT(*) FROM operation_materials m WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = m.lot_id AND i.kind = 'lot')",
+        ),
+        (
+            "quality unit",
+            "SELECT COUNT(*) FROM quality_checks q WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = q.unit_id AND i.kind = 'unit')",
+        ),
+        (
+            "quality event",
+            "SELECT COUNT(*) FROM quality_checks q WHERE NOT EXISTS (SELECT 1 FROM events v WHERE v.id = q.event_id)",
+        ),
+    ] {
+        assert_eq!(scalar_i64(db, sql).await, 0, "dangling {what}");
+    }
+    // The closed edge is the assembly of SN8, and only that one.
+    assert_eq!(
+        scalar_i64(db, "SELECT COUNT(*) FROM edges e JOIN items c ON c.id = e.child_id WHERE e.valid_to IS NOT NULL AND c.ext_id = 'SN8'").await,
+        1
+    );
+    assert!(db.verify_chains().await.unwrap().ok);
+}
+
+/// PostgreSQL keeps readings in one partition per UTC day; a reading far outside the window
+/// (a PLC with a wrong clock) goes to the default partition instead of making a table, and a
+/// re-sent batch is still absorbed whatever partition its rows went to.
+#[tokio::test]
+async fn postgres_readings_are_partitioned_by_day() {
+    let Some(t) = store_support::postgres().await else {
+        return;
+    };
+    let db = &t.db;
+    let now = chrono::Utc::now();
+    let today = threadline_shared::time::format(&threadline_shared::time::canonical(now));
+    let gw = "gw-part";
+    let r = |seq: u64, ts: &str| json!({"seq":seq,"ts":ts,"type":"reading","device":"plc","tag":"t","value":1.5,"unit":"bar","quality":"good"});
+    let msg = (
+        topic(gw),
+        envelope(
+            gw,
+            vec![r(1, &today), r(2, "2001-02-03T04:05:06Z"), r(3, &today)],
+        ),
+    );
+    let first = db
+        .write_batch(&batch(std::slice::from_ref(&msg)))
+        .await
+        .unwrap();
+    assert_eq!(first.new_by_type.get("reading"), Some(&3));
+    let again = db.write_batch(&batch(&[msg])).await.unwrap();
+    assert_eq!(again.duplicates, 3);
+    assert_eq!(db.count("readings").await.unwrap(), 3);
+    let in_today = format!(
+        "SELECT COUNT(*) FROM readings WHERE tableoid::regclass::text = 'readings_{}'",
+        now.format("%Y%m%d")
+    );
+    assert_eq!(scalar_i64(db, &in_today).await, 2);
+    assert_eq!(
+        scalar_i64(
+            db,
+            "SELECT COUNT(*) FROM readings WHERE tableoid::regclass::text = 'readings_default'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar_i64(
+            db,
+            "SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass"
+        )
+        .await,
+        2,
+        "today's partition and the default one, nothing for 2001"
+    );
+}
 
 #[tokio::test]
 async fn sqlite_stores_timestamps_as_canonical_text() {

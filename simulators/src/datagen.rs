@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sqlx::postgres::{PgPool, PgPoolCopyExt, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -174,6 +174,10 @@ enum Sink {
         pool: PgPool,
         bufs: Vec<String>,
         rows: Vec<u64>,
+        /// The COPY task: generation (this task) and loading (the database) overlap, so both
+        /// cores work. Bounded, so generation cannot run ahead by more than a few buffers.
+        copies: Option<tokio::sync::mpsc::Sender<(usize, String)>>,
+        copier: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     },
     Sqlite {
         pool: SqlitePool,
@@ -264,20 +268,19 @@ impl Sink {
     async fn flush(&mut self, table: usize) -> anyhow::Result<()> {
         let (name, cols) = TABLES[table];
         match self {
-            Sink::Pg { pool, bufs, .. } => {
+            Sink::Pg { bufs, copies, .. } => {
+                let _ = (name, cols);
                 if bufs[table].is_empty() {
                     return Ok(());
                 }
                 let data = std::mem::take(&mut bufs[table]);
-                let stmt = format!("COPY {name} ({}) FROM STDIN", cols.join(", "));
-                let mut copy = pool
-                    .copy_in_raw(&stmt)
-                    .await
-                    .with_context(|| format!("COPY {name}"))?;
-                copy.send(data.as_bytes()).await?;
-                copy.finish()
-                    .await
-                    .with_context(|| format!("COPY {name}"))?;
+                let Some(tx) = copies else {
+                    anyhow::bail!("the COPY task has already finished");
+                };
+                if tx.send((table, data)).await.is_err() {
+                    // The copier stopped on an error: report it.
+                    return self.finish_copies().await;
+                }
             }
             Sink::Sqlite { pool, bufs, .. } => {
                 if bufs[table].is_empty() {
@@ -311,8 +314,41 @@ impl Sink {
         for t in 0..TABLES.len() {
             self.flush(t).await?;
         }
+        self.finish_copies().await
+    }
+
+    /// Waits until every queued COPY has been loaded (PostgreSQL); its error if one failed.
+    async fn finish_copies(&mut self) -> anyhow::Result<()> {
+        if let Sink::Pg { copies, copier, .. } = self {
+            copies.take();
+            if let Some(h) = copier.take() {
+                h.await.context("COPY task")??;
+            }
+        }
         Ok(())
     }
+}
+
+/// Loads buffers with `COPY … FROM STDIN`, in the order they were queued (which is foreign-key
+/// order: `flush_upto` queues a table's rows after those of every table they reference).
+async fn run_copies(
+    pool: PgPool,
+    mut rx: tokio::sync::mpsc::Receiver<(usize, String)>,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await.context("COPY connection")?;
+    while let Some((table, data)) = rx.recv().await {
+        let (name, cols) = TABLES[table];
+        let stmt = format!("COPY {name} ({}) FROM STDIN", cols.join(", "));
+        let mut copy = conn
+            .copy_in_raw(&stmt)
+            .await
+            .with_context(|| format!("COPY {name}"))?;
+        copy.send(data.as_bytes()).await?;
+        copy.finish()
+            .await
+            .with_context(|| format!("COPY {name}"))?;
+    }
+    Ok(())
 }
 
 const ITEMS: usize = 0;
@@ -366,19 +402,42 @@ fn edge(
 pub async fn generate(url: &str, plan: &Plan) -> anyhow::Result<Written> {
     let products = plan.units / LEVELS;
     let mut sink = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pool = PgPoolOptions::new()
+        // Session settings for a bulk load of data that is consistent by construction:
+        // no foreign-key trigger per row (`session_replication_role = replica`, superuser
+        // only), no WAL flush per COPY, and memory for the index rebuilds at the end.
+        let opts: PgConnectOptions = url.parse().context("bad PostgreSQL url")?;
+        let opts = opts.options([
+            ("synchronous_commit", "off"),
+            ("maintenance_work_mem", "1GB"),
+            ("session_replication_role", "replica"),
+        ]);
+        let pool = match PgPoolOptions::new()
             .max_connections(2)
-            .connect(url)
+            .connect_with(opts)
             .await
-            .context("connecting to PostgreSQL")?;
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "bulk-load session settings refused (not a superuser?); loading with foreign-key checks");
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(url)
+                    .await
+                    .context("connecting to PostgreSQL")?
+            }
+        };
         sqlx::migrate!("../aggregator/migrations/postgres")
             .run(&pool)
             .await
             .context("migrating")?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let copier = tokio::spawn(run_copies(pool.clone(), rx));
         Sink::Pg {
             pool,
             bufs: vec![String::new(); TABLES.len()],
             rows: vec![0; TABLES.len()],
+            copies: Some(tx),
+            copier: Some(copier),
         }
     } else {
         let opts: SqliteConnectOptions = url
@@ -436,9 +495,6 @@ pub async fn generate(url: &str, plan: &Plan) -> anyhow::Result<Written> {
                 .await?;
         }
         saved_indexes = rows;
-        sqlx::raw_sql("SET synchronous_commit = off")
-            .execute(pool)
-            .await?;
     }
     if let Sink::Sqlite { pool, .. } = &sink {
         // One long transaction would be fastest but holds everything in the WAL; batches of
@@ -451,6 +507,20 @@ pub async fn generate(url: &str, plan: &Plan) -> anyhow::Result<Written> {
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let t0: DateTime<Utc> =
         DateTime::parse_from_rfc3339("2026-01-05T06:00:00Z").map(|t| t.with_timezone(&Utc))?;
+    if let Sink::Pg { pool, .. } = &sink {
+        // `readings` is partitioned by day: make the partitions of the generated history, or
+        // every reading would land in the default partition.
+        let last = t0 + Duration::seconds((products * 6) as i64) + Duration::days(1);
+        sqlx::query(
+            "SELECT threadline_ensure_readings_partition(d::date) \
+             FROM generate_series($1::date, $2::date, interval '1 day') AS d",
+        )
+        .bind(t0.date_naive())
+        .bind(last.date_naive())
+        .execute(pool)
+        .await
+        .context("creating the readings partitions")?;
+    }
 
     // Id layout (explicit, so edges can be written without lookups).
     let unit_base: i64 = 1;

@@ -25,6 +25,16 @@ pub enum Incoming {
 }
 
 impl Incoming {
+    /// The gateway this message is about, when it names one.
+    pub fn gateway(&self) -> Option<&str> {
+        match self {
+            Incoming::Records(e, _) => Some(e.gateway.as_str()),
+            Incoming::Status(s) => Some(s.gateway.as_str()),
+            Incoming::Dead(d) => d.gateway.as_deref(),
+            Incoming::Ignored => None,
+        }
+    }
+
     /// Records this message carries (for batch sizing).
     pub fn weight(&self) -> usize {
         match self {

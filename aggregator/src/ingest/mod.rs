@@ -20,4 +20,4 @@ pub mod writer;
 pub use decode::{Incoming, decode};
 pub use mqtt::run;
 pub use stats::IngestStats;
-pub use writer::{AckSink, WriterConfig, run_writer};
+pub use writer::{AckSink, DecodeConfig, Queued, WriterConfig, Writers, writer_for};

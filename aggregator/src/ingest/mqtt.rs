@@ -9,12 +9,10 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use threadline_shared::{Topic, TopicKind};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::decode::{Incoming, decode};
 use super::stats::IngestStats;
-use super::writer::{AckSink, WriterConfig, run_writer};
+use super::writer::{AckSink, DecodeConfig, WriterConfig, Writers};
 use crate::config::AggregatorConfig;
 use crate::store::Db;
 
@@ -122,53 +120,51 @@ pub async fn run(
     stats
         .ingest_enabled
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(QUEUE_MESSAGES);
     let root = cfg.mqtt.topic_root.clone();
-    let writer = tokio::spawn(run_writer(
-        db,
-        rx,
-        AckSink::Mqtt {
+    let writers = Writers::spawn(
+        &db,
+        cfg.writers(),
+        QUEUE_MESSAGES,
+        DecodeConfig {
+            root: root.clone(),
+            max_payload_bytes: cfg.aggregator.max_payload_kb * 1024,
+        },
+        &AckSink::Mqtt {
             client: client.clone(),
             root: root.clone(),
         },
-        stats.clone(),
-        WriterConfig {
+        &stats,
+        &WriterConfig {
             batch_max_records: cfg.aggregator.batch_max_records,
             batch_max_wait: Duration::from_millis(cfg.aggregator.batch_max_wait_ms),
         },
-        cancel.clone(),
-    ));
+        &cancel,
+    );
     let filters = vec![
         Topic::filter(&root, TopicKind::Records, cfg.mqtt.shared_group.as_deref()),
         Topic::filter(&root, TopicKind::Status, cfg.mqtt.shared_group.as_deref()),
     ];
-    let max_payload = cfg.aggregator.max_payload_kb * 1024;
     let res = mqtt_loop(
         eventloop,
         client.clone(),
-        &root,
         &filters,
-        max_payload,
-        tx,
+        &writers,
         &stats,
         &cancel,
     )
     .await;
     let _ = client.try_disconnect();
     cancel.cancel();
-    let _ = writer.await;
+    writers.join().await;
     stats.mqtt_state(false, None);
     res
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn mqtt_loop(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    root: &str,
     filters: &[String],
-    max_payload: usize,
-    tx: mpsc::Sender<Incoming>,
+    writers: &Writers,
     stats: &IngestStats,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -195,13 +191,10 @@ async fn mqtt_loop(
                 stats
                     .messages_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let m = decode(root, &p.topic, &p.payload, max_payload);
-                if matches!(m, Incoming::Ignored) {
-                    continue;
-                }
+                // Decoded by the gateway's writer, not here: this loop stays free to poll.
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
-                    r = tx.send(m) => if r.is_err() { return Ok(()) },
+                    r = writers.send_raw(p.topic, p.payload) => if r.is_err() { return Ok(()) },
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {

@@ -1,8 +1,10 @@
-//! The single writer task: batches decoded messages, writes each batch in one transaction,
-//! retries with backoff while the database is down, and acks only after the commit.
+//! The writers: each batches (and decodes) the messages of its gateways, writes each batch in
+//! one transaction, retries with backoff while the database is down, and acks only after the
+//! commit.
 //!
-//! Being the only writer of this process is what serializes hash-chain appends per gateway
-//! here; between replicas the gateway row lock does (see `store::chain`).
+//! A gateway is always routed to the same writer, and a writer commits one batch at a time:
+//! that serializes a gateway's hash-chain appends in this process; between processes
+//! (replicas sharing a database) the gateway row lock does (see `store::chain`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,23 +39,150 @@ pub struct WriterConfig {
     pub batch_max_wait: Duration,
 }
 
-/// Runs until `rx` closes or `cancel` fires. A batch not yet committed when cancelled is not
-/// acked (its gateways re-send it).
-pub async fn run_writer(
-    db: Db,
-    mut rx: mpsc::Receiver<Incoming>,
-    acks: AckSink,
-    stats: Arc<IngestStats>,
+/// What the MQTT loop hands a writer: a message as received (decoded by the writer, so that
+/// decoding runs on as many tasks as there are writers), or one already decoded (tests,
+/// benchmarks).
+#[derive(Debug)]
+pub enum Queued {
+    Raw {
+        topic: String,
+        payload: bytes::Bytes,
+    },
+    Decoded(Incoming),
+}
+
+/// How raw messages are decoded.
+#[derive(Clone, Debug)]
+pub struct DecodeConfig {
+    pub root: String,
+    pub max_payload_bytes: usize,
+}
+
+/// Several writers, each with its own bounded queue; messages are routed by gateway
+/// ([`writer_for`]). Each writer is two tasks: a batcher (decodes, fills the next batch) and a
+/// committer (writes a batch in one transaction, then acks it), joined by a one-batch channel —
+/// the next batch is decoded and assembled while the current one commits.
+#[derive(Debug)]
+pub struct Writers {
+    queues: Vec<mpsc::Sender<Queued>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    decode: DecodeConfig,
+}
+
+impl Writers {
+    /// Starts `n` writers (one on SQLite, whatever `n` is: it has one write lock), each
+    /// with a queue of `queue` messages.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        db: &Db,
+        n: usize,
+        queue: usize,
+        decode: DecodeConfig,
+        acks: &AckSink,
+        stats: &Arc<IngestStats>,
+        cfg: &WriterConfig,
+        cancel: &CancellationToken,
+    ) -> Writers {
+        let n = match db {
+            Db::Postgres(_) => n.max(1),
+            Db::Sqlite(_) => 1,
+        };
+        let mut w = Writers {
+            queues: Vec::with_capacity(n),
+            tasks: Vec::with_capacity(2 * n),
+            decode: decode.clone(),
+        };
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(queue);
+            // One batch waits while one commits: bounded, so back-pressure still reaches MQTT.
+            let (btx, brx) = mpsc::channel(1);
+            w.queues.push(tx);
+            w.tasks.push(tokio::spawn(run_batcher(
+                rx,
+                btx,
+                decode.clone(),
+                cfg.clone(),
+                cancel.clone(),
+            )));
+            w.tasks.push(tokio::spawn(run_committer(
+                db.clone(),
+                brx,
+                acks.clone(),
+                stats.clone(),
+                cancel.clone(),
+            )));
+        }
+        w
+    }
+
+    /// Queues a decoded message for its gateway's writer; waits while that queue is full
+    /// (back-pressure). `Err` when the writer has stopped.
+    pub async fn send(&self, m: Incoming) -> Result<(), mpsc::error::SendError<Queued>> {
+        let i = writer_for(m.gateway(), self.queues.len());
+        self.queues[i].send(Queued::Decoded(m)).await
+    }
+
+    /// Queues a message as received; its gateway is read from the topic (a topic without one
+    /// goes to the first writer, which dead-letters it).
+    pub async fn send_raw(
+        &self,
+        topic: String,
+        payload: bytes::Bytes,
+    ) -> Result<(), mpsc::error::SendError<Queued>> {
+        let gw = threadline_shared::Topic::parse(&self.decode.root, &topic)
+            .ok()
+            .map(|t| t.gateway);
+        let i = writer_for(gw.as_deref(), self.queues.len());
+        self.queues[i].send(Queued::Raw { topic, payload }).await
+    }
+
+    /// Closes the queues and waits until every writer has written what it had (or was
+    /// cancelled).
+    pub async fn join(self) {
+        drop(self.queues);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The writer (of `n`) for a gateway: always the same one, so a gateway's records, status and
+/// dead letters are written in arrival order by one task. FNV-1a: stable across processes and
+/// releases (std's hasher is randomly seeded).
+pub fn writer_for(gateway: Option<&str>, n: usize) -> usize {
+    match gateway {
+        Some(g) if n > 1 => {
+            let h = g.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            (h % n as u64) as usize
+        }
+        _ => 0,
+    }
+}
+
+/// Fills batches from the queue (decoding raw messages) and hands each to the committer.
+/// Ends when the queue closes (after handing over what it has) or on `cancel`.
+async fn run_batcher(
+    mut rx: mpsc::Receiver<Queued>,
+    batches: mpsc::Sender<Batch>,
+    decode: DecodeConfig,
     cfg: WriterConfig,
     cancel: CancellationToken,
 ) {
+    let take = |q: Queued| match q {
+        Queued::Decoded(m) => m,
+        Queued::Raw { topic, payload } => {
+            super::decode::decode(&decode.root, &topic, &payload, decode.max_payload_bytes)
+        }
+    };
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
         let mut batch = Batch::default();
-        let mut weight = add(&mut batch, first);
+        let mut weight = add(&mut batch, take(first));
         let deadline = tokio::time::Instant::now() + cfg.batch_max_wait;
         while weight < cfg.batch_max_records {
             // Take what is already queued without waiting, then wait up to the deadline.
@@ -67,13 +196,35 @@ pub async fn run_writer(
                 },
             };
             match m {
-                Some(m) => weight += add(&mut batch, m),
+                Some(m) => weight += add(&mut batch, take(m)),
                 None => break,
             }
         }
         if batch.is_empty() {
             continue;
         }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = batches.send(batch) => if r.is_err() { return },
+        }
+    }
+}
+
+/// Writes each batch until it commits, then acks it. Ends when the batcher has ended and every
+/// batch it handed over is written, or on `cancel` (an uncommitted batch is not acked; its
+/// gateways re-send it).
+async fn run_committer(
+    db: Db,
+    mut batches: mpsc::Receiver<Batch>,
+    acks: AckSink,
+    stats: Arc<IngestStats>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            b = batches.recv() => match b { Some(b) => b, None => return },
+        };
         let Some(out) = write_with_retry(&db, &batch, &stats, &cancel).await else {
             return;
         };

@@ -14,7 +14,12 @@ impl Db {
     /// be acked) unless this returns `Ok`.
     pub async fn write_batch(&self, batch: &Batch) -> sqlx::Result<BatchOutcome> {
         let mut tx = match self {
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Postgres(p) => {
+                // Outside the batch's transaction: creating a partition locks `readings`.
+                let days = super::postgres::partitions::days_of(batch.reading_times());
+                super::postgres::partitions::ensure(p, &days).await?;
+                Tx::Postgres(p.begin().await?)
+            }
             Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         };
         let out = write::write_batch(&mut tx, batch).await?;

@@ -116,6 +116,15 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.envelopes.is_empty() && self.dead_letters.is_empty() && self.statuses.is_empty()
     }
+
+    /// Floor times of the batch's readings (PostgreSQL makes their day partitions first).
+    pub fn reading_times(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        self.envelopes
+            .iter()
+            .flat_map(|e| e.records.iter())
+            .filter(|r| r.body.is_reading())
+            .map(|r| r.ts)
+    }
 }
 
 /// What a committed batch did.

@@ -12,6 +12,11 @@ use super::write::{
     EdgeClose, EdgeInsert, EventInsert, ItemFill, ItemKey, Projection, QualityInsert, ReadingInsert,
 };
 
+mod copy;
+pub(crate) mod partitions;
+
+use copy::BulkRows;
+
 type Tx<'c> = Transaction<'c, Postgres>;
 
 pub(crate) async fn lock_gateway(
@@ -67,113 +72,104 @@ pub(crate) async fn existing_seqs(
 }
 
 pub(crate) async fn insert_events(t: &mut Tx<'_>, rows: &[EventInsert]) -> sqlx::Result<Vec<i64>> {
-    let mut gw = Vec::with_capacity(rows.len());
-    let mut epoch = Vec::with_capacity(rows.len());
-    let mut seq = Vec::with_capacity(rows.len());
-    let mut ts = Vec::with_capacity(rows.len());
-    let mut ty = Vec::with_capacity(rows.len());
-    let mut body = Vec::with_capacity(rows.len());
-    let mut prev = Vec::with_capacity(rows.len());
-    let mut hash = Vec::with_capacity(rows.len());
-    for r in rows {
-        gw.push(r.gateway.as_str());
-        epoch.push(r.epoch);
-        seq.push(r.seq);
-        ts.push(r.ts);
-        ty.push(r.type_);
-        body.push(r.body.as_str());
-        prev.push(r.prev_hash.as_slice());
-        hash.push(r.hash.as_slice());
+    // Ids are drawn first and assigned in chain order (ascending), then the rows are copied:
+    // a gateway's chain is its rows in id order. The caller filtered stored seqs under the
+    // gateway's row lock, so the copy cannot conflict (if it ever did, the batch fails whole
+    // and its retry filters again).
+    let ids = next_ids(t, "events_id_seq", rows.len()).await?;
+    let mut c = BulkRows::new();
+    for (r, id) in rows.iter().zip(&ids) {
+        c.row()
+            .i64(*id)
+            .text(&r.gateway)
+            .uuid(r.epoch)
+            .i64(r.seq)
+            .ts(r.ts)
+            .text(r.type_)
+            .text(&r.body)
+            .bytea(&r.prev_hash)
+            .bytea(&r.hash);
     }
-    // ORDER BY ord: ids are drawn in array order, which is chain order.
-    let got = sqlx::query(
-        "INSERT INTO events (gateway, epoch, seq, ts, type, body, prev_hash, hash)
-         SELECT gw, ep, sq, t, ty, b, ph, h
-         FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::timestamptz[], $5::text[],
-                     $6::text[], $7::bytea[], $8::bytea[])
-              WITH ORDINALITY AS u(gw, ep, sq, t, ty, b, ph, h, ord)
-         ORDER BY ord
-         ON CONFLICT (gateway, epoch, seq) DO NOTHING
-         RETURNING id, gateway, epoch, seq",
+    c.insert(
+        t,
+        "events (id, gateway, epoch, seq, ts, type, body, prev_hash, hash)",
     )
-    .bind(&gw)
-    .bind(&epoch)
-    .bind(&seq)
-    .bind(&ts)
-    .bind(&ty)
-    .bind(&body)
-    .bind(&prev)
-    .bind(&hash)
+    .await?;
+    Ok(ids)
+}
+
+/// `n` fresh values of `sequence`, ascending.
+async fn next_ids(t: &mut Tx<'_>, sequence: &str, n: usize) -> sqlx::Result<Vec<i64>> {
+    let mut ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT nextval('{sequence}') FROM generate_series(1, $1)"
+    )))
+    .bind(n as i64)
     .fetch_all(&mut **t)
     .await?;
-    let mut map: HashMap<(String, Uuid, i64), i64> = HashMap::with_capacity(got.len());
-    for r in got {
-        map.insert((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?), r.try_get(0)?);
+    ids.sort_unstable();
+    if ids.len() != n {
+        return Err(sqlx::Error::Protocol(format!(
+            "{sequence}: asked for {n} ids, got {}",
+            ids.len()
+        )));
     }
-    rows.iter()
-        .map(|r| {
-            map.get(&(r.gateway.clone(), r.epoch, r.seq))
-                .copied()
-                .ok_or_else(|| {
-                    // Cannot happen while appends are serialized (the gateway row is locked
-                    // and stored seqs were filtered out); refuse the batch rather than break
-                    // the chain.
-                    sqlx::Error::Protocol(format!(
-                        "event ({}, {}, {}) was stored concurrently",
-                        r.gateway, r.epoch, r.seq
-                    ))
-                })
-        })
-        .collect()
+    Ok(ids)
 }
 
 pub(crate) async fn insert_readings(t: &mut Tx<'_>, rows: &[ReadingInsert]) -> sqlx::Result<u64> {
-    let mut gw = Vec::with_capacity(rows.len());
-    let mut epoch = Vec::with_capacity(rows.len());
-    let mut seq = Vec::with_capacity(rows.len());
-    let mut ts = Vec::with_capacity(rows.len());
-    let mut device = Vec::with_capacity(rows.len());
-    let mut tag = Vec::with_capacity(rows.len());
-    let mut num = Vec::with_capacity(rows.len());
-    let mut text = Vec::with_capacity(rows.len());
-    let mut unit = Vec::with_capacity(rows.len());
-    let mut quality = Vec::with_capacity(rows.len());
-    let mut error = Vec::with_capacity(rows.len());
+    // Deduplicate against what is stored: a range scan of the primary key per (gateway, epoch)
+    // over the batch's seq and time span (the time span prunes the partitions). The writer
+    // already dropped duplicates within the batch, and holds the gateways' row locks.
+    let mut spans: HashMap<(&str, Uuid), (i64, i64, Timestamp, Timestamp)> = HashMap::new();
     for r in rows {
-        gw.push(r.gateway.as_str());
-        epoch.push(r.epoch);
-        seq.push(r.seq);
-        ts.push(r.ts);
-        device.push(r.device.as_str());
-        tag.push(r.tag.as_str());
-        num.push(r.value_num);
-        text.push(r.value_text.as_deref());
-        unit.push(r.unit.as_deref());
-        quality.push(r.quality);
-        error.push(r.error.as_deref());
+        let e = spans
+            .entry((r.gateway.as_str(), r.epoch))
+            .or_insert((r.seq, r.seq, r.ts, r.ts));
+        e.0 = e.0.min(r.seq);
+        e.1 = e.1.max(r.seq);
+        e.2 = e.2.min(r.ts);
+        e.3 = e.3.max(r.ts);
     }
-    let res = sqlx::query(
-        "INSERT INTO readings (gateway, epoch, seq, ts, device, tag, value_num, value_text, unit,
-                               quality, error)
-         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::timestamptz[], $5::text[],
-                              $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[],
-                              $11::text[])
-         ON CONFLICT (gateway, epoch, seq) DO NOTHING",
+    let mut stored: HashSet<(&str, Uuid, i64)> = HashSet::new();
+    for ((gw, epoch), (lo, hi, from, to)) in &spans {
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT seq FROM readings WHERE gateway = $1 AND epoch = $2 AND seq BETWEEN $3 AND $4
+               AND ts BETWEEN $5 AND $6",
+        )
+        .bind(*gw)
+        .bind(epoch)
+        .bind(lo)
+        .bind(hi)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut **t)
+        .await?;
+        stored.extend(seqs.into_iter().map(|s| (*gw, *epoch, s)));
+    }
+    let mut c = BulkRows::new();
+    for r in rows {
+        if stored.contains(&(r.gateway.as_str(), r.epoch, r.seq)) {
+            continue;
+        }
+        c.row()
+            .text(&r.gateway)
+            .uuid(r.epoch)
+            .i64(r.seq)
+            .ts(r.ts)
+            .text(&r.device)
+            .text(&r.tag)
+            .opt_f64(r.value_num)
+            .opt_text(r.value_text.as_deref())
+            .opt_text(r.unit.as_deref())
+            .text(r.quality)
+            .opt_text(r.error.as_deref());
+    }
+    c.insert(
+        t,
+        "readings (gateway, epoch, seq, ts, device, tag, value_num, value_text, unit, quality, \
+         error)",
     )
-    .bind(&gw)
-    .bind(&epoch)
-    .bind(&seq)
-    .bind(&ts)
-    .bind(&device)
-    .bind(&tag)
-    .bind(&num)
-    .bind(&text)
-    .bind(&unit)
-    .bind(&quality)
-    .bind(&error)
-    .execute(&mut **t)
-    .await?;
-    Ok(res.rows_affected())
+    .await
 }
 
 pub(crate) async fn upsert_items(
@@ -276,33 +272,22 @@ pub(crate) async fn insert_edges(
     rows: &[EdgeInsert],
     ids: &HashMap<ItemKey, i64>,
 ) -> sqlx::Result<()> {
-    let parent = rows
-        .iter()
-        .map(|e| id_of(ids, &e.parent))
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    let child = rows
-        .iter()
-        .map(|e| id_of(ids, &e.child))
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    let rel: Vec<&str> = rows.iter().map(|e| e.relation).collect();
-    let qty: Vec<Option<f64>> = rows.iter().map(|e| e.qty).collect();
-    let station: Vec<Option<&str>> = rows.iter().map(|e| e.station.as_deref()).collect();
-    let from: Vec<Timestamp> = rows.iter().map(|e| e.valid_from).collect();
-    let ev: Vec<i64> = rows.iter().map(|e| e.event_id).collect();
-    sqlx::query(
-        "INSERT INTO edges (parent_id, child_id, relation, qty, station, valid_from, event_id)
-         SELECT p, c, r, q, s, f, e FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::float8[],
-                 $5::text[], $6::timestamptz[], $7::int8[]) WITH ORDINALITY AS u(p, c, r, q, s, f, e, ord)
-         ORDER BY ord",
+    // Copied in event order, so edge ids follow it (closing picks the oldest open edge).
+    let mut c = BulkRows::new();
+    for e in rows {
+        c.row()
+            .i64(id_of(ids, &e.parent)?)
+            .i64(id_of(ids, &e.child)?)
+            .text(e.relation)
+            .opt_f64(e.qty)
+            .opt_text(e.station.as_deref())
+            .ts(e.valid_from)
+            .i64(e.event_id);
+    }
+    c.insert(
+        t,
+        "edges (parent_id, child_id, relation, qty, station, valid_from, event_id)",
     )
-    .bind(&parent)
-    .bind(&child)
-    .bind(&rel)
-    .bind(&qty)
-    .bind(&station)
-    .bind(&from)
-    .bind(&ev)
-    .execute(&mut **t)
     .await?;
     Ok(())
 }
@@ -334,46 +319,34 @@ pub(crate) async fn insert_operations(
 ) -> sqlx::Result<()> {
     use threadline_shared::event::ItemKind;
     let ops = &p.operations;
-    let unit = ops
-        .iter()
-        .map(|o| id_of(ids, &(ItemKind::Unit, o.unit.clone())))
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    macro_rules! col {
-        ($f:ident) => {
-            ops.iter().map(|o| o.$f.clone()).collect::<Vec<_>>()
-        };
+    let op_ids = next_ids(t, "operations_id_seq", ops.len()).await?;
+    let mut op_of_event: HashMap<i64, i64> = HashMap::with_capacity(ops.len());
+    let mut c = BulkRows::new();
+    for (o, id) in ops.iter().zip(&op_ids) {
+        op_of_event.insert(o.event_id, *id);
+        c.row()
+            .i64(*id)
+            .i64(id_of(ids, &(ItemKind::Unit, o.unit.clone()))?)
+            .text(&o.station)
+            .text(&o.operation)
+            .opt_text(o.equipment.as_deref())
+            .opt_text(o.operator.as_deref())
+            .opt_text(o.recipe.as_deref())
+            .opt_ts(o.started_at)
+            .ts(o.completed_at)
+            .text(o.result)
+            .opt_text(o.defect_code.as_deref())
+            .bool(o.out_of_spec)
+            .jsonb(&o.environment)
+            .text(&o.gateway)
+            .i64(o.event_id);
     }
-    let rows = sqlx::query(
-        "INSERT INTO operations (unit_id, station, operation, equipment, operator, recipe,
-             started_at, completed_at, result, defect_code, out_of_spec, environment, gateway,
-             event_id)
-         SELECT u, st, op, eq, opr, rc, sa, ca, r, dc, oos, env::jsonb, gw, ev
-         FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::bool[],
-                     $12::text[], $13::text[], $14::int8[])
-              AS x(u, st, op, eq, opr, rc, sa, ca, r, dc, oos, env, gw, ev)
-         RETURNING id, event_id",
+    c.insert(
+        t,
+        "operations (id, unit_id, station, operation, equipment, operator, recipe, started_at, \
+         completed_at, result, defect_code, out_of_spec, environment, gateway, event_id)",
     )
-    .bind(&unit)
-    .bind(col!(station))
-    .bind(col!(operation))
-    .bind(col!(equipment))
-    .bind(col!(operator))
-    .bind(col!(recipe))
-    .bind(col!(started_at))
-    .bind(col!(completed_at))
-    .bind(col!(result))
-    .bind(col!(defect_code))
-    .bind(col!(out_of_spec))
-    .bind(col!(environment))
-    .bind(col!(gateway))
-    .bind(col!(event_id))
-    .fetch_all(&mut **t)
     .await?;
-    let mut op_of_event: HashMap<i64, i64> = HashMap::with_capacity(rows.len());
-    for r in rows {
-        op_of_event.insert(r.try_get(1)?, r.try_get(0)?);
-    }
     let op_id = |ev: i64| {
         op_of_event
             .get(&ev)
@@ -381,53 +354,35 @@ pub(crate) async fn insert_operations(
             .ok_or_else(|| sqlx::Error::Protocol(format!("operation of event {ev} missing")))
     };
     if !p.parameters.is_empty() {
-        let ps = &p.parameters;
-        let op = ps
-            .iter()
-            .map(|x| op_id(x.event_id))
-            .collect::<sqlx::Result<Vec<_>>>()?;
-        macro_rules! pcol {
-            ($f:ident) => {
-                ps.iter().map(|o| o.$f.clone()).collect::<Vec<_>>()
-            };
+        let mut c = BulkRows::new();
+        for x in &p.parameters {
+            c.row()
+                .i64(op_id(x.event_id)?)
+                .text(&x.name)
+                .opt_f64(x.value_num)
+                .opt_text(x.value_text.as_deref())
+                .opt_text(x.unit.as_deref())
+                .opt_f64(x.lsl)
+                .opt_f64(x.usl)
+                .bool(x.in_spec);
         }
-        sqlx::query(
-            "INSERT INTO operation_parameters (operation_id, name, value_num, value_text, unit, lsl,
-                                               usl, in_spec)
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::float8[], $4::text[], $5::text[],
-                                  $6::float8[], $7::float8[], $8::bool[])",
+        c.insert(
+            t,
+            "operation_parameters (operation_id, name, value_num, value_text, unit, lsl, usl, \
+             in_spec)",
         )
-        .bind(&op)
-        .bind(pcol!(name))
-        .bind(pcol!(value_num))
-        .bind(pcol!(value_text))
-        .bind(pcol!(unit))
-        .bind(pcol!(lsl))
-        .bind(pcol!(usl))
-        .bind(pcol!(in_spec))
-        .execute(&mut **t)
         .await?;
     }
     if !p.materials.is_empty() {
-        let ms = &p.materials;
-        let op = ms
-            .iter()
-            .map(|x| op_id(x.event_id))
-            .collect::<sqlx::Result<Vec<_>>>()?;
-        let lot = ms
-            .iter()
-            .map(|m| id_of(ids, &(ItemKind::Lot, m.lot.clone())))
-            .collect::<sqlx::Result<Vec<_>>>()?;
-        let qty: Vec<f64> = ms.iter().map(|m| m.qty).collect();
-        sqlx::query(
-            "INSERT INTO operation_materials (operation_id, lot_id, qty)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[])",
-        )
-        .bind(&op)
-        .bind(&lot)
-        .bind(&qty)
-        .execute(&mut **t)
-        .await?;
+        let mut c = BulkRows::new();
+        for m in &p.materials {
+            c.row()
+                .i64(op_id(m.event_id)?)
+                .i64(id_of(ids, &(ItemKind::Lot, m.lot.clone()))?)
+                .f64(m.qty);
+        }
+        c.insert(t, "operation_materials (operation_id, lot_id, qty)")
+            .await?;
     }
     Ok(())
 }
@@ -438,35 +393,27 @@ pub(crate) async fn insert_quality(
     ids: &HashMap<ItemKey, i64>,
 ) -> sqlx::Result<()> {
     use threadline_shared::event::ItemKind;
-    let unit = rows
-        .iter()
-        .map(|q| id_of(ids, &(ItemKind::Unit, q.unit.clone())))
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    macro_rules! col {
-        ($f:ident) => {
-            rows.iter().map(|o| o.$f.clone()).collect::<Vec<_>>()
-        };
+    let mut c = BulkRows::new();
+    for q in rows {
+        c.row()
+            .i64(id_of(ids, &(ItemKind::Unit, q.unit.clone()))?)
+            .text(&q.characteristic)
+            .opt_f64(q.value_num)
+            .opt_text(q.value_text.as_deref())
+            .opt_text(q.unit_of_measure.as_deref())
+            .opt_f64(q.lsl)
+            .opt_f64(q.usl)
+            .text(q.result)
+            .opt_text(q.station.as_deref())
+            .opt_text(q.operator.as_deref())
+            .ts(q.checked_at)
+            .i64(q.event_id);
     }
-    sqlx::query(
-        "INSERT INTO quality_checks (unit_id, characteristic, value_num, value_text,
-             unit_of_measure, lsl, usl, result, station, operator, checked_at, event_id)
-         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::float8[], $4::text[], $5::text[],
-                              $6::float8[], $7::float8[], $8::text[], $9::text[], $10::text[],
-                              $11::timestamptz[], $12::int8[])",
+    c.insert(
+        t,
+        "quality_checks (unit_id, characteristic, value_num, value_text, unit_of_measure, lsl, \
+         usl, result, station, operator, checked_at, event_id)",
     )
-    .bind(&unit)
-    .bind(col!(characteristic))
-    .bind(col!(value_num))
-    .bind(col!(value_text))
-    .bind(col!(unit_of_measure))
-    .bind(col!(lsl))
-    .bind(col!(usl))
-    .bind(col!(result))
-    .bind(col!(station))
-    .bind(col!(operator))
-    .bind(col!(checked_at))
-    .bind(col!(event_id))
-    .execute(&mut **t)
     .await?;
     Ok(())
 }
