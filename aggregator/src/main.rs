@@ -152,6 +152,16 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
         cfg.aggregator.batch_max_wait_ms,
         cfg.aggregator.max_payload_kb
     );
+    let sqlite = cfg.database.url.starts_with("sqlite:");
+    println!(
+        "  writers:    {}{}",
+        if sqlite { 1 } else { cfg.writers() },
+        if sqlite {
+            " (SQLite: one write transaction at a time)"
+        } else {
+            " (gateways spread over them by id)"
+        }
+    );
     println!("  http:       {}", cfg.http.listen);
     println!(
         "  tokens:     {}",

@@ -71,3 +71,32 @@ fn mistakes_are_all_reported() {
         .0;
     assert_eq!(errs.len(), 2, "{errs:#?}");
 }
+
+#[test]
+fn writers_are_checked_against_the_connection_pool() {
+    let base = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[database]\nurl = \"postgres://x@h/db\"\n";
+    let cfg = AggregatorConfig::parse("agg.toml", base).expect("defaults");
+    assert_eq!(cfg.writers(), 4, "default with 8 connections");
+    let small = format!("{base}max_connections = 3\n");
+    let cfg = AggregatorConfig::parse("agg.toml", &small).expect("small pool");
+    assert_eq!(cfg.writers(), 1, "half the pool, at least one");
+    let too_many = format!("[aggregator]\nwriters = 8\n{base}max_connections = 8\n");
+    let errs = AggregatorConfig::parse("agg.toml", &too_many)
+        .expect_err("writers take every connection")
+        .0;
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.len() == 1
+            && shown[0].starts_with("agg.toml:2:1: aggregator.writers:")
+            && shown[0].contains("max_connections is 8"),
+        "{shown:#?}"
+    );
+    let zero = format!("[aggregator]\nwriters = 0\n{base}");
+    let errs = AggregatorConfig::parse("agg.toml", &zero)
+        .expect_err("zero")
+        .0;
+    assert!(
+        errs[0].to_string().contains("expected 1 to 64"),
+        "{errs:#?}"
+    );
+}

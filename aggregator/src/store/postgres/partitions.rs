@@ -10,7 +10,7 @@
 //! must not create thousands of tables; its rows go to `readings_default`, as do the rows of a
 //! day whose partition could not be created (the function then returns false and says why in
 //! the server log). Old partitions can be detached or dropped whole — that is the retention
-//! story (`docs/operations.md`).
+//! story (`docs/architecture.md`, "Readings partitions").
 
 use std::collections::BTreeSet;
 
