@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p threadline-aggregator --bench ingest` (env: THREADLINE_TEST_DATABASE_URL,
 //! TL_BENCH_GATEWAYS (default 4), TL_BENCH_WRITERS (default 4),
-//! TL_BENCH_EVENTS, TL_BENCH_READINGS, TL_BENCH_SKIP_MQTT=1, TL_BENCH_ONLY_MQTT=1).
+//! TL_BENCH_EVENTS, TL_BENCH_READINGS, TL_BENCH_BATCH, TL_BENCH_MOSQUITTO_EXTRA,
+//! TL_BENCH_SKIP_MQTT=1, TL_BENCH_ONLY_MQTT=1).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -226,7 +227,12 @@ async fn mqtt_rate(
     let conf = dir.path().join("m.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"),
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n{}",
+            std::env::var("TL_BENCH_MOSQUITTO_EXTRA")
+                .unwrap_or_default()
+                .replace(';', "\n")
+        ),
     )
     .ok()?;
     let mut child = std::process::Command::new("/usr/sbin/mosquitto")
@@ -318,8 +324,8 @@ fn main() {
     rt.block_on(async {
         let admin = std::env::var("THREADLINE_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let n_events = env_usize("TL_BENCH_EVENTS", 120_000);
-        let n_readings = env_usize("TL_BENCH_READINGS", 600_000);
+        let n_events = env_usize("TL_BENCH_EVENTS", 300_000);
+        let n_readings = env_usize("TL_BENCH_READINGS", 1_500_000);
         println!("ingest benchmark: {n_events} trace events, {n_readings} readings, {PER_ENVELOPE} records/envelope, batches of ≤ 5000");
 
         let gateways = env_usize("TL_BENCH_GATEWAYS", 4);

@@ -600,3 +600,69 @@ fn non_finite_floats_stay_parseable() {
         assert!(!op.parameters[0].in_spec(), "{f} is never in spec");
     }
 }
+
+#[test]
+fn fast_record_parser_agrees_with_the_derive() {
+    // `Record::from_json` (what the aggregator's ingest runs) must give exactly what the derived
+    // `Deserialize` gives, for every record type, with unknown and null fields, and the same
+    // error message when the record is bad.
+    for r in golden_records() {
+        let text = read_fixture(r.type_name());
+        assert_eq!(
+            Record::from_json(&text).expect("parses"),
+            r,
+            "{}",
+            r.type_name()
+        );
+        let mut v = fixture_value(r.type_name());
+        v["added_in_v2"] = json!({"nested": [1, 2, 3]});
+        for f in optional_fields(r.type_name()) {
+            v[*f] = Value::Null;
+        }
+        let text = v.to_string();
+        let derived: Record = serde_json::from_str(&text).expect("derive parses");
+        assert_eq!(Record::from_json(&text).expect("fast parses"), derived);
+    }
+    for value in [
+        json!(7),
+        json!(-7),
+        json!(u64::MAX),
+        json!(2.5),
+        json!(true),
+        json!("NaN"),
+    ] {
+        let mut v = fixture_value("reading");
+        v["value"] = value.clone();
+        let text = v.to_string();
+        let derived: Record = serde_json::from_str(&text).expect("derive parses");
+        let fast = Record::from_json(&text).expect("fast parses");
+        assert_eq!(fast, derived, "{value}");
+        assert_eq!(record_json(&fast), record_json(&derived), "{value}");
+    }
+    let RecordBody::Reading(r) = Record::from_json(
+        &read_fixture("reading").replace("\"value\":", "\"value\":18446744073709551615,\"x\":"),
+    )
+    .expect("parses")
+    .body
+    else {
+        panic!("not a reading")
+    };
+    assert_eq!(r.value, Some(TagValue::UInt(u64::MAX)));
+    for (what, edit) in [
+        (
+            "unknown type",
+            ("\"type\":\"reading\"", "\"type\":\"warp\""),
+        ),
+        ("bad ts", ("\"ts\":\"", "\"ts\":\"yesterday")),
+        ("missing field", ("\"tag\":", "\"tog\":")),
+        (
+            "value of the wrong type",
+            ("\"quality\":\"good\"", "\"quality\":17"),
+        ),
+    ] {
+        let text = read_fixture("reading").replacen(edit.0, edit.1, 1);
+        let derived = serde_json::from_str::<Record>(&text).expect_err(what);
+        let fast = Record::from_json(&text).expect_err(what);
+        assert_eq!(fast.to_string(), derived.to_string(), "{what}");
+    }
+}

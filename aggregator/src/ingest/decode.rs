@@ -138,49 +138,61 @@ pub fn decode(root: &str, topic: &str, payload: &[u8], max_payload_bytes: usize)
     }
 }
 
+/// The dead letter of a payload that is not a version-1 envelope: not JSON, another version, or
+/// not an envelope.
+fn refused_envelope(
+    topic: &str,
+    gw: Option<&str>,
+    payload: &[u8],
+    envelope_error: &serde_json::Error,
+) -> DeadLetter {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Err(e) => dead(
+            topic,
+            gw,
+            DeadLetterKind::MalformedEnvelope,
+            format!("not JSON: {e}"),
+            payload,
+        ),
+        Ok(v) => match v.get("v") {
+            Some(ver) if ver.as_u64() != Some(u64::from(ENVELOPE_VERSION)) => dead(
+                topic,
+                gw,
+                DeadLetterKind::UnsupportedVersion,
+                format!("envelope version {ver} is not supported (expected {ENVELOPE_VERSION})"),
+                payload,
+            ),
+            _ => dead(
+                topic,
+                gw,
+                DeadLetterKind::MalformedEnvelope,
+                format!("not an envelope: {envelope_error}"),
+                payload,
+            ),
+        },
+    }
+}
+
 fn decode_records(t: &Topic, topic: &str, payload: &[u8]) -> Incoming {
     let gw = Some(t.gateway.as_str());
-    // Version first: a future envelope may not parse as this one, and "unsupported version" is
-    // the useful answer then.
-    match serde_json::from_slice::<serde_json::Value>(payload) {
-        Err(e) => {
+    let env: RawEnvelope<'_> = match serde_json::from_slice::<RawEnvelope<'_>>(payload) {
+        Ok(env) if env.v == ENVELOPE_VERSION => env,
+        Ok(env) => {
             return Incoming::Dead(dead(
                 topic,
                 gw,
-                DeadLetterKind::MalformedEnvelope,
-                format!("not JSON: {e}"),
+                DeadLetterKind::UnsupportedVersion,
+                format!(
+                    "envelope version {} is not supported (expected {ENVELOPE_VERSION})",
+                    env.v
+                ),
                 payload,
             ));
         }
-        Ok(v) => {
-            if let Some(ver) = v.get("v")
-                && ver.as_u64() != Some(u64::from(ENVELOPE_VERSION))
-            {
-                return Incoming::Dead(dead(
-                    topic,
-                    gw,
-                    DeadLetterKind::UnsupportedVersion,
-                    format!(
-                        "envelope version {ver} is not supported (expected {ENVELOPE_VERSION})"
-                    ),
-                    payload,
-                ));
-            }
-        }
-    }
-    let env: RawEnvelope<'_> = match serde_json::from_slice(payload) {
-        Ok(e) => e,
-        Err(e) => {
-            return Incoming::Dead(dead(
-                topic,
-                gw,
-                DeadLetterKind::MalformedEnvelope,
-                format!("not an envelope: {e}"),
-                payload,
-            ));
-        }
+        // Only now the slow look at why: a future envelope may not parse as this one, and
+        // "unsupported version" is the useful answer then.
+        Err(e) => return Incoming::Dead(refused_envelope(topic, gw, payload, &e)),
     };
-    let _ = env.v;
     for (what, env_v, topic_v) in [
         ("gateway", &env.gateway, &t.gateway),
         ("plant", &env.plant, &t.plant),
@@ -200,7 +212,7 @@ fn decode_records(t: &Topic, topic: &str, payload: &[u8]) -> Incoming {
     let mut dead_seqs = Vec::new();
     let mut deads = Vec::new();
     for raw in env.records {
-        match serde_json::from_str::<Record>(raw.get()) {
+        match Record::from_json(raw.get()) {
             Ok(r) => records.push(r),
             Err(e) => {
                 let head: Option<RecordHead> = serde_json::from_str(raw.get()).ok();
