@@ -11,14 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 use store_support::*;
 use threadline_aggregator::config::AggregatorConfig;
 use threadline_aggregator::ingest::{self, IngestStats};
 use threadline_aggregator::store::Db;
-use threadline_shared::Ack;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -106,63 +103,6 @@ async fn start_ingest(cfg: AggregatorConfig, db: Db) -> Running {
         stats,
         cancel,
         task,
-    }
-}
-
-/// A gateway-like test client: publishes envelopes, collects acks.
-struct Gw {
-    client: AsyncClient,
-    acks: mpsc::UnboundedReceiver<(String, Ack)>,
-}
-
-async fn gateway_client(port: u16) -> Gw {
-    let mut o = MqttOptions::new(
-        format!("gw-test-{}", uuid::Uuid::new_v4().simple()),
-        "127.0.0.1",
-        port,
-    );
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut el) = AsyncClient::new(o, 100);
-    let (tx, acks) = mpsc::unbounded_channel();
-    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Ok(a) = serde_json::from_slice::<Ack>(&p.payload) {
-                        let _ = tx.send((p.topic.clone(), a));
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = sub_tx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    client
-        .subscribe(format!("{ROOT}/+/+/+/ack"), QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    tokio::time::timeout(WAIT, sub_rx.recv())
-        .await
-        .expect("suback in time");
-    Gw { client, acks }
-}
-
-impl Gw {
-    async fn publish(&self, topic: String, payload: Vec<u8>) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("publish");
-    }
-    async fn next_ack(&mut self) -> (String, Ack) {
-        tokio::time::timeout(WAIT, self.acks.recv())
-            .await
-            .expect("ack in time")
-            .expect("ack channel")
     }
 }
 

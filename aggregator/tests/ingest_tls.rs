@@ -13,14 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::json;
 use store_support::*;
 use threadline_aggregator::config::AggregatorConfig;
 use threadline_aggregator::ingest::{self, IngestStats};
 use threadline_aggregator::store::Db;
-use threadline_shared::Ack;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -29,77 +27,7 @@ const USER: &str = "agg-tls";
 const PASSWORD: &str = "s3cret";
 const GW: &str = "gw-tls";
 
-fn run(dir: &Path, cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A CA and a server certificate for 127.0.0.1 (EC P-256).
-fn make_certs(dir: &Path) -> bool {
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=threadline test CA",
-    ]);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(dir, "openssl", &ca)
-        && run(dir, "openssl", &csr)
-        && run(
-            dir,
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        )
-}
+use threadline_shared::testing::{make_tls_certs as make_certs, run_quiet as run};
 
 /// A Mosquitto with a plain anonymous listener (for the test gateway) and a TLS listener that
 /// needs a password (for the aggregator). Killed on drop.
@@ -230,48 +158,6 @@ impl Running {
             .expect("join")
             .expect("ingest ended cleanly");
     }
-}
-
-/// A gateway-like client on the plain listener: publishes envelopes, collects acks.
-struct Gw {
-    client: AsyncClient,
-    acks: mpsc::UnboundedReceiver<(String, Ack)>,
-}
-
-async fn gateway_client(port: u16) -> Gw {
-    let mut o = MqttOptions::new(
-        format!("gw-tls-test-{}", uuid::Uuid::new_v4().simple()),
-        "127.0.0.1",
-        port,
-    );
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut el) = AsyncClient::new(o, 100);
-    let (tx, acks) = mpsc::unbounded_channel();
-    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Ok(a) = serde_json::from_slice::<Ack>(&p.payload) {
-                        let _ = tx.send((p.topic.clone(), a));
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = sub_tx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    client
-        .subscribe(format!("{ROOT}/plant-a/line-1/{GW}/ack"), QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    tokio::time::timeout(WAIT, sub_rx.recv())
-        .await
-        .expect("suback in time");
-    Gw { client, acks }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 
 mod delivery_support;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,77 +23,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn run(dir: &Path, cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A CA and a server certificate for 127.0.0.1 (EC P-256).
-fn make_certs(dir: &Path) -> bool {
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=threadline test CA",
-    ]);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(dir, "openssl", &ca)
-        && run(dir, "openssl", &csr)
-        && run(
-            dir,
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        )
-}
+use threadline_shared::testing::{make_tls_certs as make_certs, run_quiet as run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_over_tls_with_a_private_ca_and_a_password() {

@@ -10,6 +10,8 @@ pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod time;
 pub mod topic;
 

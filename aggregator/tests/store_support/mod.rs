@@ -247,3 +247,64 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// How long the gateway test client waits for a SUBACK or an ack.
+pub const CLIENT_WAIT: Duration = Duration::from_secs(10);
+
+/// A gateway-like test client: publishes envelopes, collects acks.
+pub struct Gw {
+    pub client: rumqttc::AsyncClient,
+    pub acks: tokio::sync::mpsc::UnboundedReceiver<(String, threadline_shared::Ack)>,
+}
+
+/// Subscribed to every gateway's ack topic before it returns.
+pub async fn gateway_client(port: u16) -> Gw {
+    let mut o = rumqttc::MqttOptions::new(
+        format!("gw-test-{}", uuid::Uuid::new_v4().simple()),
+        "127.0.0.1",
+        port,
+    );
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 100);
+    let (tx, acks) = tokio::sync::mpsc::unbounded_channel();
+    let (sub_tx, mut sub_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if let Ok(a) = serde_json::from_slice::<threadline_shared::Ack>(&p.payload) {
+                        let _ = tx.send((p.topic.clone(), a));
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = sub_tx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    client
+        .subscribe(format!("{ROOT}/+/+/+/ack"), rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(CLIENT_WAIT, sub_rx.recv())
+        .await
+        .expect("suback in time");
+    Gw { client, acks }
+}
+
+impl Gw {
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
+    }
+    pub async fn next_ack(&mut self) -> (String, threadline_shared::Ack) {
+        tokio::time::timeout(CLIENT_WAIT, self.acks.recv())
+            .await
+            .expect("ack in time")
+            .expect("ack channel")
+    }
+}
