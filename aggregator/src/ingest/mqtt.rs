@@ -16,8 +16,10 @@ use super::writer::{AckSink, DecodeConfig, WriterConfig, Writers};
 use crate::config::AggregatorConfig;
 use crate::store::Db;
 
-/// Messages queued between the MQTT loop and the writer. Bounded: when full, the MQTT loop
-/// stops reading and the broker buffers (back-pressure).
+/// Messages queued between the MQTT loop and the writers, in all (each writer holds its share).
+/// Bounded: when a writer's queue is full, the MQTT loop stops reading and the broker buffers
+/// (back-pressure). With payloads up to `max_payload_kb`, this and `batch_max_records` bound the
+/// ingest side's memory.
 const QUEUE_MESSAGES: usize = 256;
 /// Acks the MQTT client can queue; acks are few (one per gateway and batch).
 const ACK_QUEUE: usize = 10_000;

@@ -70,8 +70,9 @@ pub struct Writers {
 }
 
 impl Writers {
-    /// Starts `n` writers (one on SQLite, whatever `n` is: it has one write lock), each
-    /// with a queue of `queue` messages.
+    /// Starts `n` writers (one on SQLite, whatever `n` is: it has one write lock). `queue`
+    /// messages may wait in all; each writer's queue holds its share (at least 16), so memory
+    /// stays bounded by about the same number of payloads however many writers there are.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         db: &Db,
@@ -93,7 +94,7 @@ impl Writers {
             decode: decode.clone(),
         };
         for _ in 0..n {
-            let (tx, rx) = mpsc::channel(queue);
+            let (tx, rx) = mpsc::channel((queue / n).max(16));
             // One batch waits while one commits: bounded, so back-pressure still reaches MQTT.
             let (btx, brx) = mpsc::channel(1);
             w.queues.push(tx);
