@@ -125,6 +125,10 @@ pub struct DatabaseSection {
     pub url: String,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Readings older than this many days are removed (hourly); unset = kept forever. Trace
+    /// events and the genealogy are never removed.
+    #[serde(default)]
+    pub readings_retention_days: Option<u32>,
 }
 
 fn default_max_connections() -> u32 {
@@ -191,6 +195,12 @@ impl AggregatorConfig {
 
 impl Validate for AggregatorConfig {
     fn validate(&self, v: &mut Validator<'_>) {
+        if self.database.readings_retention_days == Some(0) {
+            v.error(
+                "database.readings_retention_days",
+                "0 would remove every reading: expected at least 1 (or leave it out to keep them)",
+            );
+        }
         if let Some(w) = self.aggregator.writers {
             if !(1..=64).contains(&w) {
                 v.error("aggregator.writers", format!("{w}: expected 1 to 64"));

@@ -162,6 +162,13 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
             " (gateways spread over them by id)"
         }
     );
+    println!(
+        "  retention:  {}",
+        match cfg.database.readings_retention_days {
+            Some(d) => format!("readings older than {d} days removed hourly; trace events kept"),
+            None => "readings and trace events kept forever".to_owned(),
+        }
+    );
     println!("  http:       {}", cfg.http.listen);
     println!(
         "  tokens:     {}",
@@ -235,6 +242,9 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
             r
         })
     };
+    if let Some(days) = cfg.database.readings_retention_days {
+        tokio::spawn(retention_loop(db.clone(), days, cancel.clone()));
+    }
     let app = api::router(AppState {
         db: db.clone(),
         ingest: stats.clone(),
@@ -256,6 +266,29 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     match ingest_task.await {
         Ok(r) => r,
         Err(e) => Err(anyhow::anyhow!("ingest task failed: {e}")),
+    }
+}
+
+/// Applies readings retention at start and then every hour, until `cancel`. A failed pass is
+/// logged and tried again at the next one.
+async fn retention_loop(db: Db, days: u32, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match db.apply_readings_retention(days).await {
+            Ok(r) => tracing::info!(
+                days,
+                partitions_dropped = r.partitions_dropped.len(),
+                rows_deleted = r.rows_deleted,
+                "readings retention applied"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, days, "readings retention failed; next try in an hour")
+            }
+        }
     }
 }
 

@@ -100,3 +100,20 @@ fn writers_are_checked_against_the_connection_pool() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn a_zero_retention_is_refused() {
+    let text = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[database]\nurl = \"sqlite://x.db\"\nreadings_retention_days = 0\n";
+    let errs = AggregatorConfig::parse("agg.toml", text)
+        .expect_err("zero")
+        .0;
+    let shown = errs[0].to_string();
+    assert!(
+        shown.starts_with("agg.toml:5:1: database.readings_retention_days:")
+            && shown.contains("at least 1"),
+        "{shown}"
+    );
+    let ok = text.replace("= 0", "= 90");
+    let cfg = AggregatorConfig::parse("agg.toml", &ok).expect("90 days");
+    assert_eq!(cfg.database.readings_retention_days, Some(90));
+}

@@ -58,7 +58,63 @@ conformance!(
     event_log_pages_by_id,
     projections_have_no_dangling_ids,
     big_batches_store_every_value,
+    readings_retention_removes_only_old_readings,
 );
+
+/// `readings_retention_days`: old readings go (whole day partitions on PostgreSQL), recent ones
+/// and every trace event stay.
+async fn readings_retention_removes_only_old_readings(db: &Db) {
+    let now = chrono::Utc::now();
+    let ago = |days: i64| {
+        threadline_shared::time::format(&threadline_shared::time::canonical(
+            now - chrono::Duration::days(days),
+        ))
+    };
+    let r = |seq: u64, ts: &str| json!({"seq":seq,"ts":ts,"type":"reading","device":"plc","tag":"t","value":1.0,"quality":"good"});
+    let gw = "gw-ret";
+    let recs = vec![
+        r(1, &ago(0)),
+        r(2, &ago(10)),
+        r(3, &ago(40)),
+        r(4, &ago(41)),
+        r(5, "2001-02-03T04:05:06Z"),
+        json!({"seq":6,"ts":ago(40),"type":"unit_started","unit":"SN-OLD","station":"ST10"}),
+    ];
+    db.write_batch(&batch(&[(topic(gw), envelope(gw, recs))]))
+        .await
+        .unwrap();
+    assert_eq!(db.count("readings").await.unwrap(), 5);
+    let report = db.apply_readings_retention(30).await.unwrap();
+    assert_eq!(db.count("readings").await.unwrap(), 2);
+    assert_eq!(
+        scalar_i64(db, "SELECT COUNT(*) FROM readings WHERE seq IN (1, 2)").await,
+        2
+    );
+    assert_eq!(
+        db.count("events").await.unwrap(),
+        1,
+        "trace events are never removed"
+    );
+    match db {
+        Db::Postgres(_) => {
+            let day = |d: i64| {
+                format!(
+                    "readings_{}",
+                    (now - chrono::Duration::days(d)).format("%Y%m%d")
+                )
+            };
+            assert_eq!(report.partitions_dropped, vec![day(41), day(40)]);
+            assert_eq!(
+                report.rows_deleted, 1,
+                "the 2001 reading in readings_default"
+            );
+        }
+        Db::Sqlite(_) => assert_eq!(report.rows_deleted, 3),
+    }
+    let again = db.apply_readings_retention(30).await.unwrap();
+    assert_eq!(again, Default::default());
+    assert_eq!(db.count("readings").await.unwrap(), 2);
+}
 
 /// A batch big enough for PostgreSQL's binary COPY path (thousands of rows per table) stores
 /// exactly what a small one does: every row, every value (nulls, floats, times, JSON).

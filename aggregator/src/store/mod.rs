@@ -3,12 +3,14 @@
 //! - [`write`]: the batch write path (dedupe, hash chain, projections) over both backends;
 //! - [`chain`]: the hash chain's definition and verifier;
 //! - [`postgres`], [`sqlite`]: each backend's statements;
-//! - [`access`]: master data upserts and the ingest-side reads (gateways, events, verify).
+//! - [`access`]: master data upserts and the ingest-side reads (gateways, events, verify);
+//! - [`retention`]: removing readings older than `readings_retention_days`.
 
 pub mod access;
 pub mod chain;
 pub mod model;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 pub mod write;
 
