@@ -179,66 +179,56 @@ pub(crate) async fn upsert_items(
     if items.is_empty() {
         return Ok(HashMap::new());
     }
-    // Only referenced: insert a placeholder if missing (no write when it exists).
-    let (fills, refs): (Vec<_>, Vec<_>) = items.iter().partition(|(_, f)| f.fills);
-    if !refs.is_empty() {
-        let kind: Vec<&str> = refs.iter().map(|((k, _), _)| k.as_str()).collect();
-        let ext: Vec<&str> = refs.iter().map(|((_, id), _)| id.as_str()).collect();
-        let seen: Vec<Option<Timestamp>> = refs.iter().map(|(_, f)| f.first_seen_at).collect();
-        sqlx::query(
-            "INSERT INTO items (kind, ext_id, first_seen_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])
-             ON CONFLICT (kind, ext_id) DO NOTHING",
-        )
-        .bind(&kind)
-        .bind(&ext)
-        .bind(&seen)
-        .execute(&mut **t)
-        .await?;
+    // One statement for every item, in key order (the map's): concurrent writers then lock
+    // shared items in the same order and cannot deadlock each other. An item that is only
+    // referenced (no field, still a placeholder) inserts a placeholder when missing and leaves
+    // an existing row alone (the `WHERE`: no new row version); one with data fills it in.
+    macro_rules! col {
+        ($f:ident) => {
+            items.values().map(|f| f.$f.clone()).collect::<Vec<_>>()
+        };
     }
-    if !fills.is_empty() {
-        macro_rules! col {
-            ($f:ident) => {
-                fills.iter().map(|(_, f)| f.$f.clone()).collect::<Vec<_>>()
-            };
-        }
-        let kind: Vec<&str> = fills.iter().map(|((k, _), _)| k.as_str()).collect();
-        let ext: Vec<&str> = fills.iter().map(|((_, id), _)| id.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO items (kind, ext_id, part, supplier, supplier_batch, qty, work_order, line,
-                                level, customer, shipped_at, placeholder, first_seen_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                  $11::timestamptz[], $12::bool[], $13::timestamptz[])
-             ON CONFLICT (kind, ext_id) DO UPDATE SET
-               part = COALESCE(excluded.part, items.part),
-               supplier = COALESCE(excluded.supplier, items.supplier),
-               supplier_batch = COALESCE(excluded.supplier_batch, items.supplier_batch),
-               qty = COALESCE(excluded.qty, items.qty),
-               work_order = COALESCE(excluded.work_order, items.work_order),
-               line = COALESCE(excluded.line, items.line),
-               level = COALESCE(excluded.level, items.level),
-               customer = COALESCE(excluded.customer, items.customer),
-               shipped_at = COALESCE(items.shipped_at, excluded.shipped_at),
-               placeholder = items.placeholder AND excluded.placeholder,
-               first_seen_at = LEAST(items.first_seen_at, excluded.first_seen_at)",
-        )
-        .bind(&kind)
-        .bind(&ext)
-        .bind(col!(part))
-        .bind(col!(supplier))
-        .bind(col!(supplier_batch))
-        .bind(col!(qty))
-        .bind(col!(work_order))
-        .bind(col!(line))
-        .bind(col!(level))
-        .bind(col!(customer))
-        .bind(col!(shipped_at))
-        .bind(col!(placeholder))
-        .bind(col!(first_seen_at))
-        .execute(&mut **t)
-        .await?;
-    }
+    let kind: Vec<&str> = items.keys().map(|(k, _)| k.as_str()).collect();
+    let ext: Vec<&str> = items.keys().map(|(_, id)| id.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO items (kind, ext_id, part, supplier, supplier_batch, qty, work_order, line,
+                            level, customer, shipped_at, placeholder, first_seen_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[],
+                              $11::timestamptz[], $12::bool[], $13::timestamptz[])
+         ON CONFLICT (kind, ext_id) DO UPDATE SET
+           part = COALESCE(excluded.part, items.part),
+           supplier = COALESCE(excluded.supplier, items.supplier),
+           supplier_batch = COALESCE(excluded.supplier_batch, items.supplier_batch),
+           qty = COALESCE(excluded.qty, items.qty),
+           work_order = COALESCE(excluded.work_order, items.work_order),
+           line = COALESCE(excluded.line, items.line),
+           level = COALESCE(excluded.level, items.level),
+           customer = COALESCE(excluded.customer, items.customer),
+           shipped_at = COALESCE(items.shipped_at, excluded.shipped_at),
+           placeholder = items.placeholder AND excluded.placeholder,
+           first_seen_at = LEAST(items.first_seen_at, excluded.first_seen_at)
+         WHERE NOT excluded.placeholder OR excluded.part IS NOT NULL
+           OR excluded.supplier IS NOT NULL OR excluded.supplier_batch IS NOT NULL
+           OR excluded.qty IS NOT NULL OR excluded.work_order IS NOT NULL
+           OR excluded.line IS NOT NULL OR excluded.level IS NOT NULL
+           OR excluded.customer IS NOT NULL OR excluded.shipped_at IS NOT NULL",
+    )
+    .bind(&kind)
+    .bind(&ext)
+    .bind(col!(part))
+    .bind(col!(supplier))
+    .bind(col!(supplier_batch))
+    .bind(col!(qty))
+    .bind(col!(work_order))
+    .bind(col!(line))
+    .bind(col!(level))
+    .bind(col!(customer))
+    .bind(col!(shipped_at))
+    .bind(col!(placeholder))
+    .bind(col!(first_seen_at))
+    .execute(&mut **t)
+    .await?;
     let kind: Vec<&str> = items.keys().map(|(k, _)| k.as_str()).collect();
     let ext: Vec<&str> = items.keys().map(|(_, id)| id.as_str()).collect();
     let rows = sqlx::query(
