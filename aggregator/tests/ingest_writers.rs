@@ -34,7 +34,7 @@ fn records(g: usize, k: u64) -> Vec<serde_json::Value> {
             let t = (seq % 3000) as u32;
             let unit = format!("SN-{g}-{seq}");
             match seq % 4 {
-                0 => rec(seq, t, "lot_received", json!({"lot": if g % 2 == 0 { "LOT-A" } else { "LOT-B" }, "part":"P-1", "supplier": format!("SUP-{g}"), "qty": 1000.0})),
+                0 => rec(seq, t, "lot_received", json!({"lot": if g.is_multiple_of(2) { "LOT-A" } else { "LOT-B" }, "part":"P-1", "supplier": format!("SUP-{g}"), "qty": 1000.0})),
                 1 => rec(seq, t, "unit_started", json!({"unit": unit, "part":"P-9", "station":"ST10"})),
                 2 => rec(seq, t, "operation_completed", json!({"unit": unit, "station":"ST10", "operation":"OP10", "result":"pass",
                         "materials":[{"lot":"LOT-A","qty":1.0},{"lot":"LOT-B","qty":1.0}]})),
