@@ -12,8 +12,10 @@
 //! was first packed into a case and unpacked again (a closed edge). Readings: one press
 //! pressure per finished unit.
 //!
-//! PostgreSQL: `COPY … FROM STDIN` in 4 MB batches with secondary indexes dropped during the
-//! load and rebuilt after (then VACUUM ANALYZE). SQLite: multi-row INSERTs in large transactions.
+//! PostgreSQL: `COPY … FROM STDIN` in 4 MB batches, loaded by a second task while this one
+//! generates (both cores work), without foreign-key triggers (`session_replication_role =
+//! replica`: the data is consistent by construction), with secondary indexes dropped during the
+//! load and rebuilt after (then VACUUM ANALYZE); readings' day partitions are made first. SQLite: multi-row INSERTs in large transactions.
 //! The target database must be empty; the schema is created with the aggregator's migrations.
 
 use std::collections::HashMap;
@@ -266,10 +268,8 @@ impl Sink {
     }
 
     async fn flush(&mut self, table: usize) -> anyhow::Result<()> {
-        let (name, cols) = TABLES[table];
         match self {
             Sink::Pg { bufs, copies, .. } => {
-                let _ = (name, cols);
                 if bufs[table].is_empty() {
                     return Ok(());
                 }
@@ -286,6 +286,7 @@ impl Sink {
                 if bufs[table].is_empty() {
                     return Ok(());
                 }
+                let (name, cols) = TABLES[table];
                 let vals = std::mem::take(&mut bufs[table]);
                 let sql = format!(
                     "INSERT INTO {name} ({}) VALUES {}",

@@ -2,10 +2,10 @@
 //! `INSERT … SELECT FROM UNNEST(…)` for small ones (see [`COPY_MIN_ROWS`]).
 //!
 //! Binary COPY is the cheapest way into PostgreSQL: no SQL to plan, no text to parse, no arrays
-//! to unpack. Neither path has
-//! `ON CONFLICT`, so callers only copy rows they have already deduplicated under the gateway's
-//! row lock; should a duplicate slip through anyway, the unique index refuses the batch, the
-//! writer retries it, and the retry's dedupe lookup sees the row — nothing is stored twice.
+//! to unpack. Neither path has `ON CONFLICT`, so callers only write rows they have already
+//! deduplicated under the gateway's row lock; should a duplicate slip through anyway, the unique
+//! index refuses the batch, the writer retries it, and the retry's dedupe lookup sees the row —
+//! nothing is stored twice.
 //!
 //! Format (PostgreSQL docs, "COPY — Binary Format"): a 19-byte header, then per row a 16-bit
 //! field count and per field a 32-bit length (-1 = NULL) and the value in the type's binary

@@ -1,5 +1,6 @@
-//! PostgreSQL statements of the write path. Multi-row inserts bind one array per column and
-//! `UNNEST` them: one round trip per table per batch, whatever the batch size.
+//! PostgreSQL statements of the write path: one statement per table per batch, whatever the
+//! batch size — binary COPY or `UNNEST` for the appended rows ([`copy`]), `UNNEST` with
+//! `ON CONFLICT` for the item upsert.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
