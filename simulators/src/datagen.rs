@@ -15,8 +15,8 @@
 //! PostgreSQL: `COPY … FROM STDIN` in 4 MB batches, loaded by a second task while this one
 //! generates (both cores work), without foreign-key triggers (`session_replication_role =
 //! replica`: the data is consistent by construction), with secondary indexes dropped during the
-//! load and rebuilt after (then VACUUM ANALYZE); readings' day partitions are made first. SQLite: multi-row INSERTs in large transactions.
-//! The target database must be empty; the schema is created with the aggregator's migrations.
+//! load and rebuilt after (then VACUUM ANALYZE); readings' day partitions are made first.
+//! SQLite: multi-row INSERTs in large transactions. The target database must be empty; the schema is created with the aggregator's migrations.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
