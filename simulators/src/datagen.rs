@@ -16,7 +16,8 @@
 //! generates (both cores work), without foreign-key triggers (`session_replication_role =
 //! replica`: the data is consistent by construction), with secondary indexes dropped during the
 //! load and rebuilt after (then VACUUM ANALYZE); readings' day partitions are made first.
-//! SQLite: multi-row INSERTs in large transactions. The target database must be empty; the schema is created with the aggregator's migrations.
+//! SQLite: multi-row INSERTs in large transactions. The target database must be empty; the
+//! schema is created with the aggregator's migrations.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
