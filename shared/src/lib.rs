@@ -4,13 +4,19 @@
 //! - [`envelope`]: the batch envelope, the ack message and the gateway status message;
 //! - [`topic`]: building and parsing `{root}/{plant}/{line}/{gateway}/{records|status|ack}`;
 //! - [`ids`]: GS1 element strings, GS1 Digital Link, GTIN/SSCC check digits, EPC SGTIN-96/SSCC-96;
-//! - [`config`]: strict TOML loading that reports every problem with file, line, column and field.
+//! - [`config`]: strict TOML loading that reports every problem with file, line, column and field;
+//! - [`mqtt`] (feature `mqtt`): the MQTT client setup both daemons use (URL, credentials, TLS);
+//! - [`signal`] (feature `signal`): waiting for SIGINT / SIGTERM.
 
 pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ids;
-#[cfg(feature = "test-support")]
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "signal")]
+pub mod signal;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod time;
 pub mod topic;
