@@ -18,6 +18,7 @@ pub use crate::drivers::config::{
     Area, ByteOrder, DataType, DeviceConfig, DeviceKind, Framing, Parity, Protocol, ScannerConfig,
     ScannerKind, TagConfig,
 };
+pub use crate::publish::config::MqttSection;
 pub use crate::stations::config::{PatternConfig, StationConfig};
 
 /// The whole gateway configuration file.
@@ -58,59 +59,6 @@ pub struct GatewaySection {
 
 fn default_buffer_max_mb() -> u64 {
     1024
-}
-
-/// `[mqtt]`: the broker the gateway publishes to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSection {
-    /// `mqtt://host:1883` or `mqtts://host:8883`.
-    pub url: String,
-    /// Default: `gateway.id`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the password (never inline).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// CA certificate (PEM) for `mqtts://`; default: the system roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS, with `client_key_file`.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-    #[serde(default = "default_topic_root")]
-    pub topic_root: String,
-    /// Records per published envelope.
-    #[serde(default = "default_batch_max_records")]
-    pub batch_max_records: usize,
-    /// Envelopes published but not yet acked by the aggregator, at most.
-    #[serde(default = "default_inflight_batches")]
-    pub inflight_batches: usize,
-    /// An envelope not acked by the aggregator within this time is published again.
-    #[serde(default = "default_ack_timeout_ms")]
-    pub ack_timeout_ms: u64,
-    #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
-}
-
-fn default_topic_root() -> String {
-    threadline_shared::topic::DEFAULT_ROOT.to_owned()
-}
-fn default_batch_max_records() -> usize {
-    500
-}
-fn default_inflight_batches() -> usize {
-    16
-}
-fn default_ack_timeout_ms() -> u64 {
-    10_000
-}
-fn default_keep_alive_s() -> u64 {
-    15
 }
 
 /// `[health]`: local metrics and health endpoint.
@@ -162,24 +110,7 @@ impl Validate for GatewayConfig {
                 v.error(what, e.to_string());
             }
         }
-        if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            v.error(
-                "mqtt.url",
-                format!("{:?} must start with mqtt:// or mqtts://", self.mqtt.url),
-            );
-        }
-        if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
-            v.error(
-                "mqtt.client_cert_file",
-                "client_cert_file and client_key_file go together",
-            );
-        }
-        if self.mqtt.batch_max_records == 0 {
-            v.error("mqtt.batch_max_records", "must be at least 1");
-        }
-        if self.mqtt.inflight_batches == 0 {
-            v.error("mqtt.inflight_batches", "must be at least 1");
-        }
+        crate::publish::config::validate(&self.mqtt, v);
         crate::drivers::config::validate(self, v);
         crate::stations::config::validate(self, v);
     }

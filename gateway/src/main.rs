@@ -91,6 +91,9 @@ fn main() -> ExitCode {
                 cfg.scanner.len(),
                 cfg.station.len()
             );
+            if let Ok(client) = cfg.mqtt.client() {
+                println!("broker: {client}, client id {:?}", cfg.client_id());
+            }
             if !probe::print_read_plans(&cfg) {
                 return ExitCode::from(2);
             }
@@ -138,8 +141,8 @@ fn run_daemon(
         let signals = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("signal received");
+                let signal = threadline_shared::signal::wait_for_signal().await;
+                tracing::info!(signal, "signal received");
                 shutdown.cancel();
             })
         };
@@ -153,28 +156,6 @@ fn run_daemon(
             }
         }
     })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn buffer_stats(cfg: GatewayConfig) -> Result<ExitCode, ExitCode> {

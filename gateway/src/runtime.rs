@@ -68,7 +68,10 @@ pub async fn run_with(
     shutdown: CancellationToken,
     opts: RunOptions,
 ) -> anyhow::Result<()> {
-    crate::publish::options::install_crypto_provider();
+    // Loaded when the config was validated; a gateway that cannot publish must not acquire.
+    if let Err(e) = cfg.mqtt.client() {
+        anyhow::bail!("bad MQTT settings: {e}");
+    }
     let data_dir = cfg.gateway.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;

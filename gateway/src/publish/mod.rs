@@ -1,12 +1,13 @@
 //! MQTT delivery with end-to-end acknowledgement: outbox → `…/records` envelopes (QoS 1) →
 //! aggregator → `…/ack` → outbox deletion.
 //!
-//! - [`options`]: broker URL, TLS (rustls with the ring provider), credentials, last will;
+//! - [`config`]: `[mqtt]`; the broker connection (URL, credentials, TLS, keep-alive) is the
+//!   shared [`threadline_shared::mqtt`] setup, the same as the aggregator's;
 //! - [`publisher`]: the delivery loop (in-flight window, re-sends, backlog/live interleave,
 //!   status messages).
 
-pub mod options;
+pub mod config;
 pub mod publisher;
 
-pub use options::{MqttSetupError, mqtt_options};
+pub use config::MqttSection;
 pub use publisher::{DeviceSource, PublishMetrics, Publisher, PublisherConfig};

@@ -17,17 +17,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS};
 use threadline_shared::envelope::{Ack, DeviceHealth, GatewayState, Status};
+use threadline_shared::mqtt::KeyErrors;
 use threadline_shared::time::Timestamp;
 use threadline_shared::topic::{Topic, TopicKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::options::{MqttSetupError, mqtt_options};
 use crate::config::{GatewayConfig, MqttSection};
 use crate::outbox::{Outbox, StoredRecord};
+
+/// Largest envelope we send (Mosquitto's own limit is 256 MiB); rumqttc's default is 10 KiB,
+/// far below a batch of records.
+pub const MAX_OUTGOING_PACKET: usize = 64 * 1024 * 1024;
+/// Largest message we accept (acks; a long list of ranges stays far below this).
+pub const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
 
 /// Gives the current health of every device for the status message.
 pub type DeviceSource = Arc<dyn Fn() -> Vec<DeviceHealth> + Send + Sync>;
@@ -195,14 +201,8 @@ impl Publisher {
 
     /// Runs until `stop`, then keeps delivering for at most `drain_timeout` (until the outbox is
     /// empty), publishes the offline status and disconnects.
-    pub async fn run(self, stop: CancellationToken) -> Result<(), MqttSetupError> {
-        let will = self.status(GatewayState::Offline, threadline_shared::time::now());
-        let opts = mqtt_options(
-            &self.cfg.mqtt,
-            &self.cfg.client_id,
-            &self.status_topic,
-            will,
-        )?;
+    pub async fn run(self, stop: CancellationToken) -> Result<(), KeyErrors> {
+        let opts = self.options()?;
         let cap = self.cfg.mqtt.inflight_batches.saturating_mul(2).max(16);
         let (client, eventloop) = AsyncClient::new(opts, cap);
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
@@ -287,6 +287,33 @@ impl Publisher {
         self.metrics.connected.store(false, Ordering::Relaxed);
         self.metrics.inflight.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The client options: the shared connection setup of `[mqtt]` (URL, credentials, TLS,
+    /// keep-alive), then the publisher's own: packet sizes, the in-flight window, a clean
+    /// session, and the retained offline status as last will.
+    fn options(&self) -> Result<MqttOptions, KeyErrors> {
+        let mqtt = &self.cfg.mqtt;
+        let mut opts = mqtt
+            .client()
+            .map_err(Clone::clone)?
+            .options(&self.cfg.client_id);
+        opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        // The outbox is the source of truth and everything unacked is re-sent after a reconnect,
+        // so a persistent broker session would add nothing but duplicates.
+        opts.set_clean_session(true);
+        opts.set_inflight(
+            u16::try_from(mqtt.inflight_batches.saturating_add(8)).unwrap_or(u16::MAX),
+        );
+        opts.set_request_channel_capacity(mqtt.inflight_batches.saturating_mul(2).max(16));
+        let will = self.status(GatewayState::Offline, threadline_shared::time::now());
+        opts.set_last_will(LastWill::new(
+            &self.status_topic,
+            will,
+            QoS::AtLeastOnce,
+            true,
+        ));
+        Ok(opts)
     }
 
     fn publish_status(&self, client: &AsyncClient, st: &mut State, state: GatewayState) {
