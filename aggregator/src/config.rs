@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
 
+pub use crate::ingest::config::MqttSection;
+
 /// The whole aggregator configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,46 +77,6 @@ impl AggregatorConfig {
             .writers
             .unwrap_or_else(|| (self.database.max_connections as usize / 2).clamp(1, 4))
     }
-}
-
-/// `[mqtt]`: an external broker, or the embedded one.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSection {
-    /// External broker: `mqtt://host:1883` or `mqtts://host:8883`. With `embedded = true`, the
-    /// aggregator connects to its own broker and this is ignored.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Run an MQTT broker (rumqttd) in-process, for one-box installs.
-    #[serde(default)]
-    pub embedded: bool,
-    /// The embedded broker's listener.
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    #[serde(default = "default_topic_root")]
-    pub topic_root: String,
-    /// Subscribe as `$share/{group}/…` so that replicas split the load.
-    #[serde(default)]
-    pub shared_group: Option<String>,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:1883".to_owned()
-}
-fn default_topic_root() -> String {
-    threadline_shared::topic::DEFAULT_ROOT.to_owned()
 }
 
 /// `[database]`.
@@ -226,28 +188,7 @@ impl Validate for AggregatorConfig {
                 format!("{url:?}: expected postgres://… or sqlite://…"),
             );
         }
-        match (&self.mqtt.url, self.mqtt.embedded) {
-            (None, false) => v.error(
-                "mqtt",
-                "set `url` (an external broker) or `embedded = true`",
-            ),
-            (Some(u), false) if !(u.starts_with("mqtt://") || u.starts_with("mqtts://")) => {
-                v.error(
-                    "mqtt.url",
-                    format!("{u:?} must start with mqtt:// or mqtts://"),
-                );
-            }
-            _ => {}
-        }
-        if self.mqtt.embedded && self.mqtt.listen.parse::<std::net::SocketAddr>().is_err() {
-            v.error(
-                "mqtt.listen",
-                format!(
-                    "{:?} is not a socket address like 127.0.0.1:1883",
-                    self.mqtt.listen
-                ),
-            );
-        }
+        crate::ingest::config::validate(&self.mqtt, v);
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             v.error(
                 "http.listen",

@@ -1,7 +1,6 @@
 //! Threadline aggregator: MQTT ingest → hash-chained event log → genealogy projections → HTTP API.
 
 pub mod api;
-pub mod broker;
 pub mod config;
 pub mod ingest;
 pub mod store;

@@ -96,10 +96,8 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
+    // The [mqtt] connection (URL, password and TLS files) was checked when the file loaded.
     let mut problems = Vec::new();
-    if let Err(e) = ingest::mqtt::options(cfg) {
-        problems.push(format!("mqtt: {e:#}"));
-    }
     for t in &cfg.http.token {
         match std::fs::read_to_string(&t.token_file) {
             Ok(s) if s.trim().is_empty() => problems.push(format!(
@@ -121,10 +119,18 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
         }
         return ExitCode::from(2);
     }
+    let connection = cfg
+        .mqtt
+        .client()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let broker = if cfg.mqtt.embedded {
-        format!("embedded rumqttd on {}", cfg.mqtt.listen)
+        format!(
+            "embedded rumqttd on {}; ingest connects to {connection}",
+            cfg.mqtt.listen
+        )
     } else {
-        format!("external {}", cfg.mqtt.url.as_deref().unwrap_or(""))
+        format!("external {connection}")
     };
     println!("{}: OK", path.display());
     println!("  aggregator: {}", cfg.aggregator.id);
@@ -226,7 +232,7 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     );
     if cfg.mqtt.embedded {
         let listen = cfg.mqtt.listen.parse().context("mqtt.listen")?;
-        threadline_aggregator::broker::start_embedded(
+        ingest::broker::start_embedded(
             listen,
             ingest::mqtt::packet_limit(cfg.aggregator.max_payload_kb),
         )?;
@@ -253,8 +259,8 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     tracing::info!(%http_addr, "HTTP API listening");
     let shutdown = cancel.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
+        let signal = threadline_shared::signal::wait_for_signal().await;
+        tracing::info!(signal, "shutting down");
         shutdown.cancel();
     });
     let server_cancel = cancel.clone();
@@ -289,27 +295,5 @@ async fn retention_loop(db: Db, days: u32, cancel: CancellationToken) {
                 tracing::warn!(error = %e, days, "readings retention failed; next try in an hour")
             }
         }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

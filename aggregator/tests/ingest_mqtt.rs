@@ -183,7 +183,8 @@ async fn mosquitto_round_trip_acks_after_commit_and_absorbs_redelivery() {
 async fn embedded_broker_round_trip() {
     let port = free_port();
     let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    threadline_aggregator::broker::start_embedded(listen, 1 << 20).expect("embedded broker");
+    threadline_aggregator::ingest::broker::start_embedded(listen, 1 << 20)
+        .expect("embedded broker");
     round_trip(
         port,
         format!("[mqtt]\nembedded = true\nlisten = \"{listen}\""),
@@ -195,7 +196,7 @@ async fn embedded_broker_round_trip() {
 fn embedded_broker_on_a_busy_port_is_a_clear_error() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap();
-    let err = threadline_aggregator::broker::start_embedded(addr, 1 << 20)
+    let err = threadline_aggregator::ingest::broker::start_embedded(addr, 1 << 20)
         .unwrap_err()
         .to_string();
     assert!(

@@ -3,7 +3,10 @@
 //! - [`decode`]: topic + payload → records, a status or a dead letter (never a panic);
 //! - [`writer`]: the single writer task: batches, one transaction per batch, retry while the
 //!   database is down, acks after commit;
-//! - [`mqtt`]: the MQTT client (external broker or the embedded one), subscriptions, TLS;
+//! - [`mqtt`]: the MQTT client (external broker or the embedded one), subscriptions, acks;
+//! - [`config`]: `[mqtt]`; the broker connection (URL, credentials, TLS, keep-alive) is the
+//!   shared [`threadline_shared::mqtt`] setup, the same as the gateway's;
+//! - [`broker`]: the embedded MQTT broker (rumqttd) for one-box installs;
 //! - [`stats`]: [`IngestStats`], shared with `/healthz` and `/metrics`.
 //!
 //! Data path and back-pressure: the MQTT loop decodes each PUBLISH and `send`s it into a bounded
@@ -12,6 +15,8 @@
 //! lost anywhere before the commit is re-sent by its gateway; a re-sent record is a duplicate
 //! the store ignores (and acks again).
 
+pub mod broker;
+pub mod config;
 pub mod decode;
 pub mod mqtt;
 pub mod stats;

@@ -1,13 +1,11 @@
 //! The MQTT side of ingest: connect (external broker or the embedded one), subscribe to every
-//! gateway's records and status, feed the writer, publish acks.
+//! gateway's records and status, feed the writer, publish acks. The connection setup (URL,
+//! credentials, TLS) is the shared one of [`threadline_shared::mqtt`], loaded with the config.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use threadline_shared::{Topic, TopicKind};
 use tokio_util::sync::CancellationToken;
 
@@ -30,83 +28,21 @@ pub fn packet_limit(max_payload_kb: usize) -> usize {
     (max_payload_kb * 1024 * 4).max(1 << 20)
 }
 
-/// Builds the client options from the config.
+/// The client options: the shared connection setup of `[mqtt]` (URL or the embedded broker,
+/// credentials, TLS, keep-alive; loaded when the config was validated), then ingest's own:
+/// a clean session (subscriptions are re-made on every connect), packet limits and queues.
 pub fn options(cfg: &AggregatorConfig) -> anyhow::Result<MqttOptions> {
-    let m = &cfg.mqtt;
-    let client_id = m
-        .client_id
-        .clone()
-        .unwrap_or_else(|| cfg.aggregator.id.clone());
-    let (tls, host, port) = if m.embedded {
-        let addr: std::net::SocketAddr = m.listen.parse().context("mqtt.listen")?;
-        let host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            addr.ip().to_string()
-        };
-        (false, host, addr.port())
-    } else {
-        let url = m.url.as_deref().context("mqtt.url is not set")?;
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else {
-            anyhow::bail!("mqtt.url {url:?} must start with mqtt:// or mqtts://");
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_owned(),
-                p.parse::<u16>()
-                    .with_context(|| format!("port of {url:?}"))?,
-            ),
-            None => (rest.to_owned(), if tls { 8883 } else { 1883 }),
-        };
-        (
-            tls,
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-        )
-    };
-    let mut o = MqttOptions::new(client_id, host, port);
-    o.set_keep_alive(Duration::from_secs(30));
+    let client = cfg
+        .mqtt
+        .client()
+        .map_err(|e| anyhow::anyhow!("bad MQTT settings: {e}"))?;
+    let client_id = cfg.mqtt.client_id.as_deref().unwrap_or(&cfg.aggregator.id);
+    let mut o = client.options(client_id);
     o.set_clean_session(true);
     let limit = packet_limit(cfg.aggregator.max_payload_kb);
     o.set_max_packet_size(limit, limit);
     o.set_request_channel_capacity(ACK_QUEUE);
     o.set_inflight(1000);
-    if let Some(user) = &m.username {
-        let password = match &m.password_file {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("reading mqtt.password_file {}", p.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
-            None => String::new(),
-        };
-        o.set_credentials(user.clone(), password);
-    }
-    if tls {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca_file = m.ca_file.as_ref().context("mqtts:// needs mqtt.ca_file")?;
-        let ca =
-            std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
-        let client_auth = match (&m.client_cert_file, &m.client_key_file) {
-            (Some(c), Some(k)) => Some((
-                std::fs::read(c).with_context(|| format!("reading {}", c.display()))?,
-                std::fs::read(k).with_context(|| format!("reading {}", k.display()))?,
-            )),
-            (None, None) => None,
-            _ => anyhow::bail!("mqtt.client_cert_file and mqtt.client_key_file go together"),
-        };
-        o.set_transport(Transport::Tls(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth,
-        }));
-    }
     Ok(o)
 }
 

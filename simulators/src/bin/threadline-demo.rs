@@ -332,7 +332,7 @@ async fn start_aggregator(
     })?;
     let db = Db::connect(&cfg.database.url, cfg.database.max_connections).await?;
     let listen: SocketAddr = cfg.mqtt.listen.parse().context("mqtt.listen")?;
-    threadline_aggregator::broker::start_embedded(
+    threadline_aggregator::ingest::broker::start_embedded(
         listen,
         ingest::mqtt::packet_limit(cfg.aggregator.max_payload_kb),
     )

@@ -1,0 +1,204 @@
+//! `[mqtt]` of the aggregator: an external broker or the embedded one, the subscriptions, and
+//! the broker connection (URL, credentials, TLS, keep-alive; checked and loaded by
+//! [`threadline_shared::mqtt`], the same rules as the gateway's).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use threadline_shared::config::Validator;
+use threadline_shared::mqtt::{ClientKeys, ClientSettings, KeyError, KeyErrors};
+
+/// `[mqtt]`: an external broker, or the embedded one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// External broker: `mqtt://host:1883` or `mqtts://host:8883`; no credentials in it. With
+    /// `embedded = true`, the aggregator connects to its own broker and this is ignored.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Run an MQTT broker (rumqttd) in-process, for one-box installs.
+    #[serde(default)]
+    pub embedded: bool,
+    /// The embedded broker's listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_topic_root")]
+    pub topic_root: String,
+    /// Subscribe as `$share/{group}/…` so that replicas split the load.
+    #[serde(default)]
+    pub shared_group: Option<String>,
+    /// Default: `aggregator.id`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (never inline); read at load, surrounding whitespace trimmed.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) for `mqtts://`; default: the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// The connection the keys above describe, loaded once (URL parsed, password and
+    /// certificates read) by validation when the file is loaded; see [`MqttSection::client`].
+    #[serde(skip)]
+    client: OnceLock<Result<ClientSettings, KeyErrors>>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:1883".to_owned()
+}
+fn default_topic_root() -> String {
+    threadline_shared::topic::DEFAULT_ROOT.to_owned()
+}
+fn default_keep_alive_s() -> u64 {
+    30
+}
+
+impl MqttSection {
+    /// The broker connection (to the embedded broker with `embedded = true`): loaded at the
+    /// first call (validation does it when the file is loaded) and kept, so files are read
+    /// once and a loaded config's connection cannot fail.
+    pub fn client(&self) -> Result<&ClientSettings, &KeyErrors> {
+        self.client
+            .get_or_init(|| {
+                let url = self.broker_url().map_err(|e| KeyErrors(vec![e]))?;
+                ClientSettings::load(&ClientKeys {
+                    url: &url,
+                    username: self.username.as_deref(),
+                    password_file: self.password_file.as_deref(),
+                    ca_file: self.ca_file.as_deref(),
+                    client_cert_file: self.client_cert_file.as_deref(),
+                    client_key_file: self.client_key_file.as_deref(),
+                    keep_alive_s: self.keep_alive_s,
+                })
+            })
+            .as_ref()
+    }
+
+    /// `url`, or with `embedded = true` the embedded broker's listener (over loopback when it
+    /// listens on every address).
+    fn broker_url(&self) -> Result<String, KeyError> {
+        if self.embedded {
+            let addr: SocketAddr = self.listen.parse().map_err(|_| KeyError {
+                key: "listen".to_owned(),
+                message: format!(
+                    "{:?} is not a socket address like 127.0.0.1:1883",
+                    self.listen
+                ),
+            })?;
+            let ip = if addr.ip().is_unspecified() {
+                [127, 0, 0, 1].into()
+            } else {
+                addr.ip()
+            };
+            return Ok(format!("mqtt://{}", SocketAddr::new(ip, addr.port())));
+        }
+        self.url.clone().ok_or_else(|| KeyError {
+            key: "url".to_owned(),
+            message: "set `url` (an external broker) or `embedded = true`".to_owned(),
+        })
+    }
+}
+
+/// The checks of `[mqtt]`: a broker is named, and its connection loads (every problem on its
+/// key).
+pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
+    if mqtt.url.is_none() && !mqtt.embedded {
+        v.error(
+            "mqtt",
+            "set `url` (an external broker) or `embedded = true`",
+        );
+        return;
+    }
+    if let Err(errors) = mqtt.client() {
+        for e in &errors.0 {
+            v.error(format!("mqtt.{}", e.key), e.message.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::AggregatorConfig;
+
+    fn config(mqtt: &str) -> String {
+        format!("[mqtt]\n{mqtt}\n\n[database]\nurl = \"sqlite://unused.db\"\n")
+    }
+
+    #[test]
+    fn the_embedded_broker_is_reached_over_loopback() {
+        let cfg = AggregatorConfig::parse(
+            "agg.toml",
+            &config("embedded = true\nlisten = \"0.0.0.0:18830\""),
+        )
+        .unwrap();
+        let client = cfg.mqtt.client().unwrap();
+        assert_eq!(client.primary().to_string(), "mqtt://127.0.0.1:18830");
+        assert_eq!(client.keep_alive(), std::time::Duration::from_secs(30));
+        let cfg = AggregatorConfig::parse(
+            "agg.toml",
+            &config("embedded = true\nlisten = \"[::1]:18830\"\nurl = \"ignored\""),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.mqtt.client().unwrap().primary().to_string(),
+            "mqtt://[::1]:18830"
+        );
+    }
+
+    #[test]
+    fn connection_problems_are_placed_at_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let text = config(&format!(
+            "url = \"mqtts://agg:s3cret@broker\"\nca_file = \"{}\"\n\
+             password_file = \"/nonexistent/agg.pass\"",
+            ca.display()
+        ));
+        let errs = AggregatorConfig::parse("agg.toml", &text).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 2, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("agg.toml:2:1: mqtt.url:") && !shown[0].contains("s3cret"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("agg.toml:4:1: mqtt.password_file:")
+                && shown[1].contains("set username"),
+            "{shown:#?}"
+        );
+        // With a good URL, the CA file is read at load and its absence reported with its path.
+        let text = config(&format!(
+            "url = \"mqtts://broker\"\nca_file = \"{}\"",
+            ca.display()
+        ));
+        let errs = AggregatorConfig::parse("agg.toml", &text).unwrap_err().0;
+        assert!(
+            errs.len() == 1
+                && errs[0]
+                    .to_string()
+                    .starts_with("agg.toml:3:1: mqtt.ca_file: cannot read ")
+                && errs[0].message.contains(&ca.display().to_string()),
+            "{errs:#?}"
+        );
+        let errs = AggregatorConfig::parse("agg.toml", &config("embedded = true\nlisten = \"x\""))
+            .unwrap_err()
+            .0;
+        assert!(
+            errs.len() == 1
+                && errs[0]
+                    .to_string()
+                    .starts_with("agg.toml:3:1: mqtt.listen:"),
+            "{errs:#?}"
+        );
+    }
+}
