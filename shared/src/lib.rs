@@ -12,9 +12,9 @@ pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ids;
-#[cfg(feature = "mqtt")]
+#[cfg(any(test, feature = "mqtt"))]
 pub mod mqtt;
-#[cfg(feature = "signal")]
+#[cfg(any(test, feature = "signal"))]
 pub mod signal;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

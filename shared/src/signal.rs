@@ -25,3 +25,31 @@ pub async fn wait_for_signal() -> &'static str {
         Err(_) => std::future::pending().await,
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn sigterm_ends_the_wait_with_its_name() {
+        let wait = super::wait_for_signal();
+        tokio::pin!(wait);
+        // The first poll installs the handlers (tokio keeps them for the life of the process,
+        // so the test process is not killed by the signal below).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut wait)
+                .await
+                .is_err(),
+            "returned before any signal"
+        );
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let name = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("SIGTERM ends the wait");
+        assert_eq!(name, "SIGTERM");
+    }
+}
