@@ -45,6 +45,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
+use crate::config::Validator;
+
 /// Port of `mqtt://` when the URL names none.
 pub const DEFAULT_PORT: u16 = 1883;
 /// Port of `mqtts://` when the URL names none.
@@ -86,6 +88,16 @@ impl fmt::Display for KeyErrors {
 }
 
 impl std::error::Error for KeyErrors {}
+
+impl KeyErrors {
+    /// Records every problem with the config validator, at `mqtt.KEY`, so each is shown with
+    /// its file, line and column.
+    pub fn report(&self, v: &mut Validator<'_>) {
+        for e in &self.0 {
+            v.error(format!("mqtt.{}", e.key), e.message.clone());
+        }
+    }
+}
 
 /// One broker address, parsed from an `mqtt://` or `mqtts://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

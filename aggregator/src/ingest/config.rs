@@ -49,6 +49,7 @@ pub struct MqttSection {
     pub keep_alive_s: u64,
     /// The connection the keys above describe, loaded once (URL parsed, password and
     /// certificates read) by validation when the file is loaded; see [`MqttSection::client`].
+    /// Keys changed after that are not seen: a changed config is loaded anew (`kill -HUP`).
     #[serde(skip)]
     client: OnceLock<Result<ClientSettings, KeyErrors>>,
 }
@@ -120,9 +121,7 @@ pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
         return;
     }
     if let Err(errors) = mqtt.client() {
-        for e in &errors.0 {
-            v.error(format!("mqtt.{}", e.key), e.message.clone());
-        }
+        errors.report(v);
     }
 }
 

@@ -46,6 +46,7 @@ pub struct MqttSection {
     pub keep_alive_s: u64,
     /// The connection the keys above describe, loaded once (URL parsed, password and
     /// certificates read) by validation when the file is loaded; see [`MqttSection::client`].
+    /// Keys changed after that are not seen: a changed config is loaded anew (`kill -HUP`).
     #[serde(skip)]
     client: OnceLock<Result<ClientSettings, KeyErrors>>,
 }
@@ -89,9 +90,7 @@ impl MqttSection {
 /// The checks of `[mqtt]`: the connection (every problem on its key) and the delivery limits.
 pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
     if let Err(errors) = mqtt.client() {
-        for e in &errors.0 {
-            v.error(format!("mqtt.{}", e.key), e.message.clone());
-        }
+        errors.report(v);
     }
     if mqtt.batch_max_records == 0 {
         v.error("mqtt.batch_max_records", "must be at least 1");
