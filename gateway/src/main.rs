@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             println!("\nstations:");
-            for line in threadline_gateway::stations::config::wiring(&cfg) {
+            for line in cfg.station_wiring() {
                 println!("  {line}");
             }
             ExitCode::SUCCESS

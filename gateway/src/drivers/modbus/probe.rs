@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::drivers::config::{Area, ByteOrder, DataType, Parity};
+use crate::drivers::config::{Area, ByteOrder, DataBits, DataType, Parity, StopBits};
 use crate::drivers::modbus::decode::{Raw, decode_raw, decode_string};
 use crate::drivers::modbus::error::ModbusError;
 use crate::drivers::modbus::link::{Link, ReadData, ReadRequest, TcpLink};
@@ -71,8 +71,8 @@ pub fn parse_target(target: &str) -> Result<Target, ProbeError> {
             path: path.to_owned(),
             baud: 9600,
             parity: Parity::None,
-            data_bits: 8,
-            stop_bits: 1,
+            data_bits: DataBits::Eight,
+            stop_bits: StopBits::One,
         };
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -88,17 +88,15 @@ pub fn parse_target(target: &str) -> Result<Target, ProbeError> {
                 }
                 "data_bits" => {
                     s.data_bits = v
-                        .parse()
-                        .ok()
-                        .filter(|b| (5..=8).contains(b))
-                        .ok_or_else(|| bad("data_bits must be 5..8"))?;
+                        .parse::<u8>()
+                        .map_err(|_| bad("data_bits must be a number"))
+                        .and_then(|n| DataBits::try_from(n).map_err(|e| bad(&e)))?;
                 }
                 "stop_bits" => {
                     s.stop_bits = v
-                        .parse()
-                        .ok()
-                        .filter(|b| (1..=2).contains(b))
-                        .ok_or_else(|| bad("stop_bits must be 1 or 2"))?;
+                        .parse::<u8>()
+                        .map_err(|_| bad("stop_bits must be a number"))
+                        .and_then(|n| StopBits::try_from(n).map_err(|e| bad(&e)))?;
                 }
                 other => {
                     return Err(bad(&format!(
