@@ -344,7 +344,10 @@ impl DeviceConfig {
             Some(ModeSetting::Mode(m)) => m.as_str(),
             Some(ModeSetting::Unknown(text)) => text.as_str(),
         };
-        let names: Vec<String> = allowed.iter().map(|m| format!("{:?}", m.as_str())).collect();
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|m| format!("{:?}", m.as_str()))
+            .collect();
         Err(format!(
             "unsupported security_mode {mode:?}, expected {} with security_policy = {:?}",
             names.join(" or "),
@@ -422,8 +425,7 @@ impl TagConfig {
                         "coils and discrete inputs are single bits: type must be \"bool\"",
                     );
                 }
-                if self.data_type == Some(DataType::String) && self.length.is_none_or(|l| l == 0)
-                {
+                if self.data_type == Some(DataType::String) && self.length.is_none_or(|l| l == 0) {
                     v.error(
                         format!("{at}.length"),
                         "type = \"string\" needs length (registers, ≥ 1)",
@@ -545,9 +547,13 @@ mod tests {
         assert_eq!((d.data_bits, d.stop_bits), (DataBits::Eight, StopBits::One));
         let d = device("data_bits = 7\nstop_bits = 2").expect("7 and 2");
         assert_eq!((d.data_bits, d.stop_bits), (DataBits::Seven, StopBits::Two));
-        let e = device("data_bits = 9").expect_err("9 data bits").to_string();
+        let e = device("data_bits = 9")
+            .expect_err("9 data bits")
+            .to_string();
         assert!(e.contains("expected one of 5, 6, 7, 8"), "{e}");
-        let e = device("stop_bits = 0").expect_err("0 stop bits").to_string();
+        let e = device("stop_bits = 0")
+            .expect_err("0 stop bits")
+            .to_string();
         assert!(e.contains("expected 1 or 2"), "{e}");
     }
 }

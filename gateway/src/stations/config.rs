@@ -451,8 +451,18 @@ impl StationConfig {
             ("feeder", !self.feeder.is_empty(), units, UNIT_KINDS),
             ("starts_units", self.starts_units, units, UNIT_KINDS),
             ("level", self.level.is_some(), is(StationKind::Pack), "pack"),
-            ("pack_size", self.pack_size.is_some(), is(StationKind::Pack), "pack"),
-            ("unpack_code", self.unpack_code.is_some(), is(StationKind::Pack), "pack"),
+            (
+                "pack_size",
+                self.pack_size.is_some(),
+                is(StationKind::Pack),
+                "pack",
+            ),
+            (
+                "unpack_code",
+                self.unpack_code.is_some(),
+                is(StationKind::Pack),
+                "pack",
+            ),
             (
                 "disassemble_code",
                 self.disassemble_code.is_some(),
@@ -526,7 +536,11 @@ impl StationConfig {
             parts.push(format!("packs {}{size}", l.as_str()));
         }
         if !self.characteristics.is_empty() {
-            let c: Vec<&str> = self.characteristics.iter().map(|c| c.tag.as_str()).collect();
+            let c: Vec<&str> = self
+                .characteristics
+                .iter()
+                .map(|c| c.tag.as_str())
+                .collect();
             parts.push(format!("inspects {c:?}"));
         }
         let equipment = self
