@@ -419,18 +419,16 @@ impl Outbox {
         let inner = &mut *guard;
 
         // Serialize first (with their future seqs) so the size check sees the real bytes.
-        let mut next = inner.last_seq;
         let mut rows: Vec<RecordRow> = Vec::with_capacity(records.len());
         let mut incoming_bytes = 0u64;
-        for r in records {
-            next += 1;
+        for (seq, r) in (inner.last_seq + 1..).zip(records) {
             let rec = Record {
-                seq: next,
+                seq,
                 ts: r.ts,
                 body: r.body.clone(),
             };
             let row = RecordRow {
-                seq: next,
+                seq,
                 kind: if r.body.is_reading() {
                     KIND_READING
                 } else {
