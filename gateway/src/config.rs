@@ -6,8 +6,8 @@
 //!
 //! Devices and tags are flat structs with a `protocol` field rather than a serde-tagged enum:
 //! a tagged enum buffers its content, which loses the line and column of every error inside a
-//! device. The per-protocol rules are checked in [`Validate`], and [`DeviceConfig::kind`] gives
-//! the typed view that the drivers dispatch on with one exhaustive `match`.
+//! device. The per-protocol rules are checked by `DeviceConfig::check` (through [`Validate`]),
+//! and [`DeviceConfig::kind`] gives the typed view the drivers use.
 //!
 //! Where the checks live: a section module checks its own tables (`drivers::config` a device
 //! and its tags, `stations::config` a pattern or a station); this module checks what spans

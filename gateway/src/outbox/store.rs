@@ -1,4 +1,5 @@
-//! The outbox's writer: open (with corruption recovery), append, read, ack.
+//! The outbox's writer: open (with corruption recovery), append, read, ack. The file's
+//! format and the invariants every operation keeps are in the `outbox` module's header.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
