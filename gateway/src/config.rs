@@ -6,17 +6,24 @@
 //!
 //! Devices and tags are flat structs with a `protocol` field rather than a serde-tagged enum:
 //! a tagged enum buffers its content, which loses the line and column of every error inside a
-//! device. The per-protocol rules are checked in [`Validate`], and [`DeviceConfig::kind`] gives
-//! the typed view that the drivers dispatch on with one exhaustive `match`.
+//! device. The per-protocol rules are checked by `DeviceConfig::check` (through [`Validate`]),
+//! and [`DeviceConfig::kind`] gives the typed view the drivers use.
+//!
+//! Where the checks live: a section module checks its own tables (`drivers::config` a device
+//! and its tags, `stations::config` a pattern or a station); this module checks what spans
+//! sections or items — unique ids and tag names, stations referring to tags, scanners and
+//! patterns referring to stations, work orders needing a starting station. The section
+//! modules do not know [`GatewayConfig`].
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
 
 pub use crate::drivers::config::{
-    Area, ByteOrder, DataType, DeviceConfig, DeviceKind, Framing, Parity, Protocol, ScannerConfig,
-    ScannerKind, TagConfig,
+    Area, ByteOrder, DataBits, DataType, DeviceConfig, DeviceKind, Framing, ModeSetting, Parity,
+    Protocol, ScannerConfig, ScannerKind, SecurityMode, SecurityPolicy, StopBits, TagConfig,
 };
 pub use crate::publish::config::MqttSection;
 pub use crate::stations::config::{PatternConfig, StationConfig};
@@ -25,18 +32,22 @@ pub use crate::stations::config::{PatternConfig, StationConfig};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// Who this gateway is, where it keeps its state.
     pub gateway: GatewaySection,
+    /// The broker it publishes to.
     pub mqtt: MqttSection,
     /// Local HTTP endpoint with `/metrics` and `/healthz`; absent = not served.
-    #[serde(default)]
     pub health: Option<HealthSection>,
+    /// PLCs and OPC UA servers, with their tags.
     #[serde(default)]
     pub device: Vec<DeviceConfig>,
+    /// Barcode / RFID readers, each feeding one station.
     #[serde(default)]
     pub scanner: Vec<ScannerConfig>,
     /// Classifies scanned codes; the first match wins.
     #[serde(default)]
     pub pattern: Vec<PatternConfig>,
+    /// The line's stations: what their scans and tag edges mean.
     #[serde(default)]
     pub station: Vec<StationConfig>,
 }
@@ -111,7 +122,138 @@ impl Validate for GatewayConfig {
             }
         }
         crate::publish::config::validate(&self.mqtt, v);
-        crate::drivers::config::validate(self, v);
-        crate::stations::config::validate(self, v);
+        self.check_devices(v);
+        self.check_scanners(v);
+        self.check_patterns(v);
+        self.check_stations(v);
+    }
+}
+
+impl GatewayConfig {
+    /// One line per station describing its wiring, for `threadline-gateway check`.
+    pub fn station_wiring(&self) -> Vec<String> {
+        self.station
+            .iter()
+            .map(|s| {
+                let scanners: Vec<&str> = self
+                    .scanner
+                    .iter()
+                    .filter(|r| r.station == s.id)
+                    .map(|r| r.id.as_str())
+                    .collect();
+                s.wiring(&scanners)
+            })
+            .collect()
+    }
+
+    /// Every tag name of the config.
+    fn tag_names(&self) -> HashSet<&str> {
+        self.device
+            .iter()
+            .flat_map(|d| d.tag.iter().map(|t| t.name.as_str()))
+            .collect()
+    }
+
+    fn station_ids(&self) -> HashSet<&str> {
+        self.station.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    /// Each device and tag on its own; device ids and tag names unique in the gateway.
+    fn check_devices(&self, v: &mut Validator<'_>) {
+        let mut device_ids = HashSet::new();
+        let mut tag_names = HashSet::new();
+        for (i, d) in self.device.iter().enumerate() {
+            let at = format!("device[{i}]");
+            if !device_ids.insert(d.id.as_str()) {
+                v.error(
+                    format!("{at}.id"),
+                    format!("duplicate device id {:?}", d.id),
+                );
+            }
+            for (j, t) in d.tag.iter().enumerate() {
+                if !tag_names.insert(t.name.as_str()) {
+                    v.error(
+                        format!("{at}.tag[{j}].name"),
+                        format!(
+                            "duplicate tag name {:?} (tag names are unique within the gateway)",
+                            t.name
+                        ),
+                    );
+                }
+            }
+            d.check(&at, v);
+        }
+    }
+
+    /// Scanner ids unique; every scanner feeds a configured station.
+    fn check_scanners(&self, v: &mut Validator<'_>) {
+        let station_ids = self.station_ids();
+        let mut scanner_ids = HashSet::new();
+        for (i, s) in self.scanner.iter().enumerate() {
+            if !scanner_ids.insert(s.id.as_str()) {
+                v.error(
+                    format!("scanner[{i}].id"),
+                    format!("duplicate scanner id {:?}", s.id),
+                );
+            }
+            if !station_ids.contains(s.station.as_str()) {
+                let mut known: Vec<&str> = station_ids.iter().copied().collect();
+                known.sort_unstable();
+                v.error(
+                    format!("scanner[{i}].station"),
+                    format!("unknown station {:?}, expected one of {known:?}", s.station),
+                );
+            }
+        }
+    }
+
+    /// Each pattern on its own; the stations it is limited to exist.
+    fn check_patterns(&self, v: &mut Validator<'_>) {
+        let station_ids = self.station_ids();
+        for (i, p) in self.pattern.iter().enumerate() {
+            let at = format!("pattern[{i}]");
+            p.check(&at, v);
+            for (j, s) in p.stations.iter().enumerate() {
+                if !station_ids.contains(s.as_str()) {
+                    v.error(
+                        format!("{at}.stations[{j}]"),
+                        format!("unknown station {s:?}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Each station on its own; station ids unique, every tag a station reads exists, and a
+    /// line work order (`work_order_tag`) has a station that starts units.
+    fn check_stations(&self, v: &mut Validator<'_>) {
+        let tags = self.tag_names();
+        let mut ids = HashSet::new();
+        for (i, s) in self.station.iter().enumerate() {
+            let at = format!("station[{i}]");
+            if !ids.insert(s.id.as_str()) {
+                v.error(
+                    format!("{at}.id"),
+                    format!("duplicate station id {:?}", s.id),
+                );
+            }
+            for (path, tag) in s.tag_refs() {
+                if !tags.contains(tag) {
+                    v.error(
+                        format!("{at}.{path}"),
+                        format!("unknown tag {tag:?}: no [[device.tag]] has this name"),
+                    );
+                }
+            }
+            s.check(&at, v);
+        }
+        let starters = self.station.iter().any(|s| s.starts_units);
+        let wo_tags = self.station.iter().any(|s| s.work_order_tag.is_some());
+        if !starters && wo_tags {
+            v.error(
+                "station",
+                "`work_order_tag` is set but no station has `starts_units = true`; work orders are given to units started there",
+            );
+        }
     }
 }

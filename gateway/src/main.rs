@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use threadline_gateway::config::GatewayConfig;
 
-mod probe;
+mod modbus_cli;
 
 #[derive(Parser)]
 #[command(
@@ -42,7 +42,7 @@ enum Command {
     },
     /// Read raw Modbus registers and print every interpretation
     /// (u16/i16/u32/i32/f32/f64 in ABCD, CDAB, BADC, DCBA).
-    Probe(probe::ProbeArgs),
+    Probe(modbus_cli::ProbeArgs),
     /// Inspect the outbox (works while the daemon runs).
     Buffer {
         #[command(subcommand)]
@@ -79,7 +79,7 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Probe(args) => Ok(probe::run_probe(args)),
+        Command::Probe(args) => Ok(modbus_cli::run_probe(args)),
         Command::Check { config } => load(&config).map(|cfg| {
             println!(
                 "{}: gateway {} ({}/{}): {} devices, {} scanners, {} stations — OK",
@@ -94,11 +94,11 @@ fn main() -> ExitCode {
             if let Ok(client) = cfg.mqtt.client() {
                 println!("broker: {client}, client id {:?}", cfg.client_id());
             }
-            if !probe::print_read_plans(&cfg) {
+            if !modbus_cli::print_read_plans(&cfg) {
                 return ExitCode::from(2);
             }
             println!("\nstations:");
-            for line in threadline_gateway::stations::config::wiring(&cfg) {
+            for line in cfg.station_wiring() {
                 println!("  {line}");
             }
             ExitCode::SUCCESS
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             synthetic_total,
         } => load(&config).and_then(|cfg| {
             let synthetic =
-                synthetic_rate.map(|rate_per_s| threadline_gateway::runtime::Synthetic {
+                synthetic_rate.map(|rate_per_s| threadline_gateway::test_support::Synthetic {
                     rate_per_s,
                     event_every: synthetic_event_every,
                     total: synthetic_total,

@@ -1,4 +1,4 @@
-//! The daemon: drivers → station engine / deadband → outbox → publisher, plus the health
+//! The daemon: drivers → station engine / deadband (`readings`) → outbox → publisher, plus the health
 //! endpoint, wired in one place, and the graceful shutdown order:
 //!
 //! 1. stop acquisition (drivers and scanners end; their channels close);
@@ -10,12 +10,10 @@
 //! Queues are bounded everywhere: when the outbox cannot keep up (or its disk fails), the
 //! pipeline waits and the drivers' sends wait with it; nothing already accepted is dropped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use threadline_shared::event::{Quality, Reading, RecordBody, ScanRejected, TagValue};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +23,7 @@ use crate::drivers::{self, DeviceMetrics, DriverContext, RawScan, TagUpdate};
 use crate::health::{self, HealthState};
 use crate::outbox::{NewRecord, Outbox, OutboxOptions};
 use crate::publish::{DeviceSource, PublishMetrics, Publisher, PublisherConfig};
+use crate::readings::Deadband;
 use crate::stations::StationEngine;
 
 /// Tag updates buffered between the drivers and the pipeline.
@@ -43,18 +42,7 @@ const DRIVER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct RunOptions {
     /// A synthetic record source (the hidden `--synthetic-rate` flag of `run`): lets the
     /// delivery tests drive the real binary without PLCs.
-    pub synthetic: Option<Synthetic>,
-}
-
-/// Synthetic records: readings of tag `synthetic.counter` (value = 1, 2, 3, …) and, every
-/// `event_every`-th record, a `scan_rejected` event with the counter as `raw`.
-#[derive(Debug, Clone)]
-pub struct Synthetic {
-    pub rate_per_s: u64,
-    /// 0 = readings only.
-    pub event_every: u64,
-    /// Stop after this many records (None = until shutdown).
-    pub total: Option<u64>,
+    pub synthetic: Option<crate::test_support::Synthetic>,
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
@@ -112,7 +100,7 @@ pub async fn run_with(
     let synthetic_task = opts
         .synthetic
         .clone()
-        .map(|syn| tokio::spawn(synthetic_source(syn, rec_tx.clone(), acquisition.clone())));
+        .map(|syn| tokio::spawn(syn.run(rec_tx.clone(), acquisition.clone())));
     let appender = tokio::spawn(appender(outbox.clone(), rec_rx, acquisition.clone()));
     let pipeline = tokio::spawn(pipeline(
         Deadband::new(&cfg),
@@ -332,189 +320,5 @@ async fn pipeline(
                 .collect();
             append_retrying(&outbox, &recs, &stop).await;
         }
-    }
-}
-
-/// Synthetic records at a fixed rate (see [`Synthetic`]).
-async fn synthetic_source(syn: Synthetic, out: mpsc::Sender<NewRecord>, stop: CancellationToken) {
-    let mut counter = 0u64;
-    let per_tick = (syn.rate_per_s / 100).max(1);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        for _ in 0..per_tick {
-            if syn.total.is_some_and(|t| counter >= t) {
-                return;
-            }
-            counter += 1;
-            let body = if syn.event_every > 0 && counter.is_multiple_of(syn.event_every) {
-                RecordBody::ScanRejected(ScanRejected {
-                    station: Some("SYN".into()),
-                    scanner: "synthetic".into(),
-                    raw: counter.to_string(),
-                    reason: "synthetic".into(),
-                })
-            } else {
-                RecordBody::Reading(Reading {
-                    device: "synthetic".into(),
-                    tag: "synthetic.counter".into(),
-                    value: Some(TagValue::UInt(counter)),
-                    unit: None,
-                    quality: Quality::Good,
-                    error: None,
-                })
-            };
-            let rec = NewRecord {
-                ts: threadline_shared::time::now(),
-                body,
-            };
-            if out.send(rec).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Per-tag recording rule.
-#[derive(Debug, Clone)]
-struct TagRule {
-    deadband: f64,
-    unit: Option<String>,
-}
-
-/// Decides which tag updates become `reading` records: tags with `record = true`, when the
-/// value moved more than `deadband` from the last *recorded* value (any change for 0 or for
-/// non-numeric values), and always when the quality changes.
-pub struct Deadband {
-    rules: HashMap<String, TagRule>,
-    last: HashMap<String, (Option<TagValue>, Quality)>,
-}
-
-impl Deadband {
-    pub fn new(cfg: &GatewayConfig) -> Deadband {
-        let rules = cfg
-            .device
-            .iter()
-            .flat_map(|d| d.tag.iter())
-            .filter(|t| t.record)
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    TagRule {
-                        deadband: t.deadband,
-                        unit: t.unit.clone(),
-                    },
-                )
-            })
-            .collect();
-        Deadband {
-            rules,
-            last: HashMap::new(),
-        }
-    }
-
-    /// The reading to record for `u`, if any.
-    pub fn filter(&mut self, u: &TagUpdate) -> Option<NewRecord> {
-        let rule = self.rules.get(&u.tag)?;
-        let record = match self.last.get(&u.tag) {
-            None => true,
-            Some((last_value, last_quality)) => {
-                *last_quality != u.quality
-                    || match (last_value, &u.value) {
-                        (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
-                            (Some(x), Some(y)) if rule.deadband > 0.0 => {
-                                (x - y).abs() > rule.deadband
-                            }
-                            _ => a != b,
-                        },
-                        (None, None) => false,
-                        _ => true,
-                    }
-            }
-        };
-        if !record {
-            return None;
-        }
-        self.last
-            .insert(u.tag.clone(), (u.value.clone(), u.quality));
-        Some(NewRecord {
-            ts: u.ts,
-            body: RecordBody::Reading(Reading {
-                device: u.device.clone(),
-                tag: u.tag.clone(),
-                value: u.value.clone(),
-                unit: rule.unit.clone(),
-                quality: u.quality,
-                error: u.error.clone(),
-            }),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> GatewayConfig {
-        GatewayConfig::parse(
-            "t.toml",
-            r#"
-[gateway]
-id = "gw"
-plant = "p"
-line = "l"
-data_dir = "/tmp/x"
-[mqtt]
-url = "mqtt://127.0.0.1:1"
-[[device]]
-id = "plc"
-protocol = "modbus-tcp"
-address = "127.0.0.1:502"
-  [[device.tag]]
-  name = "p"
-  area = "holding"
-  address = 0
-  type = "f32"
-  deadband = 0.5
-  unit = "bar"
-  [[device.tag]]
-  name = "hidden"
-  area = "holding"
-  address = 2
-  record = false
-"#,
-        )
-        .unwrap()
-    }
-
-    fn upd(tag: &str, v: Option<f64>, q: Quality) -> TagUpdate {
-        TagUpdate {
-            device: "plc".into(),
-            tag: tag.into(),
-            value: v.map(TagValue::Float),
-            quality: q,
-            error: None,
-            ts: threadline_shared::time::now(),
-        }
-    }
-
-    #[test]
-    fn deadband_is_absolute_against_the_last_recorded_value_and_quality_changes_pass() {
-        let mut d = Deadband::new(&cfg());
-        let g = Quality::Good;
-        assert!(d.filter(&upd("p", Some(10.0), g)).is_some());
-        assert!(d.filter(&upd("p", Some(10.4), g)).is_none());
-        // 10.9 vs last *recorded* 10.0 → moved 0.9 > 0.5.
-        assert!(d.filter(&upd("p", Some(10.9), g)).is_some());
-        assert!(d.filter(&upd("p", Some(10.5), g)).is_none());
-        assert!(d.filter(&upd("p", None, Quality::Bad)).is_some());
-        assert!(d.filter(&upd("p", None, Quality::Bad)).is_none());
-        assert!(d.filter(&upd("p", Some(10.9), g)).is_some());
-        assert!(d.filter(&upd("hidden", Some(1.0), g)).is_none());
-        assert!(d.filter(&upd("unknown", Some(1.0), g)).is_none());
     }
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use delivery_support::*;
 use threadline_gateway::config::GatewayConfig;
 use threadline_gateway::outbox::{OutboxFileStats, read_file_stats};
-use threadline_gateway::runtime::{RunOptions, Synthetic, run_with};
+use threadline_gateway::runtime::{RunOptions, run_with};
+use threadline_gateway::test_support::Synthetic;
 use tokio_util::sync::CancellationToken;
 
 const ROOT: &str = "threadline/v1";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Harness, Peer, conformance, device, spawn, value};
 use threadline_gateway::drivers::config::Area;
-use threadline_gateway::drivers::modbus::{plan_device, probe};
+use threadline_gateway::drivers::modbus::{interpret, plan_device};
 use threadline_shared::event::{Quality, TagValue};
 use threadline_simulators::modbus::{RtuSim, SimBank, TcpSim, WordOrder};
 
@@ -509,14 +509,14 @@ async fn probe_prints_interpretations_and_fails_cleanly() {
     bank.add_illegal(threadline_simulators::modbus::SimArea::Holding, 200..201);
     let target = format!("modbus-tcp://{}", sim.local_addr());
     let t = Duration::from_secs(1);
-    let report = probe::probe(&target, 1, Area::Holding, 100, 2, t)
+    let report = interpret::probe(&target, 1, Area::Holding, 100, 2, t)
         .await
         .expect("probe");
     assert!(
         report.contains("0x42F6") && report.contains("123.456"),
         "{report}"
     );
-    let err = probe::probe(&target, 1, Area::Holding, 200, 2, t)
+    let err = interpret::probe(&target, 1, Area::Holding, 200, 2, t)
         .await
         .expect_err("exception");
     assert!(
@@ -527,7 +527,7 @@ async fn probe_prints_interpretations_and_fails_cleanly() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let closed = format!("modbus-tcp://{}", l.local_addr().expect("addr"));
     drop(l);
-    let err = probe::probe(&closed, 1, Area::Holding, 0, 2, t)
+    let err = interpret::probe(&closed, 1, Area::Holding, 0, 2, t)
         .await
         .expect_err("unreachable");
     assert!(
@@ -543,7 +543,7 @@ async fn rtu_probe_reads_over_a_pty() {
     bank.set_holding(0, &[0x1234, 0x5678]);
     let rtu = RtuSim::start(HashMap::from([(7u8, bank)])).expect("pty sim");
     let target = format!("modbus-rtu://{}?baud=19200&parity=even", rtu.path());
-    let report = probe::probe(&target, 7, Area::Holding, 0, 2, Duration::from_secs(1))
+    let report = interpret::probe(&target, 7, Area::Holding, 0, 2, Duration::from_secs(1))
         .await
         .expect("probe");
     assert!(report.contains("0x12345678"), "{report}");

@@ -112,7 +112,7 @@ fn wiring_lines_for_check() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/stations.md"))
         .unwrap();
     let cfg = GatewayConfig::parse("docs/stations.md", block(&doc, "config")).unwrap();
-    let lines = threadline_gateway::stations::config::wiring(&cfg);
+    let lines = cfg.station_wiring();
     assert_eq!(
         lines[0],
         "ST10 process \"OP10 press-fit bearing\" on PRESS-1: scanners [\"st10-scanner\"]; unit from scan; \

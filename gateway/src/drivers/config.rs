@@ -1,11 +1,14 @@
-//! `[[device]]`, `[[device.tag]]` and `[[scanner]]` tables.
+//! `[[device]]`, `[[device.tag]]` and `[[scanner]]` tables, and the checks of one device (or
+//! tag) on its own. Checks across devices and sections (unique ids and tag names, the station
+//! a scanner feeds) are the gateway config's, in `crate::config`.
+//!
+//! Closed sets of values are enums (`protocol`, `parity`, `data_bits`, `security_policy`, …):
+//! a typo fails where it stands, with the list of valid values.
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use threadline_shared::config::Validator;
-
-use crate::config::GatewayConfig;
 
 /// Device protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -64,6 +67,123 @@ pub enum Parity {
     Odd,
 }
 
+/// Serial data bits per character: `data_bits = 5 | 6 | 7 | 8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum DataBits {
+    Five,
+    Six,
+    Seven,
+    #[default]
+    Eight,
+}
+
+impl TryFrom<u8> for DataBits {
+    type Error = String;
+
+    fn try_from(n: u8) -> Result<DataBits, String> {
+        match n {
+            5 => Ok(DataBits::Five),
+            6 => Ok(DataBits::Six),
+            7 => Ok(DataBits::Seven),
+            8 => Ok(DataBits::Eight),
+            _ => Err(format!("invalid data_bits {n}, expected one of 5, 6, 7, 8")),
+        }
+    }
+}
+
+/// Serial stop bits: `stop_bits = 1 | 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum StopBits {
+    #[default]
+    One,
+    Two,
+}
+
+impl TryFrom<u8> for StopBits {
+    type Error = String;
+
+    fn try_from(n: u8) -> Result<StopBits, String> {
+        match n {
+            1 => Ok(StopBits::One),
+            2 => Ok(StopBits::Two),
+            _ => Err(format!("invalid stop_bits {n}, expected 1 or 2")),
+        }
+    }
+}
+
+/// OPC UA security policy (`security_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum SecurityPolicy {
+    #[default]
+    None,
+    Basic256Sha256,
+}
+
+impl SecurityPolicy {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityPolicy::None => "None",
+            SecurityPolicy::Basic256Sha256 => "Basic256Sha256",
+        }
+    }
+
+    /// The modes this policy allows, the first being the default.
+    pub fn modes(self) -> &'static [SecurityMode] {
+        match self {
+            SecurityPolicy::None => &[SecurityMode::None],
+            SecurityPolicy::Basic256Sha256 => &[SecurityMode::SignAndEncrypt, SecurityMode::Sign],
+        }
+    }
+}
+
+/// OPC UA message security mode (`security_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityMode {
+    None,
+    Sign,
+    SignAndEncrypt,
+}
+
+impl SecurityMode {
+    const ALL: [SecurityMode; 3] = [
+        SecurityMode::None,
+        SecurityMode::Sign,
+        SecurityMode::SignAndEncrypt,
+    ];
+
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityMode::None => "None",
+            SecurityMode::Sign => "Sign",
+            SecurityMode::SignAndEncrypt => "SignAndEncrypt",
+        }
+    }
+}
+
+/// `security_mode` as written. Which modes are valid depends on `security_policy`, so a
+/// spelling that names no mode is kept rather than refused by the parser: the check of the
+/// policy / mode pair ([`DeviceConfig::opcua_security`]) reports it against the policy, with
+/// the modes that policy allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeSetting {
+    Mode(SecurityMode),
+    Unknown(String),
+}
+
+impl<'de> Deserialize<'de> for ModeSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ModeSetting, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(SecurityMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .map_or(ModeSetting::Unknown(text), ModeSetting::Mode))
+    }
+}
+
 /// One `[[device]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +192,6 @@ pub struct DeviceConfig {
     pub id: String,
     pub protocol: Protocol,
     /// modbus-tcp: `host:port`.
-    #[serde(default)]
     pub address: Option<String>,
     /// modbus-tcp / modbus-rtu: slave / unit id.
     #[serde(default = "default_unit_id")]
@@ -87,30 +206,30 @@ pub struct DeviceConfig {
     #[serde(default = "default_max_registers_per_read")]
     pub max_registers_per_read: u16,
     /// modbus-rtu: serial port (prefer `/dev/serial/by-id/…`).
-    #[serde(default)]
     pub port: Option<String>,
+    /// modbus-rtu: line speed.
     #[serde(default = "default_baud")]
     pub baud: u32,
+    /// modbus-rtu.
     #[serde(default)]
     pub parity: Parity,
-    #[serde(default = "default_data_bits")]
-    pub data_bits: u8,
-    #[serde(default = "default_stop_bits")]
-    pub stop_bits: u8,
+    /// modbus-rtu.
+    #[serde(default)]
+    pub data_bits: DataBits,
+    /// modbus-rtu.
+    #[serde(default)]
+    pub stop_bits: StopBits,
     /// opcua: `opc.tcp://host:4840`.
-    #[serde(default)]
     pub endpoint: Option<String>,
-    /// opcua: `None` | `Basic256Sha256`.
-    #[serde(default)]
-    pub security_policy: Option<String>,
-    /// opcua: `None` | `Sign` | `SignAndEncrypt`.
-    #[serde(default)]
-    pub security_mode: Option<String>,
+    /// opcua: `None` (default) | `Basic256Sha256`.
+    pub security_policy: Option<SecurityPolicy>,
+    /// opcua: `None` | `Sign` | `SignAndEncrypt` (default of `Basic256Sha256`).
+    pub security_mode: Option<ModeSetting>,
     /// opcua: user name (with `password_file`); anonymous when absent.
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
+    /// opcua: file holding the user's password (never inline).
     pub password_file: Option<PathBuf>,
+    /// The device's tags.
     #[serde(default)]
     pub tag: Vec<TagConfig>,
 }
@@ -130,12 +249,6 @@ fn default_max_registers_per_read() -> u16 {
 fn default_baud() -> u32 {
     9600
 }
-fn default_data_bits() -> u8 {
-    8
-}
-fn default_stop_bits() -> u8 {
-    1
-}
 
 /// One `[[device.tag]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -144,25 +257,24 @@ pub struct TagConfig {
     /// Unique within the gateway.
     pub name: String,
     /// Modbus area.
-    #[serde(default)]
     pub area: Option<Area>,
     /// Modbus: 0-based protocol address.
-    #[serde(default)]
     pub address: Option<u16>,
     /// Default: `bool` for coils / discrete inputs, `u16` for registers.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub data_type: Option<DataType>,
+    /// Modbus: word / byte order of multi-register values.
     #[serde(default)]
     pub order: ByteOrder,
     /// Registers, for `type = "string"`.
-    #[serde(default)]
     pub length: Option<u16>,
     /// value = raw * scale + offset (numeric types).
     #[serde(default = "default_scale")]
     pub scale: f64,
+    /// See `scale`.
     #[serde(default)]
     pub offset: f64,
-    #[serde(default)]
+    /// Engineering unit, carried with readings and parameters.
     pub unit: Option<String>,
     /// Modbus poll period.
     #[serde(default = "default_scan_ms")]
@@ -174,7 +286,6 @@ pub struct TagConfig {
     #[serde(default = "default_true")]
     pub record: bool,
     /// opcua: node id, e.g. `ns=2;s=Oven.Zone1.Temperature`.
-    #[serde(default)]
     pub node_id: Option<String>,
     /// opcua: monitored item sampling interval.
     #[serde(default = "default_sampling_ms")]
@@ -220,6 +331,143 @@ impl DeviceConfig {
                 .map(|endpoint| DeviceKind::OpcUa { endpoint }),
         }
     }
+
+    /// The OPC UA security of the device: `security_policy` (default `None`) with a mode it
+    /// allows (default: its first, `SignAndEncrypt` for a secure policy). The error says which
+    /// modes the policy allows.
+    pub fn opcua_security(&self) -> Result<(SecurityPolicy, SecurityMode), String> {
+        let policy = self.security_policy.unwrap_or_default();
+        let allowed = policy.modes();
+        let mode = match &self.security_mode {
+            None => return Ok((policy, allowed[0])),
+            Some(ModeSetting::Mode(m)) if allowed.contains(m) => return Ok((policy, *m)),
+            Some(ModeSetting::Mode(m)) => m.as_str(),
+            Some(ModeSetting::Unknown(text)) => text.as_str(),
+        };
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|m| format!("{:?}", m.as_str()))
+            .collect();
+        Err(format!(
+            "unsupported security_mode {mode:?}, expected {} with security_policy = {:?}",
+            names.join(" or "),
+            policy.as_str()
+        ))
+    }
+
+    /// The checks of this device and its tags on their own; `at` is its path (`device[2]`).
+    pub(crate) fn check(&self, at: &str, v: &mut Validator<'_>) {
+        let needs = |v: &mut Validator<'_>, present: bool, key: &str, proto: &str| {
+            if !present {
+                v.error(
+                    format!("{at}.{key}"),
+                    format!("missing field `{key}`, required for protocol = \"{proto}\""),
+                );
+            }
+        };
+        match self.protocol {
+            Protocol::ModbusTcp => needs(v, self.address.is_some(), "address", "modbus-tcp"),
+            Protocol::ModbusRtu => needs(v, self.port.is_some(), "port", "modbus-rtu"),
+            Protocol::OpcUa => needs(v, self.endpoint.is_some(), "endpoint", "opcua"),
+        }
+        if self.protocol == Protocol::OpcUa {
+            if let Err(e) = self.opcua_security() {
+                // The policy decides which modes are valid: the pair is reported at the policy
+                // when the file names one.
+                let key = match self.security_policy {
+                    Some(_) => "security_policy",
+                    None => "security_mode",
+                };
+                v.error(format!("{at}.{key}"), e);
+            }
+            if let Some(Err(e)) = self.endpoint.as_deref().map(check_endpoint) {
+                v.error(format!("{at}.endpoint"), e);
+            }
+        } else if !(1..=125).contains(&self.max_registers_per_read) {
+            v.error(
+                format!("{at}.max_registers_per_read"),
+                "must be between 1 and 125",
+            );
+        }
+        for (j, t) in self.tag.iter().enumerate() {
+            t.check(self.protocol, &format!("{at}.tag[{j}]"), v);
+        }
+    }
+}
+
+impl TagConfig {
+    /// The checks of this tag of a `protocol` device; `at` is its path (`device[2].tag[0]`).
+    fn check(&self, protocol: Protocol, at: &str, v: &mut Validator<'_>) {
+        match protocol {
+            Protocol::ModbusTcp | Protocol::ModbusRtu => {
+                if self.area.is_none() {
+                    v.error(
+                        format!("{at}.area"),
+                        "missing field `area`, expected one of coil, discrete, input, holding",
+                    );
+                }
+                if self.address.is_none() {
+                    v.error(
+                        format!("{at}.address"),
+                        "missing field `address` (0-based protocol address)",
+                    );
+                }
+                if self.node_id.is_some() {
+                    v.error(
+                        format!("{at}.node_id"),
+                        "node_id is for opcua devices; Modbus tags use area and address",
+                    );
+                }
+                let bit_area = matches!(self.area, Some(Area::Coil | Area::Discrete));
+                if bit_area && self.data_type.is_some_and(|ty| ty != DataType::Bool) {
+                    v.error(
+                        format!("{at}.type"),
+                        "coils and discrete inputs are single bits: type must be \"bool\"",
+                    );
+                }
+                if self.data_type == Some(DataType::String) && self.length.is_none_or(|l| l == 0) {
+                    v.error(
+                        format!("{at}.length"),
+                        "type = \"string\" needs length (registers, ≥ 1)",
+                    );
+                }
+                if self.scan_ms == 0 {
+                    v.error(format!("{at}.scan_ms"), "must be at least 1");
+                }
+            }
+            Protocol::OpcUa => {
+                if self.node_id.is_none() {
+                    v.error(
+                        format!("{at}.node_id"),
+                        "missing field `node_id`, required for opcua tags (e.g. \"ns=2;s=Oven.Temp\")",
+                    );
+                }
+                if self.area.is_some() || self.address.is_some() {
+                    v.error(
+                        format!("{at}.area"),
+                        "area/address are for Modbus devices; opcua tags use node_id",
+                    );
+                }
+            }
+        }
+        if self.deadband < 0.0 {
+            v.error(format!("{at}.deadband"), "must not be negative");
+        }
+    }
+}
+
+/// Checks the form of an opcua `endpoint` (`opc.tcp://host:port[/path]`).
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint.strip_prefix("opc.tcp://").ok_or_else(|| {
+        format!(
+            "endpoint {endpoint:?} must start with opc.tcp:// (e.g. \"opc.tcp://10.0.0.5:4840\")"
+        )
+    })?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("endpoint {endpoint:?} has no host"));
+    }
+    Ok(())
 }
 
 /// Line framing of a serial reader.
@@ -246,13 +494,17 @@ pub enum ScannerKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScannerConfig {
+    /// Unique scanner id.
     pub id: String,
     /// Serial port; prefer the stable `/dev/serial/by-id/…` path.
     pub port: String,
+    /// Line speed.
     #[serde(default = "default_baud")]
     pub baud: u32,
+    /// The terminator that ends a code.
     #[serde(default)]
     pub framing: Framing,
+    /// Barcodes or RFID EPCs.
     #[serde(default)]
     pub kind: ScannerKind,
     /// The station whose logic receives the scans.
@@ -272,143 +524,36 @@ fn default_max_line_len() -> usize {
     512
 }
 
-/// Cross-field checks of devices, tags and scanners.
-pub(crate) fn validate(cfg: &GatewayConfig, v: &mut Validator<'_>) {
-    let mut device_ids = std::collections::HashSet::new();
-    let mut tag_names = std::collections::HashSet::new();
-    for (i, d) in cfg.device.iter().enumerate() {
-        let at = format!("device[{i}]");
-        if !device_ids.insert(d.id.as_str()) {
-            v.error(
-                format!("{at}.id"),
-                format!("duplicate device id {:?}", d.id),
-            );
-        }
-        let needs = |v: &mut Validator<'_>, present: bool, key: &str, proto: &str| {
-            if !present {
-                v.error(
-                    format!("{at}.{key}"),
-                    format!("missing field `{key}`, required for protocol = \"{proto}\""),
-                );
-            }
-        };
-        match d.protocol {
-            Protocol::ModbusTcp => needs(v, d.address.is_some(), "address", "modbus-tcp"),
-            Protocol::ModbusRtu => needs(v, d.port.is_some(), "port", "modbus-rtu"),
-            Protocol::OpcUa => needs(v, d.endpoint.is_some(), "endpoint", "opcua"),
-        }
-        if d.protocol == Protocol::OpcUa
-            && let Err(e) = crate::drivers::opcua::check_security(
-                d.security_policy.as_deref(),
-                d.security_mode.as_deref(),
-            )
-        {
-            v.error(format!("{at}.security_policy"), e);
-        }
-        if d.protocol == Protocol::OpcUa
-            && let Some(Err(e)) = d
-                .endpoint
-                .as_deref()
-                .map(crate::drivers::opcua::check_endpoint)
-        {
-            v.error(format!("{at}.endpoint"), e);
-        }
-        if d.protocol != Protocol::OpcUa && !(1..=125).contains(&d.max_registers_per_read) {
-            v.error(
-                format!("{at}.max_registers_per_read"),
-                "must be between 1 and 125",
-            );
-        }
-        for (j, t) in d.tag.iter().enumerate() {
-            let tat = format!("{at}.tag[{j}]");
-            if !tag_names.insert(t.name.as_str()) {
-                v.error(
-                    format!("{tat}.name"),
-                    format!(
-                        "duplicate tag name {:?} (tag names are unique within the gateway)",
-                        t.name
-                    ),
-                );
-            }
-            match d.protocol {
-                Protocol::ModbusTcp | Protocol::ModbusRtu => {
-                    if t.area.is_none() {
-                        v.error(
-                            format!("{tat}.area"),
-                            "missing field `area`, expected one of coil, discrete, input, holding",
-                        );
-                    }
-                    if t.address.is_none() {
-                        v.error(
-                            format!("{tat}.address"),
-                            "missing field `address` (0-based protocol address)",
-                        );
-                    }
-                    if t.node_id.is_some() {
-                        v.error(
-                            format!("{tat}.node_id"),
-                            "node_id is for opcua devices; Modbus tags use area and address",
-                        );
-                    }
-                    let bit_area = matches!(t.area, Some(Area::Coil | Area::Discrete));
-                    if bit_area && t.data_type.is_some_and(|ty| ty != DataType::Bool) {
-                        v.error(
-                            format!("{tat}.type"),
-                            "coils and discrete inputs are single bits: type must be \"bool\"",
-                        );
-                    }
-                    if t.data_type == Some(DataType::String) && t.length.is_none_or(|l| l == 0) {
-                        v.error(
-                            format!("{tat}.length"),
-                            "type = \"string\" needs length (registers, ≥ 1)",
-                        );
-                    }
-                    if t.scan_ms == 0 {
-                        v.error(format!("{tat}.scan_ms"), "must be at least 1");
-                    }
-                }
-                Protocol::OpcUa => {
-                    if t.node_id.is_none() {
-                        v.error(format!("{tat}.node_id"), "missing field `node_id`, required for opcua tags (e.g. \"ns=2;s=Oven.Temp\")");
-                    }
-                    if t.area.is_some() || t.address.is_some() {
-                        v.error(
-                            format!("{tat}.area"),
-                            "area/address are for Modbus devices; opcua tags use node_id",
-                        );
-                    }
-                }
-            }
-            if t.deadband < 0.0 {
-                v.error(format!("{tat}.deadband"), "must not be negative");
-            }
-        }
-    }
-    let station_ids: std::collections::HashSet<&str> =
-        cfg.station.iter().map(|s| s.id.as_str()).collect();
-    let mut scanner_ids = std::collections::HashSet::new();
-    for (i, s) in cfg.scanner.iter().enumerate() {
-        if !scanner_ids.insert(s.id.as_str()) {
-            v.error(
-                format!("scanner[{i}].id"),
-                format!("duplicate scanner id {:?}", s.id),
-            );
-        }
-        if !station_ids.contains(s.station.as_str()) {
-            let mut known: Vec<&str> = station_ids.iter().copied().collect();
-            known.sort_unstable();
-            v.error(
-                format!("scanner[{i}].station"),
-                format!("unknown station {:?}, expected one of {known:?}", s.station),
-            );
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Every tag name of the config, for station checks.
-pub fn tag_names(cfg: &GatewayConfig) -> std::collections::HashSet<&str> {
-    cfg.device
-        .iter()
-        .flat_map(|d| d.tag.iter().map(|t| t.name.as_str()))
-        .collect()
+    #[test]
+    fn endpoints_are_checked() {
+        assert!(check_endpoint("opc.tcp://127.0.0.1:4840").is_ok());
+        assert!(check_endpoint("opc.tcp://plc-1:4840/UA/Server").is_ok());
+        assert!(check_endpoint("tcp://127.0.0.1:4840").is_err());
+        assert!(check_endpoint("opc.tcp://:4840").is_err());
+        assert!(check_endpoint("opc.tcp://").is_err());
+    }
+
+    fn device(extra: &str) -> Result<DeviceConfig, toml::de::Error> {
+        toml::from_str(&format!("id = \"d\"\nprotocol = \"modbus-rtu\"\n{extra}"))
+    }
+
+    #[test]
+    fn serial_line_settings_are_checked_where_they_stand() {
+        let d = device("").expect("defaults");
+        assert_eq!((d.data_bits, d.stop_bits), (DataBits::Eight, StopBits::One));
+        let d = device("data_bits = 7\nstop_bits = 2").expect("7 and 2");
+        assert_eq!((d.data_bits, d.stop_bits), (DataBits::Seven, StopBits::Two));
+        let e = device("data_bits = 9")
+            .expect_err("9 data bits")
+            .to_string();
+        assert!(e.contains("expected one of 5, 6, 7, 8"), "{e}");
+        let e = device("stop_bits = 0")
+            .expect_err("0 stop bits")
+            .to_string();
+        assert!(e.contains("expected 1 or 2"), "{e}");
+    }
 }

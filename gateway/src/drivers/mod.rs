@@ -3,7 +3,9 @@
 //! One contract for all of them: a driver task gets a [`DriverContext`] (where to send values
 //! and scans, the shutdown signal, its metrics) and runs until shutdown, recovering from every
 //! peer failure by itself (tags go `bad` with the reason while the device is unreachable).
-//! The runtime dispatches on [`crate::config::DeviceKind`] with one exhaustive `match`.
+//! [`spawn_device`] is the one place where protocols are dispatched, with one exhaustive
+//! `match` on [`config::Protocol`]; a driver reads its typed view with
+//! [`config::DeviceConfig::kind`].
 
 pub mod config;
 

@@ -1,4 +1,5 @@
-//! The outbox's writer: open (with corruption recovery), append, read, ack.
+//! The outbox's writer: open (with corruption recovery), append, read, ack. The file's
+//! format and the invariants every operation keeps are in the `outbox` module's header.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -129,6 +130,34 @@ struct Inner {
     readings: u64,
     events: u64,
     bytes: u64,
+}
+
+/// One record as a row of `records`, serialised before the transaction so that the size
+/// check sees the real bytes.
+struct RecordRow {
+    seq: u64,
+    /// [`KIND_READING`] or [`KIND_EVENT`].
+    kind: i64,
+    ts_us: i64,
+    /// The record's canonical JSON, `seq` included.
+    payload: String,
+}
+
+impl RecordRow {
+    /// The row's share of the outbox size.
+    fn bytes(&self) -> u64 {
+        self.payload.len() as u64 + ROW_OVERHEAD
+    }
+}
+
+/// What one append transaction changed; applied to [`Inner`] only after its commit.
+struct Committed {
+    report: AppendReport,
+    stored_readings: u64,
+    stored_events: u64,
+    stored_bytes: u64,
+    /// Bytes of the stored readings dropped to make room.
+    dropped_bytes: u64,
 }
 
 /// The gateway's outbox (one per process; see the module docs for its invariants).
@@ -391,28 +420,30 @@ impl Outbox {
         let inner = &mut *guard;
 
         // Serialize first (with their future seqs) so the size check sees the real bytes.
-        let mut next = inner.last_seq;
-        let mut rows: Vec<(u64, i64, i64, String)> = Vec::with_capacity(records.len());
+        let mut rows: Vec<RecordRow> = Vec::with_capacity(records.len());
         let mut incoming_bytes = 0u64;
-        for r in records {
-            next += 1;
+        for (seq, r) in (inner.last_seq + 1..).zip(records) {
             let rec = Record {
-                seq: next,
+                seq,
                 ts: r.ts,
                 body: r.body.clone(),
             };
-            let payload = String::from_utf8(rec.canonical_json()).unwrap_or_default();
-            let kind = if r.body.is_reading() {
-                KIND_READING
-            } else {
-                KIND_EVENT
+            let row = RecordRow {
+                seq,
+                kind: if r.body.is_reading() {
+                    KIND_READING
+                } else {
+                    KIND_EVENT
+                },
+                ts_us: ts_us(&r.ts),
+                payload: String::from_utf8(rec.canonical_json()).unwrap_or_default(),
             };
-            incoming_bytes += payload.len() as u64 + ROW_OVERHEAD;
-            rows.push((next, kind, ts_us(&r.ts), payload));
+            incoming_bytes += row.bytes();
+            rows.push(row);
         }
 
         let over = (inner.bytes + incoming_bytes).saturating_sub(self.max_bytes);
-        let has_event = rows.iter().any(|r| r.1 == KIND_EVENT);
+        let has_event = rows.iter().any(|r| r.kind == KIND_EVENT);
         let err = db_err(&self.path);
         if has_event {
             sqlx::query("PRAGMA synchronous = FULL")
@@ -428,7 +459,13 @@ impl Outbox {
         {
             tracing::warn!(error = %e, "outbox: cannot reset synchronous = NORMAL");
         }
-        let (report, stored_readings, stored_events, stored_bytes, dropped_bytes) = result?;
+        let Committed {
+            report,
+            stored_readings,
+            stored_events,
+            stored_bytes,
+            dropped_bytes,
+        } = result?;
 
         // Committed: now the in-memory state follows.
         inner.readings = inner.readings - report.dropped + stored_readings;
@@ -471,103 +508,43 @@ impl Outbox {
         Ok(report)
     }
 
-    /// The transaction of [`Outbox::append`]: returns the report plus (stored readings, stored
-    /// events, stored bytes, dropped bytes).
+    /// The transaction of [`Outbox::append`]: makes room for `over` bytes (oldest readings
+    /// dropped, then new readings refused), inserts the rows and moves `meta.last_seq`.
     async fn append_tx(
         &self,
         inner: &mut Inner,
-        mut rows: Vec<(u64, i64, i64, String)>,
+        mut rows: Vec<RecordRow>,
         over: u64,
-    ) -> Result<(AppendReport, u64, u64, u64, u64), OutboxError> {
+    ) -> Result<Committed, OutboxError> {
         let err = || db_err(&self.path);
         let mut tx = inner.conn.begin().await.map_err(err())?;
         let mut report = AppendReport::default();
         let mut dropped_bytes = 0u64;
         if over > 0 {
-            // Drop the oldest stored readings until the batch fits (or none are left).
-            let mut cut: Option<i64> = None;
-            let mut after: i64 = 0;
-            'scan: while dropped_bytes < over && report.dropped < inner.readings {
-                let chunk: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT seq, length(payload) FROM records WHERE kind = 0 AND seq > ? \
-                     ORDER BY seq LIMIT 1024",
-                )
-                .bind(after)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(err())?;
-                if chunk.is_empty() {
-                    break;
-                }
-                for (seq, len) in chunk {
-                    dropped_bytes += u64::try_from(len).unwrap_or(0) + ROW_OVERHEAD;
-                    report.dropped += 1;
-                    cut = Some(seq);
-                    after = seq;
-                    if dropped_bytes >= over {
-                        break 'scan;
-                    }
-                }
-            }
-            if let Some(cut) = cut {
-                sqlx::query("DELETE FROM records WHERE kind = 0 AND seq <= ?")
-                    .bind(cut)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err())?;
-            }
+            (report.dropped, dropped_bytes) = self
+                .drop_oldest_readings(&mut tx, over, inner.readings)
+                .await?;
             if dropped_bytes < over {
-                // Only trace events left: refuse new readings (newest first) until it fits.
-                // Trace events are accepted even above the limit.
-                let mut still_over = over - dropped_bytes;
-                let mut keep = vec![true; rows.len()];
-                for (i, row) in rows.iter().enumerate().rev() {
-                    if still_over == 0 {
-                        break;
-                    }
-                    if row.1 == KIND_READING {
-                        keep[i] = false;
-                        report.refused += 1;
-                        still_over = still_over.saturating_sub(row.3.len() as u64 + ROW_OVERHEAD);
-                    }
-                }
-                if report.refused > 0 {
-                    // Seqs must stay consecutive with no holes from refusals: renumber.
-                    let base = rows.first().map(|r| r.0).unwrap_or(1);
-                    let mut kept: Vec<(u64, i64, i64, String)> = Vec::with_capacity(rows.len());
-                    for (row, k) in rows.into_iter().zip(keep) {
-                        if k {
-                            kept.push(row);
-                        }
-                    }
-                    for (i, row) in kept.iter_mut().enumerate() {
-                        let seq = base + i as u64;
-                        if row.0 != seq {
-                            row.0 = seq;
-                            row.3 = renumber(&row.3, seq);
-                        }
-                    }
-                    rows = kept;
-                }
+                // Only trace events left: refuse new readings until it fits. Trace events are
+                // accepted even above the limit.
+                report.refused = refuse_readings(&mut rows, over - dropped_bytes);
             }
         }
-        let mut stored_readings = 0u64;
-        let mut stored_events = 0u64;
-        let mut stored_bytes = 0u64;
+        let (mut stored_readings, mut stored_events, mut stored_bytes) = (0u64, 0u64, 0u64);
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO records (seq, kind, ts_us, payload) ",
             );
-            qb.push_values(chunk, |mut b, (seq, kind, ts, payload)| {
-                b.push_bind(i64::try_from(*seq).unwrap_or(i64::MAX))
-                    .push_bind(*kind)
-                    .push_bind(*ts)
-                    .push_bind(payload.as_str());
+            qb.push_values(chunk, |mut b, row| {
+                b.push_bind(i64::try_from(row.seq).unwrap_or(i64::MAX))
+                    .push_bind(row.kind)
+                    .push_bind(row.ts_us)
+                    .push_bind(row.payload.as_str());
             });
             qb.build().execute(&mut *tx).await.map_err(err())?;
-            for (_, kind, _, payload) in chunk {
-                stored_bytes += payload.len() as u64 + ROW_OVERHEAD;
-                if *kind == KIND_READING {
+            for row in chunk {
+                stored_bytes += row.bytes();
+                if row.kind == KIND_READING {
                     stored_readings += 1;
                 } else {
                     stored_events += 1;
@@ -576,20 +553,64 @@ impl Outbox {
         }
         if let Some(last) = rows.last() {
             sqlx::query("UPDATE meta SET value = ? WHERE key = 'last_seq'")
-                .bind(last.0.to_string())
+                .bind(last.seq.to_string())
                 .execute(&mut *tx)
                 .await
                 .map_err(err())?;
         }
         tx.commit().await.map_err(err())?;
-        report.seqs = rows.iter().map(|r| r.0).collect();
-        Ok((
+        report.seqs = rows.iter().map(|r| r.seq).collect();
+        Ok(Committed {
             report,
             stored_readings,
             stored_events,
             stored_bytes,
             dropped_bytes,
-        ))
+        })
+    }
+
+    /// Deletes the oldest stored readings until `over` bytes are free or none of the
+    /// `readings` is left; returns (readings dropped, their bytes).
+    async fn drop_oldest_readings(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        over: u64,
+        readings: u64,
+    ) -> Result<(u64, u64), OutboxError> {
+        let err = || db_err(&self.path);
+        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
+        let mut cut: Option<i64> = None;
+        let mut after: i64 = 0;
+        'scan: while dropped_bytes < over && dropped < readings {
+            let chunk: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT seq, length(payload) FROM records WHERE kind = 0 AND seq > ? \
+                 ORDER BY seq LIMIT 1024",
+            )
+            .bind(after)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(err())?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (seq, len) in chunk {
+                dropped_bytes += u64::try_from(len).unwrap_or(0) + ROW_OVERHEAD;
+                dropped += 1;
+                cut = Some(seq);
+                after = seq;
+                if dropped_bytes >= over {
+                    break 'scan;
+                }
+            }
+        }
+        if let Some(cut) = cut {
+            sqlx::query("DELETE FROM records WHERE kind = 0 AND seq <= ?")
+                .bind(cut)
+                .execute(&mut **tx)
+                .await
+                .map_err(err())?;
+        }
+        Ok((dropped, dropped_bytes))
     }
 
     /// Records with `after < seq <= up_to` (`up_to = None`: no upper bound), oldest first, at
@@ -639,15 +660,15 @@ impl Outbox {
             if a > b {
                 continue;
             }
-            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-                "DELETE FROM records WHERE seq >= ? AND seq <= ? RETURNING kind, length(payload), seq",
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "DELETE FROM records WHERE seq >= ? AND seq <= ? RETURNING kind, length(payload)",
             )
             .bind(a)
             .bind(b)
             .fetch_all(&mut *tx)
             .await
             .map_err(err())?;
-            for (kind, len, _) in rows {
+            for (kind, len) in rows {
                 bytes += u64::try_from(len).unwrap_or(0) + ROW_OVERHEAD;
                 if kind == KIND_READING {
                     readings += 1;
@@ -696,7 +717,40 @@ enum Opened {
     Failed(OutboxError),
 }
 
-/// Rewrites the `"seq":N` of a canonical record JSON (it is the first field).
+/// Refuses new readings of `rows`, newest first, until `over` bytes are saved; returns how
+/// many. The kept rows are renumbered so that their seqs stay consecutive (no holes).
+fn refuse_readings(rows: &mut Vec<RecordRow>, over: u64) -> u64 {
+    let mut still_over = over;
+    let mut keep = vec![true; rows.len()];
+    let mut refused = 0u64;
+    for (i, row) in rows.iter().enumerate().rev() {
+        if still_over == 0 {
+            break;
+        }
+        if row.kind == KIND_READING {
+            keep[i] = false;
+            refused += 1;
+            still_over = still_over.saturating_sub(row.bytes());
+        }
+    }
+    if refused > 0 {
+        let base = rows.first().map_or(1, |r| r.seq);
+        let mut keep = keep.into_iter();
+        rows.retain(|_| keep.next().unwrap_or(true));
+        for (i, row) in rows.iter_mut().enumerate() {
+            let seq = base + i as u64;
+            if row.seq != seq {
+                row.seq = seq;
+                row.payload = renumber(&row.payload, seq);
+            }
+        }
+    }
+    refused
+}
+
+/// The record `payload` (canonical JSON) with its seq changed to `seq`: parsed and written
+/// again. Rare (only readings refused from the middle of a batch leave seqs to close up), so
+/// correctness beats speed here.
 fn renumber(payload: &str, seq: u64) -> String {
     match serde_json::from_str::<Record>(payload) {
         Ok(mut r) => {
@@ -704,5 +758,66 @@ fn renumber(payload: &str, seq: u64) -> String {
             String::from_utf8(r.canonical_json()).unwrap_or_default()
         }
         Err(_) => payload.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use threadline_shared::event::{Quality, Reading, ScanRejected, TagValue};
+
+    use super::*;
+
+    fn row(seq: u64, reading: bool) -> RecordRow {
+        let body = if reading {
+            RecordBody::Reading(Reading {
+                device: "plc".into(),
+                tag: "t".into(),
+                value: Some(TagValue::UInt(seq)),
+                unit: None,
+                quality: Quality::Good,
+                error: None,
+            })
+        } else {
+            RecordBody::ScanRejected(ScanRejected {
+                station: None,
+                scanner: "s".into(),
+                raw: seq.to_string(),
+                reason: "r".into(),
+            })
+        };
+        let rec = Record {
+            seq,
+            ts: threadline_shared::time::now(),
+            body,
+        };
+        RecordRow {
+            seq,
+            kind: if reading { KIND_READING } else { KIND_EVENT },
+            ts_us: 0,
+            payload: String::from_utf8(rec.canonical_json()).expect("utf-8"),
+        }
+    }
+
+    fn seqs(rows: &[RecordRow]) -> Vec<(u64, u64)> {
+        rows.iter()
+            .map(|r| (r.seq, Record::from_json(&r.payload).expect("payload").seq))
+            .collect()
+    }
+
+    #[test]
+    fn readings_are_refused_newest_first_and_events_kept_with_consecutive_seqs() {
+        let batch = || vec![row(5, true), row(6, false), row(7, true), row(8, true)];
+        let mut rows = batch();
+        let one = rows[3].bytes();
+        assert_eq!(refuse_readings(&mut rows, one), 1);
+        assert_eq!(seqs(&rows), [(5, 5), (6, 6), (7, 7)]);
+
+        // More than two readings' worth: the event stays, the oldest reading goes too, and
+        // the event takes the first seq of the batch.
+        let mut rows = batch();
+        let over = rows[2].bytes() + rows[3].bytes() + 1;
+        assert_eq!(refuse_readings(&mut rows, over), 3);
+        assert_eq!(seqs(&rows), [(5, 5)]);
+        assert_eq!(rows[0].kind, KIND_EVENT);
     }
 }

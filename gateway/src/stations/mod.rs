@@ -1,8 +1,21 @@
 //! Station logic: from tag edges and scans to trace events. See `docs/stations.md`.
+//!
+//! - [`config`]: the `[[pattern]]` and `[[station]]` tables;
+//! - `engine`: every station's context, fed tag updates and scans, persisted by `state`
+//!   (`data_dir/stations.json`);
+//! - `station`: one station handling one input, with `triggers` (tag changes), `scans`,
+//!   `genealogy` (assembly, packing, shipping) and `complete` (operation completion);
+//! - `codes`: GS1 / EPC decoding and the pattern classification of a scan.
 
 mod codes;
+mod complete;
 pub mod config;
 mod engine;
+mod genealogy;
+mod scans;
 mod state;
+mod station;
+mod triggers;
 
-pub use engine::{StationCounters, StationEngine, StationEvent, reason};
+pub use engine::StationEngine;
+pub use station::{StationCounters, StationEvent, reason};

@@ -27,41 +27,37 @@ const VERSION: u32 = 1;
 pub(crate) struct Persisted {
     pub version: u32,
     /// The line's current work order (a gateway is one line).
-    #[serde(default)]
     pub work_order: Option<String>,
     /// Part learned from the work order label, if it carried one.
-    #[serde(default)]
     pub work_order_part: Option<String>,
     /// Last value of every trigger tag (`complete_on`, `start_on`, `unit_tag`, …), so an edge
     /// that happened while the gateway was down is still seen after the restart.
     #[serde(default)]
     pub trigger_values: BTreeMap<String, TagValue>,
+    /// Station id → its context.
     #[serde(default)]
     pub stations: BTreeMap<String, StationState>,
 }
 
-/// The context of one station.
+/// The context of one station; every field may be absent from the file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct StationState {
-    #[serde(default)]
+    /// The unit being worked on.
     pub unit: Option<CurrentUnit>,
-    #[serde(default)]
+    /// The logged-in operator.
     pub operator: Option<String>,
     /// part → loaded lot.
-    #[serde(default)]
     pub feeders: BTreeMap<String, String>,
-    #[serde(default)]
+    /// pack: the container being filled.
     pub container: Option<OpenContainer>,
-    #[serde(default)]
+    /// ship: the shipment being loaded.
     pub shipment: Option<OpenShipment>,
     /// A code that changes what the next child scan means.
-    #[serde(default)]
     pub pending: Option<Pending>,
     /// Serials completed here, oldest first, at most `rework_memory`.
-    #[serde(default)]
     pub completed: VecDeque<String>,
     /// Children bound here to the current unit (for `disassemble_on`).
-    #[serde(default)]
     pub children: Vec<Child>,
 }
 
@@ -87,7 +83,6 @@ pub(crate) struct OpenContainer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct OpenShipment {
     pub id: String,
-    #[serde(default)]
     pub customer: Option<String>,
 }
 
@@ -101,7 +96,6 @@ pub(crate) enum Pending {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Child {
     pub item: ItemRef,
-    #[serde(default)]
     pub qty: Option<f64>,
 }
 

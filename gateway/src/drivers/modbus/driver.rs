@@ -8,7 +8,7 @@
 //! does not blind its neighbours; the split plan is kept for the following scans and the merged
 //! plan is tried again after a minute.
 //! Only changes are emitted: a tag's update goes out when its value or quality differs from the
-//! last one sent (deadbands are the runtime's business).
+//! last one sent (which changes become readings is `crate::readings`' business).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -1,13 +1,13 @@
 //! Modbus TCP / RTU driver: decode (`decode`), request planning (`plan`), the wire (`link`,
-//! `rtu` for shared serial ports), the poll loop (`driver`), typed errors (`error`) and the
-//! `probe` tool.
+//! `rtu` for shared serial ports), the poll loop (`driver`), typed errors (`error`) and raw
+//! registers read once and shown in every interpretation (`interpret`, for the `probe` command).
 
 pub mod decode;
 mod driver;
 pub mod error;
+pub mod interpret;
 pub mod link;
 pub mod plan;
-pub mod probe;
 pub mod rtu;
 
 use threadline_shared::event::Quality;

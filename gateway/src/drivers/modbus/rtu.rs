@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_modbus::client::Context;
 
-use crate::drivers::config::{DeviceConfig, Parity};
+use crate::drivers::config::{DataBits, DeviceConfig, Parity, StopBits};
 use crate::drivers::modbus::error::{ModbusError, Unreachable};
 use crate::drivers::modbus::link::{ReadData, ReadRequest, call_with_timeout};
 
@@ -27,8 +27,8 @@ pub struct PortSettings {
     pub path: String,
     pub baud: u32,
     pub parity: Parity,
-    pub data_bits: u8,
-    pub stop_bits: u8,
+    pub data_bits: DataBits,
+    pub stop_bits: StopBits,
 }
 
 impl PortSettings {
@@ -60,15 +60,14 @@ impl PortSettings {
                 Parity::Odd => tokio_serial::Parity::Odd,
             })
             .data_bits(match self.data_bits {
-                5 => tokio_serial::DataBits::Five,
-                6 => tokio_serial::DataBits::Six,
-                7 => tokio_serial::DataBits::Seven,
-                _ => tokio_serial::DataBits::Eight,
+                DataBits::Five => tokio_serial::DataBits::Five,
+                DataBits::Six => tokio_serial::DataBits::Six,
+                DataBits::Seven => tokio_serial::DataBits::Seven,
+                DataBits::Eight => tokio_serial::DataBits::Eight,
             })
-            .stop_bits(if self.stop_bits == 2 {
-                tokio_serial::StopBits::Two
-            } else {
-                tokio_serial::StopBits::One
+            .stop_bits(match self.stop_bits {
+                StopBits::One => tokio_serial::StopBits::One,
+                StopBits::Two => tokio_serial::StopBits::Two,
             });
         tokio_serial::SerialStream::open(&builder)
     }

@@ -26,39 +26,3 @@ pub async fn run_device(cfg: DeviceConfig, ctx: DriverContext) {
         (dev, Some(e)) => dev.idle_with_error(e).await,
     }
 }
-
-/// Checks `security_policy` / `security_mode` of an opcua device (for config validation);
-/// the error says what is expected.
-pub fn check_security(policy: Option<&str>, mode: Option<&str>) -> Result<(), String> {
-    session::security(policy, mode)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// Checks the form of an opcua `endpoint` (`opc.tcp://host:port[/path]`).
-pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let rest = endpoint.strip_prefix("opc.tcp://").ok_or_else(|| {
-        format!(
-            "endpoint {endpoint:?} must start with opc.tcp:// (e.g. \"opc.tcp://10.0.0.5:4840\")"
-        )
-    })?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || host.starts_with(':') {
-        return Err(format!("endpoint {endpoint:?} has no host"));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_are_checked() {
-        assert!(check_endpoint("opc.tcp://127.0.0.1:4840").is_ok());
-        assert!(check_endpoint("opc.tcp://plc-1:4840/UA/Server").is_ok());
-        assert!(check_endpoint("tcp://127.0.0.1:4840").is_err());
-        assert!(check_endpoint("opc.tcp://:4840").is_err());
-        assert!(check_endpoint("opc.tcp://").is_err());
-    }
-}

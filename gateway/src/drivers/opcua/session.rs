@@ -38,7 +38,7 @@ use rand::Rng;
 use threadline_shared::event::Quality;
 
 use super::convert::{TagPlan, status_name, to_update};
-use crate::drivers::config::DeviceConfig;
+use crate::drivers::config::{self, DeviceConfig};
 use crate::drivers::{DriverContext, TagUpdate};
 
 const APPLICATION_URI: &str = "urn:threadline:gateway";
@@ -56,37 +56,29 @@ const MAX_NOTIFICATIONS_PER_PUBLISH: u32 = 1000;
 pub(crate) enum SetupError {
     #[error("opcua device has no endpoint")]
     NoEndpoint,
-    #[error("unsupported security_policy {0:?}, expected \"None\" or \"Basic256Sha256\"")]
-    Policy(String),
-    #[error("unsupported security_mode {0:?}, expected \"Sign\" or \"SignAndEncrypt\"")]
-    Mode(String),
+    /// The policy / mode pair is not one the policy allows (see
+    /// [`DeviceConfig::opcua_security`]).
+    #[error("{0}")]
+    Security(String),
     #[error("cannot create the OPC UA client: {0}")]
     Client(String),
 }
 
-/// `security_policy` / `security_mode` → the library's types. `SignAndEncrypt` is the default
-/// mode for a secure policy; policy `None` allows only mode `None` (or no mode).
-pub(crate) fn security(
-    policy: Option<&str>,
-    mode: Option<&str>,
-) -> Result<(SecurityPolicy, MessageSecurityMode), SetupError> {
-    match policy.unwrap_or("None") {
-        "None" => match mode {
-            None | Some("None") => Ok((SecurityPolicy::None, MessageSecurityMode::None)),
-            Some(m) => Err(SetupError::Mode(format!(
-                "{m} (security_policy = \"None\" allows only \"None\")"
-            ))),
-        },
-        "Basic256Sha256" => {
-            let mode = match mode.unwrap_or("SignAndEncrypt") {
-                "Sign" => MessageSecurityMode::Sign,
-                "SignAndEncrypt" => MessageSecurityMode::SignAndEncrypt,
-                other => return Err(SetupError::Mode(other.to_owned())),
-            };
-            Ok((SecurityPolicy::Basic256Sha256, mode))
-        }
-        other => Err(SetupError::Policy(other.to_owned())),
-    }
+/// The config's security settings as the library's types.
+fn library_security(
+    policy: config::SecurityPolicy,
+    mode: config::SecurityMode,
+) -> (SecurityPolicy, MessageSecurityMode) {
+    let policy = match policy {
+        config::SecurityPolicy::None => SecurityPolicy::None,
+        config::SecurityPolicy::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
+    };
+    let mode = match mode {
+        config::SecurityMode::None => MessageSecurityMode::None,
+        config::SecurityMode::Sign => MessageSecurityMode::Sign,
+        config::SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    };
+    (policy, mode)
 }
 
 /// A failure of one connection attempt or of a running session.
@@ -141,10 +133,11 @@ impl Device {
     }
 
     fn resolve_security(&mut self) -> Result<(), SetupError> {
-        let (policy, mode) = security(
-            self.cfg.security_policy.as_deref(),
-            self.cfg.security_mode.as_deref(),
-        )?;
+        let (policy, mode) = self
+            .cfg
+            .opcua_security()
+            .map(|(policy, mode)| library_security(policy, mode))
+            .map_err(SetupError::Security)?;
         self.policy = policy;
         self.mode = mode;
         Ok(())
@@ -575,6 +568,23 @@ impl OnSubscriptionNotification for Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The security of an opcua device with these settings, as the driver resolves it; a
+    /// setting the config parser refuses is an error too.
+    fn security(
+        policy: Option<&str>,
+        mode: Option<&str>,
+    ) -> Result<(SecurityPolicy, MessageSecurityMode), String> {
+        let mut text = "id = \"d\"\nprotocol = \"opcua\"\n".to_owned();
+        for (key, value) in [("security_policy", policy), ("security_mode", mode)] {
+            if let Some(value) = value {
+                text.push_str(&format!("{key} = {value:?}\n"));
+            }
+        }
+        let cfg: DeviceConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        let (policy, mode) = cfg.opcua_security()?;
+        Ok(library_security(policy, mode))
+    }
 
     #[test]
     fn security_settings_map_and_reject() {

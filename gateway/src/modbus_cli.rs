@@ -1,11 +1,12 @@
-//! The Modbus parts of the CLI: `probe`, and the read plans printed by `check`.
+//! The Modbus commands of the CLI: `threadline-gateway probe` (arguments and output; the
+//! reading and interpreting is `drivers::modbus::interpret`) and the read plans `check` prints.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use threadline_gateway::config::GatewayConfig;
 use threadline_gateway::drivers::config::{Area, Protocol};
-use threadline_gateway::drivers::modbus::{plan_device, probe};
+use threadline_gateway::drivers::modbus::{interpret, plan_device};
 
 /// Arguments of `threadline-gateway probe`.
 #[derive(clap::Args)]
@@ -58,7 +59,7 @@ pub(crate) fn run_probe(a: ProbeArgs) -> ExitCode {
         }
     };
     let timeout = Duration::from_millis(a.timeout_ms.max(1));
-    match rt.block_on(probe::probe(
+    match rt.block_on(interpret::probe(
         &a.target, a.unit, area, start, a.count, timeout,
     )) {
         Ok(report) => {

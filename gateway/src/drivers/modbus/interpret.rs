@@ -1,10 +1,11 @@
-//! `threadline-gateway probe`: read raw registers from a device and print every interpretation,
-//! so an engineer finds the right address, type and word order in a minute.
+//! Register interpretation for `threadline-gateway probe`: read raw registers from a device
+//! once and show every way they decode (16/32/64-bit integers and floats in each word order,
+//! ASCII), so an engineer finds the right address, type and word order in a minute.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::drivers::config::{Area, ByteOrder, DataType, Parity};
+use crate::drivers::config::{Area, ByteOrder, DataBits, DataType, Parity, StopBits};
 use crate::drivers::modbus::decode::{Raw, decode_raw, decode_string};
 use crate::drivers::modbus::error::ModbusError;
 use crate::drivers::modbus::link::{Link, ReadData, ReadRequest, TcpLink};
@@ -71,8 +72,8 @@ pub fn parse_target(target: &str) -> Result<Target, ProbeError> {
             path: path.to_owned(),
             baud: 9600,
             parity: Parity::None,
-            data_bits: 8,
-            stop_bits: 1,
+            data_bits: DataBits::Eight,
+            stop_bits: StopBits::One,
         };
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -88,17 +89,15 @@ pub fn parse_target(target: &str) -> Result<Target, ProbeError> {
                 }
                 "data_bits" => {
                     s.data_bits = v
-                        .parse()
-                        .ok()
-                        .filter(|b| (5..=8).contains(b))
-                        .ok_or_else(|| bad("data_bits must be 5..8"))?;
+                        .parse::<u8>()
+                        .map_err(|_| bad("data_bits must be a number"))
+                        .and_then(|n| DataBits::try_from(n).map_err(|e| bad(&e)))?;
                 }
                 "stop_bits" => {
                     s.stop_bits = v
-                        .parse()
-                        .ok()
-                        .filter(|b| (1..=2).contains(b))
-                        .ok_or_else(|| bad("stop_bits must be 1 or 2"))?;
+                        .parse::<u8>()
+                        .map_err(|_| bad("stop_bits must be a number"))
+                        .and_then(|n| StopBits::try_from(n).map_err(|e| bad(&e)))?;
                 }
                 other => {
                     return Err(bad(&format!(
@@ -162,6 +161,68 @@ const ORDERS: [(ByteOrder, &str); 4] = [
     (ByteOrder::DCBA, "DCBA"),
 ];
 
+/// One width of the multi-register tables.
+struct Wide {
+    /// Registers per value.
+    regs: usize,
+    title: &'static str,
+    /// Unsigned, signed, float.
+    types: [DataType; 3],
+    names: [&'static str; 3],
+    /// Columns of hex, unsigned and signed.
+    widths: [usize; 3],
+}
+
+const WIDE: [Wide; 2] = [
+    Wide {
+        regs: 2,
+        title: "32-bit (registers addr, addr+1)",
+        types: [DataType::U32, DataType::I32, DataType::F32],
+        names: ["u32", "i32", "f32"],
+        widths: [10, 11, 12],
+    },
+    Wide {
+        regs: 4,
+        title: "64-bit (registers addr..addr+3)",
+        types: [DataType::U64, DataType::I64, DataType::F64],
+        names: ["u64", "i64", "f64"],
+        widths: [18, 20, 20],
+    },
+];
+
+/// The table of every `wide.regs`-register value starting in `w`, in each word order.
+fn write_wide(s: &mut String, start: u16, w: &[u16], wide: &Wide) {
+    if w.len() < wide.regs {
+        return;
+    }
+    let [hw, uw, iw] = wide.widths;
+    let [un, sn, fname] = wide.names;
+    let _ = writeln!(
+        s,
+        "\n{}\n{:>6} {:>5}  {:>hw$}  {:>uw$}  {:>iw$}  {fname}",
+        wide.title, "addr", "order", "hex", un, sn
+    );
+    let digits = wide.regs * 4;
+    for i in 0..=w.len() - wide.regs {
+        let a = u32::from(start) + i as u32;
+        let regs = &w[i..i + wide.regs];
+        for (o, on) in ORDERS {
+            let [unsigned, signed, float] = wide.types.map(|ty| decode_raw(ty, o, regs));
+            let hex = match unsigned {
+                Some(Raw::UInt(u)) => format!("0x{u:0digits$X}"),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "{a:>6} {on:>5}  {hex:>hw$}  {:>uw$}  {:>iw$}  {}",
+                raw_text(unsigned),
+                raw_text(signed),
+                raw_text(float),
+            );
+        }
+    }
+}
+
 fn raw_text(r: Option<Raw>) -> String {
     match r {
         Some(Raw::Int(i)) => i.to_string(),
@@ -217,53 +278,8 @@ pub fn format_report(area: Area, start: u16, data: &ReadData) -> String {
                     r as i16
                 );
             }
-            if w.len() >= 2 {
-                let _ = writeln!(
-                    s,
-                    "\n32-bit (registers addr, addr+1)\n{:>6} {:>5}  {:>10}  {:>11}  {:>12}  f32",
-                    "addr", "order", "hex", "u32", "i32"
-                );
-                for i in 0..w.len() - 1 {
-                    let a = u32::from(start) + i as u32;
-                    for (o, on) in ORDERS {
-                        let pair = &w[i..i + 2];
-                        let hex = match decode_raw(DataType::U32, o, pair) {
-                            Some(Raw::UInt(u)) => format!("0x{u:08X}"),
-                            _ => "-".into(),
-                        };
-                        let _ = writeln!(
-                            s,
-                            "{a:>6} {on:>5}  {hex:>10}  {:>11}  {:>12}  {}",
-                            raw_text(decode_raw(DataType::U32, o, pair)),
-                            raw_text(decode_raw(DataType::I32, o, pair)),
-                            raw_text(decode_raw(DataType::F32, o, pair)),
-                        );
-                    }
-                }
-            }
-            if w.len() >= 4 {
-                let _ = writeln!(
-                    s,
-                    "\n64-bit (registers addr..addr+3)\n{:>6} {:>5}  {:>18}  {:>20}  {:>20}  f64",
-                    "addr", "order", "hex", "u64", "i64"
-                );
-                for i in 0..w.len() - 3 {
-                    let a = u32::from(start) + i as u32;
-                    for (o, on) in ORDERS {
-                        let quad = &w[i..i + 4];
-                        let hex = match decode_raw(DataType::U64, o, quad) {
-                            Some(Raw::UInt(u)) => format!("0x{u:016X}"),
-                            _ => "-".into(),
-                        };
-                        let _ = writeln!(
-                            s,
-                            "{a:>6} {on:>5}  {hex:>18}  {:>20}  {:>20}  {}",
-                            raw_text(decode_raw(DataType::U64, o, quad)),
-                            raw_text(decode_raw(DataType::I64, o, quad)),
-                            raw_text(decode_raw(DataType::F64, o, quad)),
-                        );
-                    }
-                }
+            for wide in &WIDE {
+                write_wide(&mut s, start, w, wide);
             }
             let _ = writeln!(
                 s,
