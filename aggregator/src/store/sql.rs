@@ -113,10 +113,6 @@ impl<'a> Sql<'a> {
         self
     }
 
-    pub(crate) fn text(&self) -> &str {
-        &self.text
-    }
-
     pub(crate) fn jit(&self) -> bool {
         self.jit
     }
