@@ -127,7 +127,7 @@ pub struct EventsQuery {
 
 /// The raw, hash-chained event log in id (insertion) order.
 #[utoipa::path(get, path = "/api/v1/events", tag = "ops", params(EventsQuery),
-    responses((status = 200, body = EventsPage), (status = 400, description = "bad parameter")))]
+    responses((status = 200, body = EventsPage), super::error::BadRequest))]
 pub async fn events(
     State(st): State<AppState>,
     Params(q): Params<EventsQuery>,

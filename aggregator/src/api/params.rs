@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
@@ -45,6 +45,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
         T::deserialize(QueryString(&map))
             .map(Params)
             .map_err(ApiError::from)
+    }
+}
+
+/// What a client asked of a route with an id in its path: the path segments as `P` (a
+/// `String`, a tuple) and the query parameters as `Q` (see [`Params`]). A malformed path is
+/// answered in the API's JSON error shape too.
+#[derive(Debug)]
+pub struct Asked<P, Q>(pub P, pub Q);
+
+impl<S, P, Q> FromRequestParts<S> for Asked<P, Q>
+where
+    S: Send + Sync,
+    P: DeserializeOwned + Send,
+    Q: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let path = match Path::<P>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => p,
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "malformed path",
+                    json!({"reason": e.body_text()}),
+                ));
+            }
+        };
+        let Params(q) = Params::<Q>::from_request_parts(parts, state).await?;
+        Ok(Asked(path, q))
     }
 }
 

@@ -4,8 +4,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,7 +13,8 @@ use serde_json::json;
 use threadline_shared::event::Verdict;
 use utoipa::IntoParams;
 
-use super::params::{Bounded, Params, RecallFormat, ReportFormat, Time};
+use super::error::{BadRequest, NotFound};
+use super::params::{Asked, Bounded, Params, RecallFormat, ReportFormat, Time};
 use super::{ApiError, AppState};
 use crate::trace::genealogy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES, LIMIT_MAX_NODES};
 use crate::trace::internal::{DEFAULT_LIMIT, MAX_LIMIT, ReadingCursor};
@@ -47,11 +47,6 @@ impl From<QueryError> for ApiError {
             QueryError::Data(msg) => ApiError::Internal(anyhow::anyhow!(msg)),
         }
     }
-}
-
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    p.map(|Path(v)| v)
-        .map_err(|e| ApiError::bad_request("malformed path", json!({"reason": e.body_text()})))
 }
 
 fn csv_response(body: String, filename: &str) -> Response {
@@ -90,18 +85,12 @@ pub struct UnitReportQuery {
 #[utoipa::path(
     get, path = "/api/v1/units/{serial}", tag = "trace",
     params(("serial" = String, Path, description = "unit serial"), UnitReportQuery),
-    responses(
-        (status = 200, description = "the report", body = UnitReport),
-        (status = 400, description = "bad parameter"),
-        (status = 404, description = "unknown serial"),
-    )
+    responses((status = 200, description = "the report", body = UnitReport), BadRequest, NotFound)
 )]
 pub async fn unit_report(
     State(st): State<AppState>,
-    serial: Result<Path<String>, PathRejection>,
-    Params(q): Params<UnitReportQuery>,
+    Asked(serial, q): Asked<String, UnitReportQuery>,
 ) -> Result<Response, ApiError> {
-    let serial = path(serial)?;
     let report = trace::unit_report(&st.db, &serial).await?;
     Ok(match q.format.unwrap_or_default() {
         ReportFormat::Json => Json(report).into_response(),
@@ -147,18 +136,12 @@ pub struct TraceQuery {
         ("id" = String, Path, description = "serial / lot / container / shipment id"),
         TraceQuery,
     ),
-    responses(
-        (status = 200, description = "the genealogy graph", body = TraceGraph),
-        (status = 400, description = "bad parameter"),
-        (status = 404, description = "unknown id"),
-    )
+    responses((status = 200, description = "the genealogy graph", body = TraceGraph), BadRequest, NotFound)
 )]
 pub async fn trace_graph(
     State(st): State<AppState>,
-    ids: Result<Path<(String, String)>, PathRejection>,
-    Params(q): Params<TraceQuery>,
+    Asked((kind, id), q): Asked<(String, String), TraceQuery>,
 ) -> Result<Json<TraceGraph>, ApiError> {
-    let (kind, id) = path(ids)?;
     let kind = ItemKind::parse(&kind).ok_or_else(|| {
         ApiError::bad_request(
             "bad kind: expected one of unit, lot, container, shipment",
@@ -190,18 +173,12 @@ pub struct RecallQuery {
 #[utoipa::path(
     get, path = "/api/v1/lots/{lot}/recall", tag = "trace",
     params(("lot" = String, Path, description = "lot id"), RecallQuery),
-    responses(
-        (status = 200, description = "the recall scope", body = Recall),
-        (status = 400, description = "bad parameter"),
-        (status = 404, description = "unknown lot"),
-    )
+    responses((status = 200, description = "the recall scope", body = Recall), BadRequest, NotFound)
 )]
 pub async fn recall(
     State(st): State<AppState>,
-    lot: Result<Path<String>, PathRejection>,
-    Params(q): Params<RecallQuery>,
+    Asked(lot, q): Asked<String, RecallQuery>,
 ) -> Result<Response, ApiError> {
-    let lot = path(lot)?;
     let r = trace::recall(&st.db, &lot, q.include_closed.unwrap_or(false)).await?;
     Ok(match q.format.unwrap_or_default() {
         RecallFormat::Csv => csv_response(trace::csv::recall(&r), &format!("recall-{lot}.csv")),
@@ -244,31 +221,14 @@ pub struct OperationsQuery {
 
 /// Internal trace: operations matching every given filter, with their unit; keyset-paged by id.
 #[utoipa::path(
-    get, path = "/api/v1/operations", tag = "trace",
-    params(OperationsQuery),
-    responses(
-        (status = 200, description = "one page", body = OperationPage),
-        (status = 400, description = "bad parameter"),
-    )
+    get, path = "/api/v1/operations", tag = "trace", params(OperationsQuery),
+    responses((status = 200, description = "one page", body = OperationPage), BadRequest)
 )]
 pub async fn operations(
     State(st): State<AppState>,
     Params(q): Params<OperationsQuery>,
 ) -> Result<Json<OperationPage>, ApiError> {
-    let f = OperationFilter {
-        station: q.station,
-        equipment: q.equipment,
-        operator: q.operator,
-        lot: q.lot,
-        from: q.from.map(|t| t.0),
-        to: q.to.map(|t| t.0),
-        result: q.result.map(|r| r.as_str().to_owned()),
-        parameter: q.parameter,
-        out_of_spec: q.out_of_spec,
-        limit: q.limit.map_or(DEFAULT_LIMIT, |b| b.0),
-        after_id: q.after_id,
-    };
-    Ok(Json(trace::operations(&st.db, &f).await?))
+    Ok(Json(trace::operations(&st.db, &q.into()).await?))
 }
 
 /// Query of `GET /api/v1/readings`.
@@ -296,24 +256,43 @@ pub struct ReadingsQuery {
 
 /// Readings (time series) in time order; keyset-paged.
 #[utoipa::path(
-    get, path = "/api/v1/readings", tag = "trace",
-    params(ReadingsQuery),
-    responses(
-        (status = 200, description = "one page", body = ReadingPage),
-        (status = 400, description = "bad parameter"),
-    )
+    get, path = "/api/v1/readings", tag = "trace", params(ReadingsQuery),
+    responses((status = 200, description = "one page", body = ReadingPage), BadRequest)
 )]
 pub async fn readings(
     State(st): State<AppState>,
     Params(q): Params<ReadingsQuery>,
 ) -> Result<Json<ReadingPage>, ApiError> {
-    let f = ReadingFilter {
-        tag: q.tag,
-        gateway: q.gateway,
-        from: q.from.map(|t| t.0),
-        to: q.to.map(|t| t.0),
-        limit: q.limit.map_or(DEFAULT_LIMIT, |b| b.0),
-        after: q.after,
-    };
-    Ok(Json(trace::readings(&st.db, &f).await?))
+    Ok(Json(trace::readings(&st.db, &q.into()).await?))
+}
+
+impl From<OperationsQuery> for OperationFilter {
+    fn from(q: OperationsQuery) -> Self {
+        OperationFilter {
+            station: q.station,
+            equipment: q.equipment,
+            operator: q.operator,
+            lot: q.lot,
+            from: q.from.map(|t| t.0),
+            to: q.to.map(|t| t.0),
+            result: q.result.map(|r| r.as_str().to_owned()),
+            parameter: q.parameter,
+            out_of_spec: q.out_of_spec,
+            limit: q.limit.map_or(DEFAULT_LIMIT, |b| b.0),
+            after_id: q.after_id,
+        }
+    }
+}
+
+impl From<ReadingsQuery> for ReadingFilter {
+    fn from(q: ReadingsQuery) -> Self {
+        ReadingFilter {
+            tag: q.tag,
+            gateway: q.gateway,
+            from: q.from.map(|t| t.0),
+            to: q.to.map(|t| t.0),
+            limit: q.limit.map_or(DEFAULT_LIMIT, |b| b.0),
+            after: q.after,
+        }
+    }
 }

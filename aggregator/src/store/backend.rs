@@ -28,10 +28,30 @@ use uuid::Uuid;
 
 use super::model::{DeadLetter, StatusUpdate};
 use super::rows::{
-    EdgeClose, EdgeInsert, EventInsert, ItemFill, ItemIds, ItemKey, MaterialInsert,
-    OperationInsert, ParameterInsert, QualityInsert, ReadingInsert,
+    EdgeClose, EdgeInsert, EventInsert, ItemFill, ItemIds, ItemKey, OperationRows, QualityInsert,
+    ReadingInsert,
 };
 use super::sql::{Rows, Sql};
+
+/// The `ON CONFLICT (kind, ext_id) DO UPDATE SET` assignments of an item upsert, as
+/// [`WriteTx::upsert_items`] promises them (the backend adds `first_seen_at`, the earliest): a
+/// field given overwrites, a field absent keeps the stored value, `shipped_at` keeps the first,
+/// `placeholder` clears for good. A macro so that the statements stay `&'static str`.
+macro_rules! item_upsert_set {
+    () => {
+        "part = COALESCE(excluded.part, items.part),
+         supplier = COALESCE(excluded.supplier, items.supplier),
+         supplier_batch = COALESCE(excluded.supplier_batch, items.supplier_batch),
+         qty = COALESCE(excluded.qty, items.qty),
+         work_order = COALESCE(excluded.work_order, items.work_order),
+         line = COALESCE(excluded.line, items.line),
+         level = COALESCE(excluded.level, items.level),
+         customer = COALESCE(excluded.customer, items.customer),
+         shipped_at = COALESCE(items.shipped_at, excluded.shipped_at),
+         placeholder = items.placeholder AND excluded.placeholder,"
+    };
+}
+pub(crate) use item_upsert_set;
 
 /// An open write transaction of one backend.
 pub(crate) trait WriteTx: Sized {
@@ -58,15 +78,8 @@ pub(crate) trait WriteTx: Sized {
     /// Appends the edges in order.
     async fn insert_edges(&mut self, rows: &[EdgeInsert], ids: &ItemIds) -> sqlx::Result<()>;
 
-    /// Appends the operations, then their parameters and materials (linked by `event_id` to the
-    /// operation of the same event).
-    async fn insert_operations(
-        &mut self,
-        ops: &[OperationInsert],
-        parameters: &[ParameterInsert],
-        materials: &[MaterialInsert],
-        ids: &ItemIds,
-    ) -> sqlx::Result<()>;
+    /// Appends the operations, then their parameters and materials.
+    async fn insert_operations(&mut self, rows: &OperationRows, ids: &ItemIds) -> sqlx::Result<()>;
 
     /// Appends the quality checks.
     async fn insert_quality(&mut self, rows: &[QualityInsert], ids: &ItemIds) -> sqlx::Result<()>;

@@ -15,8 +15,8 @@ use threadline_shared::event::{ItemKind, Record, RecordBody, TagValue};
 use threadline_shared::time::Timestamp;
 
 use super::rows::{
-    EdgeClose, EdgeInsert, ItemFill, ItemKey, MaterialInsert, OperationInsert, ParameterInsert,
-    QualityInsert,
+    EdgeClose, EdgeInsert, ItemFill, ItemKey, MaterialInsert, OperationInsert, OperationRows,
+    ParameterInsert, QualityInsert,
 };
 
 impl ItemFill {
@@ -54,9 +54,7 @@ pub(crate) struct Projection {
     pub(crate) items: BTreeMap<ItemKey, ItemFill>,
     pub(crate) edges: Vec<EdgeInsert>,
     pub(crate) closes: Vec<EdgeClose>,
-    pub(crate) operations: Vec<OperationInsert>,
-    pub(crate) parameters: Vec<ParameterInsert>,
-    pub(crate) materials: Vec<MaterialInsert>,
+    pub(crate) ops: OperationRows,
     pub(crate) quality: Vec<QualityInsert>,
 }
 
@@ -137,7 +135,7 @@ impl Projection {
                     let in_spec = p.in_spec();
                     out_of_spec |= !in_spec;
                     let (value_num, value_text) = split_value(&p.value);
-                    self.parameters.push(ParameterInsert {
+                    self.ops.parameters.push(ParameterInsert {
                         event_id,
                         name: p.name.clone(),
                         value_num,
@@ -164,7 +162,7 @@ impl Projection {
                             },
                         );
                     }
-                    self.materials.push(MaterialInsert {
+                    self.ops.materials.push(MaterialInsert {
                         event_id,
                         lot: m.lot.clone(),
                         qty: m.qty,
@@ -183,7 +181,7 @@ impl Projection {
                 }
                 let environment =
                     serde_json::to_string(&op.environment).unwrap_or_else(|_| "[]".to_owned());
-                self.operations.push(OperationInsert {
+                self.ops.operations.push(OperationInsert {
                     event_id,
                     unit: op.unit.clone(),
                     station: op.station.clone(),
@@ -342,7 +340,7 @@ mod tests {
     use serde_json::{Value, json};
     use threadline_shared::event::{ItemKind, Record};
 
-    use super::Projection;
+    use super::{ItemKey, Projection};
 
     fn ts(t: u32) -> String {
         format!("2026-01-01T10:{:02}:{:02}.000000Z", t / 60, t % 60)
@@ -370,7 +368,7 @@ mod tests {
         p
     }
 
-    fn key(kind: ItemKind, id: &str) -> (ItemKind, String) {
+    fn key(kind: ItemKind, id: &str) -> ItemKey {
         (kind, id.to_owned())
     }
 
@@ -400,8 +398,8 @@ mod tests {
         assert!(lot.placeholder && lot.fills, "{lot:?}");
         assert_eq!(lot.part.as_deref(), Some("P-6202"));
 
-        assert_eq!(p.operations.len(), 1);
-        let op = &p.operations[0];
+        assert_eq!(p.ops.operations.len(), 1);
+        let op = &p.ops.operations[0];
         assert_eq!(
             (
                 op.event_id,
@@ -432,8 +430,8 @@ mod tests {
             json!([{"name": "hall.temp", "value": 21.5, "unit": "°C"}])
         );
 
-        assert_eq!(p.parameters.len(), 2);
-        let (pressure, tool) = (&p.parameters[0], &p.parameters[1]);
+        assert_eq!(p.ops.parameters.len(), 2);
+        let (pressure, tool) = (&p.ops.parameters[0], &p.ops.parameters[1]);
         assert_eq!(
             (pressure.name.as_str(), pressure.value_num),
             ("pressure", Some(230.0))
@@ -444,9 +442,9 @@ mod tests {
         assert_eq!(tool.value_num, None);
         assert!(tool.in_spec, "text without limits is in spec");
 
-        assert_eq!(p.materials.len(), 1);
+        assert_eq!(p.ops.materials.len(), 1);
         assert_eq!(
-            (p.materials[0].lot.as_str(), p.materials[0].qty),
+            (p.ops.materials[0].lot.as_str(), p.ops.materials[0].qty),
             ("LOT-A", 2.0)
         );
         // One consumed edge per operation and lot, with station and time.
@@ -473,9 +471,9 @@ mod tests {
             json!({"unit": "SN1", "station": "ST10", "operation": "op", "result": "pass",
                    "parameters": [{"name": "p", "value": 200.0, "lsl": 180.0, "usl": 220.0}]}),
         )]);
-        assert!(!p.operations[0].out_of_spec);
-        assert!(p.parameters[0].in_spec);
-        assert_eq!(p.operations[0].environment, "[]");
+        assert!(!p.ops.operations[0].out_of_spec);
+        assert!(p.ops.parameters[0].in_spec);
+        assert_eq!(p.ops.operations[0].environment, "[]");
     }
 
     #[test]
@@ -524,7 +522,7 @@ mod tests {
             ),
             (Some("PUMP"), Some("WO-1"), Some("L1"))
         );
-        assert!(p.edges.is_empty() && p.operations.is_empty());
+        assert!(p.edges.is_empty() && p.ops.operations.is_empty());
     }
 
     #[test]
@@ -572,7 +570,7 @@ mod tests {
                                         "container": "CASE-1", "unit": "SN2", "station": "DOCK"}),
             ),
         ]);
-        let rel: Vec<(&str, &(ItemKind, String), &(ItemKind, String), i64)> = p
+        let rel: Vec<(&str, &ItemKey, &ItemKey, i64)> = p
             .edges
             .iter()
             .map(|e| (e.relation, &e.parent, &e.child, e.event_id))
@@ -741,6 +739,6 @@ mod tests {
             ),
         ]);
         assert!(p.items.is_empty() && p.edges.is_empty() && p.closes.is_empty());
-        assert!(p.operations.is_empty() && p.quality.is_empty());
+        assert!(p.ops.operations.is_empty() && p.quality.is_empty());
     }
 }

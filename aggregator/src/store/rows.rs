@@ -154,6 +154,15 @@ pub(crate) struct MaterialInsert {
     pub(crate) qty: f64,
 }
 
+/// The operations of a batch with their parameters and materials (linked by `event_id` to the
+/// operation of the same event).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OperationRows {
+    pub(crate) operations: Vec<OperationInsert>,
+    pub(crate) parameters: Vec<ParameterInsert>,
+    pub(crate) materials: Vec<MaterialInsert>,
+}
+
 /// A `quality_checks` row.
 #[derive(Debug, Clone)]
 pub(crate) struct QualityInsert {

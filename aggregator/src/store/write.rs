@@ -178,9 +178,8 @@ async fn write_batch<T: WriteTx>(tx: &mut T, batch: &Batch) -> sqlx::Result<Batc
                 });
             }
         }
-        if !proj.operations.is_empty() {
-            tx.insert_operations(&proj.operations, &proj.parameters, &proj.materials, &ids)
-                .await?;
+        if !proj.ops.operations.is_empty() {
+            tx.insert_operations(&proj.ops, &ids).await?;
         }
         if !proj.quality.is_empty() {
             tx.insert_quality(&proj.quality, &ids).await?;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::report::{Captured, OperationSummary};
 use super::{QueryError, time_text};
 use crate::store::Db;
 use crate::store::sql::{self, Sql};
@@ -37,23 +38,14 @@ pub struct OperationFilter {
     pub after_id: Option<i64>,
 }
 
+/// An operation with its unit.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
 pub struct OperationRow {
-    pub id: i64,
     pub serial: String,
     pub part: Option<String>,
-    pub station: String,
-    pub operation: String,
-    pub equipment: Option<String>,
-    pub operator: Option<String>,
-    pub recipe: Option<String>,
-    #[sqlx(try_from = "sql::OptTime")]
-    pub started_at: Option<String>,
-    #[sqlx(try_from = "sql::Time")]
-    pub completed_at: String,
-    pub result: String,
-    pub defect_code: Option<String>,
-    pub out_of_spec: bool,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub operation: OperationSummary,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -124,7 +116,7 @@ pub async fn operations(db: &Db, f: &OperationFilter) -> Result<OperationPage, Q
     let mut rows: Vec<OperationRow> = db.fetch_all(q).await?;
     let next_after_id = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|r| r.id)
+        rows.last().map(|r| r.operation.id)
     } else {
         None
     };
@@ -208,14 +200,17 @@ impl<'de> serde::Deserialize<'de> for ReadingCursor {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+/// One reading of a tag.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
 pub struct ReadingRow {
+    #[sqlx(try_from = "sql::Time")]
     pub ts: String,
     pub gateway: String,
     pub device: String,
     pub tag: String,
     #[schema(value_type = Object)]
-    pub value: serde_json::Value,
+    #[sqlx(flatten)]
+    pub value: Captured,
     pub unit: Option<String>,
     pub quality: String,
     pub error: Option<String>,
@@ -230,20 +225,6 @@ pub struct ReadingPage {
 
 /// Readings in time order.
 pub async fn readings(db: &Db, f: &ReadingFilter) -> Result<ReadingPage, QueryError> {
-    #[derive(sqlx::FromRow)]
-    struct Reading {
-        ts: DateTime<Utc>,
-        gateway: String,
-        epoch: String,
-        seq: i64,
-        device: String,
-        tag: String,
-        value_num: Option<f64>,
-        value_text: Option<String>,
-        unit: Option<String>,
-        quality: String,
-        error: Option<String>,
-    }
     let mut q = Sql::new("");
     let mut conds: Vec<String> = Vec::new();
     if let Some(tag) = &f.tag {
@@ -275,41 +256,38 @@ pub async fn readings(db: &Db, f: &ReadingFilter) -> Result<ReadingPage, QueryEr
         where_clause(&conds),
         limit + 1
     ));
-    let mut rows: Vec<Reading> = db.fetch_all(q).await?;
+    let mut rows: Vec<Keyed> = db.fetch_all(q).await?;
     let next_after = if rows.len() > limit {
         rows.truncate(limit);
-        match rows.last() {
-            Some(r) => Some(
-                ReadingCursor {
-                    ts: r.ts,
-                    gateway: r.gateway.clone(),
-                    epoch: Uuid::parse_str(&r.epoch).map_err(|e| {
-                        QueryError::Data(format!("reading epoch {:?}: {e}", r.epoch))
-                    })?,
-                    seq: r.seq,
-                }
-                .encode(),
-            ),
-            None => None,
-        }
+        rows.last().map(cursor).transpose()?
     } else {
         None
     };
-    let readings = rows
-        .into_iter()
-        .map(|r| ReadingRow {
-            ts: time_text(&r.ts),
-            gateway: r.gateway,
-            device: r.device,
-            tag: r.tag,
-            value: super::report::value_of(r.value_num, r.value_text),
-            unit: r.unit,
-            quality: r.quality,
-            error: r.error,
-        })
-        .collect();
     Ok(ReadingPage {
-        readings,
+        readings: rows.into_iter().map(|r| r.reading).collect(),
         next_after,
     })
+}
+
+/// A reading with the rest of its key, for the cursor.
+#[derive(sqlx::FromRow)]
+struct Keyed {
+    #[sqlx(flatten)]
+    reading: ReadingRow,
+    epoch: String,
+    seq: i64,
+}
+
+/// The `next_after` of a page that ends with `r`.
+fn cursor(r: &Keyed) -> Result<String, QueryError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        QueryError::Data(format!("reading {what} of the page's last row: {e}"))
+    };
+    Ok(ReadingCursor {
+        ts: threadline_shared::time::parse(&r.reading.ts).map_err(|e| bad("ts", &e))?,
+        gateway: r.reading.gateway.clone(),
+        epoch: Uuid::parse_str(&r.epoch).map_err(|e| bad("epoch", &e))?,
+        seq: r.seq,
+    }
+    .encode())
 }

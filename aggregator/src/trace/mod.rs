@@ -19,8 +19,8 @@ pub use internal::{
 };
 pub use recall::{Recall, RecallCounts, RecallShipment, recall};
 pub use report::{
-    Component, ComponentMaterial, Container, EnvValue, Material, Operation, Parameter,
-    QualityCheck, Shipment, UnitReport, unit_report,
+    Captured, Component, ComponentMaterial, Container, EnvValue, Material, Operation,
+    OperationSummary, Parameter, QualityCheck, Shipment, UnitReport, unit_report,
 };
 
 use chrono::{DateTime, Utc};

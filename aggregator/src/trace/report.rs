@@ -67,8 +67,10 @@ pub struct Component {
     pub removed_at: Option<String>,
 }
 
+/// One operation on a unit: where, with what and by whom, and how it ended. The unit report
+/// lists them with their parameters; the internal trace lists them with their unit.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
-pub struct Operation {
+pub struct OperationSummary {
     pub id: i64,
     pub station: String,
     pub operation: String,
@@ -82,6 +84,13 @@ pub struct Operation {
     pub result: String,
     pub defect_code: Option<String>,
     pub out_of_spec: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
+pub struct Operation {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub summary: OperationSummary,
     /// Sorted by name.
     #[sqlx(skip)]
     pub parameters: Vec<Parameter>,
@@ -89,12 +98,41 @@ pub struct Operation {
     pub environment: Vec<EnvValue>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+/// A value as captured: a number (bools as 0/1) or text; `null` when none was. Read from a
+/// `value_num` / `value_text` column pair.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct Captured(pub serde_json::Value);
+
+impl std::ops::Deref for Captured {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for Captured
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    Option<f64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(Captured(value_of(
+            row.try_get("value_num")?,
+            row.try_get("value_text")?,
+        )))
+    }
+}
+
+/// A process parameter of an operation, against its limits.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
 pub struct Parameter {
     pub name: String,
     /// Number or text, as captured.
     #[schema(value_type = Object)]
-    pub value: serde_json::Value,
+    #[sqlx(flatten)]
+    pub value: Captured,
     pub unit: Option<String>,
     pub lsl: Option<f64>,
     pub usl: Option<f64>,
@@ -111,17 +149,22 @@ pub struct EnvValue {
     pub unit: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+/// An inspected characteristic of the unit.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
 pub struct QualityCheck {
     pub characteristic: String,
     #[schema(value_type = Object)]
-    pub value: serde_json::Value,
+    #[sqlx(flatten)]
+    pub value: Captured,
+    /// Unit of measure.
+    #[sqlx(rename = "unit_of_measure")]
     pub unit: Option<String>,
     pub lsl: Option<f64>,
     pub usl: Option<f64>,
     pub result: String,
     pub station: Option<String>,
     pub operator: Option<String>,
+    #[sqlx(try_from = "sql::Time")]
     pub checked_at: String,
 }
 
@@ -131,10 +174,13 @@ pub struct Container {
     pub level: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+/// The shipment that took the unit (or a container holding it).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
 pub struct Shipment {
     pub id: String,
     pub customer: Option<String>,
+    /// The shipment's time, else when the unit was put on it.
+    #[sqlx(try_from = "sql::OptTime")]
     pub shipped_at: Option<String>,
 }
 
@@ -325,17 +371,12 @@ async fn operations(db: &Db, uid: i64) -> Result<Vec<Operation>, QueryError> {
         return Ok(ops);
     }
     #[derive(sqlx::FromRow)]
-    struct Param {
+    struct OfOperation {
         operation_id: i64,
-        name: String,
-        value_num: Option<f64>,
-        value_text: Option<String>,
-        unit: Option<String>,
-        lsl: Option<f64>,
-        usl: Option<f64>,
-        in_spec: bool,
+        #[sqlx(flatten)]
+        parameter: Parameter,
     }
-    let params: Vec<Param> = db
+    let params: Vec<OfOperation> = db
         .fetch_all(
             Sql::new(
                 "SELECT p.operation_id, p.name, p.value_num, p.value_text, p.unit, p.lsl, \
@@ -346,17 +387,14 @@ async fn operations(db: &Db, uid: i64) -> Result<Vec<Operation>, QueryError> {
             .bind(uid),
         )
         .await?;
-    let index: HashMap<i64, usize> = ops.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+    let index: HashMap<i64, usize> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.summary.id, i))
+        .collect();
     for p in params {
         if let Some(&i) = index.get(&p.operation_id) {
-            ops[i].parameters.push(Parameter {
-                name: p.name,
-                value: value_of(p.value_num, p.value_text),
-                unit: p.unit,
-                lsl: p.lsl,
-                usl: p.usl,
-                in_spec: p.in_spec,
-            });
+            ops[i].parameters.push(p.parameter);
         }
     }
     for op in &mut ops {
@@ -366,21 +404,7 @@ async fn operations(db: &Db, uid: i64) -> Result<Vec<Operation>, QueryError> {
 }
 
 async fn quality_checks(db: &Db, uid: i64) -> Result<Vec<QualityCheck>, QueryError> {
-    #[derive(sqlx::FromRow)]
-    struct Check {
-        characteristic: String,
-        value_num: Option<f64>,
-        value_text: Option<String>,
-        unit_of_measure: Option<String>,
-        lsl: Option<f64>,
-        usl: Option<f64>,
-        result: String,
-        station: Option<String>,
-        operator: Option<String>,
-        #[sqlx(try_from = "sql::Time")]
-        checked_at: String,
-    }
-    let rows: Vec<Check> = db
+    Ok(db
         .fetch_all(
             Sql::new(
                 "SELECT characteristic, value_num, value_text, unit_of_measure, lsl, usl, result, \
@@ -389,21 +413,7 @@ async fn quality_checks(db: &Db, uid: i64) -> Result<Vec<QualityCheck>, QueryErr
             )
             .bind(uid),
         )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|c| QualityCheck {
-            characteristic: c.characteristic,
-            value: value_of(c.value_num, c.value_text),
-            unit: c.unit_of_measure,
-            lsl: c.lsl,
-            usl: c.usl,
-            result: c.result,
-            station: c.station,
-            operator: c.operator,
-            checked_at: c.checked_at,
-        })
-        .collect())
+        .await?)
 }
 
 /// Containers holding the unit now, innermost first, and the ids of everything holding it
@@ -447,27 +457,13 @@ async fn containers(db: &Db, uid: i64) -> Result<(Vec<Container>, Vec<i64>), Que
 
 /// The newest shipment of the unit or of any container holding it.
 async fn shipment(db: &Db, holders: &[i64]) -> Result<Option<Shipment>, QueryError> {
-    #[derive(sqlx::FromRow)]
-    struct Shipped {
-        ext_id: String,
-        customer: Option<String>,
-        #[sqlx(try_from = "sql::OptTime")]
-        shipped_at: Option<String>,
-        #[sqlx(try_from = "sql::Time")]
-        valid_from: String,
-    }
-    let row: Option<Shipped> = db
+    Ok(db
         .fetch_optional(Sql::new(format!(
-            "SELECT s.ext_id, s.customer, s.shipped_at, e.valid_from FROM edges e \
-             JOIN items s ON s.id = e.parent_id \
+            "SELECT s.ext_id AS id, s.customer, COALESCE(s.shipped_at, e.valid_from) AS shipped_at \
+             FROM edges e JOIN items s ON s.id = e.parent_id \
              WHERE e.relation = 'shipped' AND e.valid_to IS NULL AND e.child_id IN ({}) \
              ORDER BY e.valid_from DESC, e.id DESC LIMIT 1",
             id_list(holders)
         )))
-        .await?;
-    Ok(row.map(|r| Shipment {
-        id: r.ext_id,
-        customer: r.customer,
-        shipped_at: Some(r.shipped_at.unwrap_or(r.valid_from)),
-    }))
+        .await?)
 }

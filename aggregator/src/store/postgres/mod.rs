@@ -11,11 +11,11 @@ use threadline_shared::event::ItemKind;
 use threadline_shared::time::Timestamp;
 use uuid::Uuid;
 
-use super::backend::WriteTx;
+use super::backend::{WriteTx, item_upsert_set};
 use super::model::Batch;
 use super::rows::{
-    EdgeInsert, EventInsert, ItemFill, ItemIds, ItemKey, MaterialInsert, OperationIds,
-    OperationInsert, ParameterInsert, QualityInsert, ReadingInsert,
+    EdgeInsert, EventInsert, ItemFill, ItemIds, ItemKey, OperationIds, OperationRows,
+    QualityInsert, ReadingInsert,
 };
 use super::sql::{self, Bind, Driver, Rows, Sql};
 
@@ -174,45 +174,36 @@ impl WriteTx for PgWrite<'_> {
         }
         let kind: Vec<&str> = items.keys().map(|(k, _)| k.as_str()).collect();
         let ext: Vec<&str> = items.keys().map(|(_, id)| id.as_str()).collect();
-        sqlx::query(
-        "INSERT INTO items (kind, ext_id, part, supplier, supplier_batch, qty, work_order, line,
-                            level, customer, shipped_at, placeholder, first_seen_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[],
-                              $11::timestamptz[], $12::bool[], $13::timestamptz[])
-         ON CONFLICT (kind, ext_id) DO UPDATE SET
-           part = COALESCE(excluded.part, items.part),
-           supplier = COALESCE(excluded.supplier, items.supplier),
-           supplier_batch = COALESCE(excluded.supplier_batch, items.supplier_batch),
-           qty = COALESCE(excluded.qty, items.qty),
-           work_order = COALESCE(excluded.work_order, items.work_order),
-           line = COALESCE(excluded.line, items.line),
-           level = COALESCE(excluded.level, items.level),
-           customer = COALESCE(excluded.customer, items.customer),
-           shipped_at = COALESCE(items.shipped_at, excluded.shipped_at),
-           placeholder = items.placeholder AND excluded.placeholder,
-           first_seen_at = LEAST(items.first_seen_at, excluded.first_seen_at)
-         WHERE NOT excluded.placeholder OR excluded.part IS NOT NULL
-           OR excluded.supplier IS NOT NULL OR excluded.supplier_batch IS NOT NULL
-           OR excluded.qty IS NOT NULL OR excluded.work_order IS NOT NULL
-           OR excluded.line IS NOT NULL OR excluded.level IS NOT NULL
-           OR excluded.customer IS NOT NULL OR excluded.shipped_at IS NOT NULL",
-    )
-    .bind(&kind)
-    .bind(&ext)
-    .bind(col!(part))
-    .bind(col!(supplier))
-    .bind(col!(supplier_batch))
-    .bind(col!(qty))
-    .bind(col!(work_order))
-    .bind(col!(line))
-    .bind(col!(level))
-    .bind(col!(customer))
-    .bind(col!(shipped_at))
-    .bind(col!(placeholder))
-    .bind(col!(first_seen_at))
-    .execute(&mut **t)
-    .await?;
+        sqlx::query(concat!(
+            "INSERT INTO items (kind, ext_id, part, supplier, supplier_batch, qty, work_order, line,
+                                level, customer, shipped_at, placeholder, first_seen_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::timestamptz[], $12::bool[], $13::timestamptz[])
+             ON CONFLICT (kind, ext_id) DO UPDATE SET ",
+            item_upsert_set!(),
+            " first_seen_at = LEAST(items.first_seen_at, excluded.first_seen_at)
+             WHERE NOT excluded.placeholder OR excluded.part IS NOT NULL
+               OR excluded.supplier IS NOT NULL OR excluded.supplier_batch IS NOT NULL
+               OR excluded.qty IS NOT NULL OR excluded.work_order IS NOT NULL
+               OR excluded.line IS NOT NULL OR excluded.level IS NOT NULL
+               OR excluded.customer IS NOT NULL OR excluded.shipped_at IS NOT NULL",
+        ))
+        .bind(&kind)
+        .bind(&ext)
+        .bind(col!(part))
+        .bind(col!(supplier))
+        .bind(col!(supplier_batch))
+        .bind(col!(qty))
+        .bind(col!(work_order))
+        .bind(col!(line))
+        .bind(col!(level))
+        .bind(col!(customer))
+        .bind(col!(shipped_at))
+        .bind(col!(placeholder))
+        .bind(col!(first_seen_at))
+        .execute(&mut **t)
+        .await?;
         let kind: Vec<&str> = items.keys().map(|(k, _)| k.as_str()).collect();
         let ext: Vec<&str> = items.keys().map(|(_, id)| id.as_str()).collect();
         #[derive(sqlx::FromRow)]
@@ -263,14 +254,9 @@ impl WriteTx for PgWrite<'_> {
         Ok(())
     }
 
-    async fn insert_operations(
-        &mut self,
-        ops: &[OperationInsert],
-        parameters: &[ParameterInsert],
-        materials: &[MaterialInsert],
-        ids: &ItemIds,
-    ) -> sqlx::Result<()> {
+    async fn insert_operations(&mut self, rows: &OperationRows, ids: &ItemIds) -> sqlx::Result<()> {
         let t = &mut self.0;
+        let ops = &rows.operations;
         let op_ids = next_ids(t, "operations_id_seq", ops.len()).await?;
         let mut op_of_event = OperationIds::with_capacity(ops.len());
         let mut c = BulkRows::new();
@@ -299,9 +285,9 @@ impl WriteTx for PgWrite<'_> {
          completed_at, result, defect_code, out_of_spec, environment, gateway, event_id)",
         )
         .await?;
-        if !parameters.is_empty() {
+        if !rows.parameters.is_empty() {
             let mut c = BulkRows::new();
-            for x in parameters {
+            for x in &rows.parameters {
                 c.row()
                     .i64(op_of_event.of_event(x.event_id)?)
                     .text(&x.name)
@@ -319,9 +305,9 @@ impl WriteTx for PgWrite<'_> {
             )
             .await?;
         }
-        if !materials.is_empty() {
+        if !rows.materials.is_empty() {
             let mut c = BulkRows::new();
-            for m in materials {
+            for m in &rows.materials {
                 c.row()
                     .i64(op_of_event.of_event(m.event_id)?)
                     .i64(ids.get(ItemKind::Lot, &m.lot)?)

@@ -14,10 +14,10 @@ use sqlx::{Arguments as _, Sqlite, Transaction};
 use threadline_shared::event::ItemKind;
 use threadline_shared::time::Timestamp;
 
-use super::backend::WriteTx;
+use super::backend::{WriteTx, item_upsert_set};
 use super::rows::{
-    EdgeInsert, EventInsert, ItemFill, ItemIds, ItemKey, MaterialInsert, OperationIds,
-    OperationInsert, ParameterInsert, QualityInsert, ReadingInsert,
+    EdgeInsert, EventInsert, ItemFill, ItemIds, ItemKey, OperationIds, OperationRows,
+    QualityInsert, ReadingInsert,
 };
 use super::sql::{self, Bind, Driver, Rows, Sql};
 
@@ -134,40 +134,32 @@ impl WriteTx for SqliteWrite<'_> {
         let mut ids = ItemIds::default();
         for ((kind, ext), f) in items {
             if f.fills {
-                sqlx::query(
-                "INSERT INTO items (kind, ext_id, part, supplier, supplier_batch, qty, work_order,
-                                    line, level, customer, shipped_at, placeholder, first_seen_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (kind, ext_id) DO UPDATE SET
-                   part = COALESCE(excluded.part, items.part),
-                   supplier = COALESCE(excluded.supplier, items.supplier),
-                   supplier_batch = COALESCE(excluded.supplier_batch, items.supplier_batch),
-                   qty = COALESCE(excluded.qty, items.qty),
-                   work_order = COALESCE(excluded.work_order, items.work_order),
-                   line = COALESCE(excluded.line, items.line),
-                   level = COALESCE(excluded.level, items.level),
-                   customer = COALESCE(excluded.customer, items.customer),
-                   shipped_at = COALESCE(items.shipped_at, excluded.shipped_at),
-                   placeholder = items.placeholder AND excluded.placeholder,
-                   first_seen_at = CASE WHEN items.first_seen_at IS NULL
-                                          OR excluded.first_seen_at < items.first_seen_at
-                                        THEN excluded.first_seen_at ELSE items.first_seen_at END",
-            )
-            .bind(kind.as_str())
-            .bind(ext)
-            .bind(&f.part)
-            .bind(&f.supplier)
-            .bind(&f.supplier_batch)
-            .bind(f.qty)
-            .bind(&f.work_order)
-            .bind(&f.line)
-            .bind(&f.level)
-            .bind(&f.customer)
-            .bind(f.shipped_at.map(time_text))
-            .bind(f.placeholder)
-            .bind(f.first_seen_at.map(time_text))
-            .execute(&mut **t)
-            .await?;
+                sqlx::query(concat!(
+                    "INSERT INTO items (kind, ext_id, part, supplier, supplier_batch, qty,
+                                        work_order, line, level, customer, shipped_at,
+                                        placeholder, first_seen_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     ON CONFLICT (kind, ext_id) DO UPDATE SET ",
+                    item_upsert_set!(),
+                    " first_seen_at = CASE WHEN items.first_seen_at IS NULL
+                                           OR excluded.first_seen_at < items.first_seen_at
+                                         THEN excluded.first_seen_at ELSE items.first_seen_at END",
+                ))
+                .bind(kind.as_str())
+                .bind(ext)
+                .bind(&f.part)
+                .bind(&f.supplier)
+                .bind(&f.supplier_batch)
+                .bind(f.qty)
+                .bind(&f.work_order)
+                .bind(&f.line)
+                .bind(&f.level)
+                .bind(&f.customer)
+                .bind(f.shipped_at.map(time_text))
+                .bind(f.placeholder)
+                .bind(f.first_seen_at.map(time_text))
+                .execute(&mut **t)
+                .await?;
             } else {
                 sqlx::query(
                     "INSERT INTO items (kind, ext_id, first_seen_at) VALUES ($1, $2, $3)
@@ -210,14 +202,9 @@ impl WriteTx for SqliteWrite<'_> {
         Ok(())
     }
 
-    async fn insert_operations(
-        &mut self,
-        ops: &[OperationInsert],
-        parameters: &[ParameterInsert],
-        materials: &[MaterialInsert],
-        ids: &ItemIds,
-    ) -> sqlx::Result<()> {
+    async fn insert_operations(&mut self, rows: &OperationRows, ids: &ItemIds) -> sqlx::Result<()> {
         let t = &mut self.0;
+        let ops = &rows.operations;
         let mut op_of_event = OperationIds::with_capacity(ops.len());
         for o in ops {
             let id: i64 = sqlx::query_scalar(
@@ -244,7 +231,7 @@ impl WriteTx for SqliteWrite<'_> {
             .await?;
             op_of_event.insert(o.event_id, id);
         }
-        for x in parameters {
+        for x in &rows.parameters {
             sqlx::query(
             "INSERT INTO operation_parameters (operation_id, name, value_num, value_text, unit, lsl,
                                                usl, in_spec)
@@ -261,7 +248,7 @@ impl WriteTx for SqliteWrite<'_> {
         .execute(&mut **t)
         .await?;
         }
-        for m in materials {
+        for m in &rows.materials {
             sqlx::query(
                 "INSERT INTO operation_materials (operation_id, lot_id, qty) VALUES ($1, $2, $3)",
             )
