@@ -1,5 +1,6 @@
-//! Server-rendered pages: the printable unit report an auditor asks for. No scripts, no external
-//! assets; every piece of text from the database is HTML-escaped.
+//! Server-rendered pages: the printable unit report an auditor asks for (no scripts) and the start
+//! page (one inline line of script for its form). No external assets; every piece of text from
+//! the database is HTML-escaped.
 
 use std::fmt::Write as _;
 
