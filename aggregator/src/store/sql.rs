@@ -117,11 +117,13 @@ impl<'a> Sql<'a> {
         self.jit
     }
 
-    fn sql_str(&self) -> sqlx::SqlStr {
+    /// The text for sqlx. Built text is safe by construction: values are always bound; only
+    /// integers read from the database ([`id_list`]) and fixed identifiers are ever inlined.
+    fn into_sql_str(self) -> sqlx::SqlStr {
         use sqlx::SqlSafeStr as _;
-        match &self.text {
+        match self.text {
             Cow::Borrowed(s) => s.into_sql_str(),
-            Cow::Owned(s) => sqlx::AssertSqlSafe(s.clone()).into_sql_str(),
+            Cow::Owned(s) => sqlx::AssertSqlSafe(s).into_sql_str(),
         }
     }
 }
@@ -155,9 +157,8 @@ where
     DB: Driver,
     E: Executor<'e, Database = DB>,
 {
-    let r = sqlx::query_with(q.sql_str(), arguments::<DB>(&q)?)
-        .execute(e)
-        .await?;
+    let args = arguments::<DB>(&q)?;
+    let r = sqlx::query_with(q.into_sql_str(), args).execute(e).await?;
     Ok(DB::rows_affected(&r))
 }
 
@@ -168,7 +169,8 @@ where
     E: Executor<'e, Database = DB>,
     T: Send + Unpin + for<'r> FromRow<'r, DB::Row>,
 {
-    sqlx::query_as_with::<DB, T, _>(q.sql_str(), arguments::<DB>(&q)?)
+    let args = arguments::<DB>(&q)?;
+    sqlx::query_as_with::<DB, T, _>(q.into_sql_str(), args)
         .fetch_all(e)
         .await
 }
@@ -184,7 +186,8 @@ where
     E: Executor<'e, Database = DB>,
     T: Send + Unpin + for<'r> FromRow<'r, DB::Row>,
 {
-    let mut rows = sqlx::query_as_with::<DB, T, _>(q.sql_str(), arguments::<DB>(&q)?).fetch(e);
+    let args = arguments::<DB>(&q)?;
+    let mut rows = sqlx::query_as_with::<DB, T, _>(q.into_sql_str(), args).fetch(e);
     while let Some(r) = rows.try_next().await? {
         f(r);
     }
