@@ -6,6 +6,28 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// The evidence, for a program (which parameter, which id, …); may be null.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// 400 in the OpenAPI description of a route.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 400)]
+/// A parameter, path segment or body field is malformed or unknown; `detail` says which.
+pub struct BadRequest(pub ErrorBody);
+
+/// 404 in the OpenAPI description of a route.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404)]
+/// No item has that id; `detail.id` names it.
+pub struct NotFound(pub ErrorBody);
+
 /// An API error.
 #[derive(Debug)]
 pub enum ApiError {

@@ -35,11 +35,13 @@ use crate::trace;
         super::ops::post_shipments,
     ),
     components(schemas(
+        super::error::ErrorBody,
         trace::UnitReport,
         trace::Material,
         trace::ComponentMaterial,
         trace::Component,
         trace::Operation,
+        trace::OperationSummary,
         trace::Parameter,
         trace::EnvValue,
         trace::QualityCheck,

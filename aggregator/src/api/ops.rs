@@ -4,16 +4,17 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::params::{Bounded, Params};
 use super::{ApiError, AppState};
 use crate::store::{
-    EventsPage, GatewayInfo, LotInput, ShipmentInput, VerifyReport, WorkOrderInput,
+    Db, EventsPage, GatewayInfo, LotInput, ShipmentInput, VerifyReport, WorkOrderInput,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -105,9 +106,13 @@ pub async fn gateways(State(st): State<AppState>) -> Result<Json<Value>, ApiErro
     Ok(Json(json!({ "gateways": gws })))
 }
 
+/// `limit` of a page of the event log.
+pub type EventsLimit = Bounded<1, 1000>;
+
 /// Paging parameters of `/api/v1/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only this gateway's events.
     pub gateway: Option<String>,
@@ -115,33 +120,26 @@ pub struct EventsQuery {
     pub after_id: Option<i64>,
     /// Events with a seq greater than this (meaningful for one gateway with one epoch).
     pub after_seq: Option<i64>,
-    /// Page size, 1..=1000 (default 100).
-    pub limit: Option<i64>,
+    /// Page size (default 100).
+    #[param(inline)]
+    pub limit: Option<EventsLimit>,
 }
 
 /// The raw, hash-chained event log in id (insertion) order.
 #[utoipa::path(get, path = "/api/v1/events", tag = "ops", params(EventsQuery),
-    responses((status = 200, body = EventsPage), (status = 400, description = "bad parameter")))]
+    responses((status = 200, body = EventsPage), super::error::BadRequest))]
 pub async fn events(
     State(st): State<AppState>,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    Params(q): Params<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::bad_request("bad query parameter", json!(e.body_text())))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "limit must be 1..=1000",
-            json!({"field": "limit", "got": limit}),
-        ));
-    }
+    let limit = q.limit.map_or(100, |b| b.0);
     let page = st
         .db
         .events_page(
             q.gateway.as_deref(),
             q.after_id.unwrap_or(0),
             q.after_seq,
-            limit,
+            i64::from(limit),
         )
         .await?;
     Ok(Json(page))
@@ -164,16 +162,7 @@ pub struct Stored {
 #[utoipa::path(post, path = "/api/v1/lots", tag = "master data", request_body = LotInput,
     responses((status = 200, body = Stored), (status = 400, description = "which field is wrong")))]
 pub async fn post_lots(State(st): State<AppState>, body: Bytes) -> Result<Json<Stored>, ApiError> {
-    const FIELDS: &[Field] = &[
-        ("lot", Kind::Str, true),
-        ("part", Kind::Str, false),
-        ("supplier", Kind::Str, false),
-        ("supplier_batch", Kind::Str, false),
-        ("qty", Kind::Num, false),
-    ];
-    let lots: Vec<LotInput> = parse_many(&body, FIELDS)?;
-    st.db.upsert_lots(&lots).await?;
-    Ok(Json(Stored { stored: lots.len() }))
+    store_many::<LotInput>(&st.db, &body).await
 }
 
 /// Work orders (one object or an array); idempotent by `id`.
@@ -183,15 +172,7 @@ pub async fn post_work_orders(
     State(st): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Stored>, ApiError> {
-    const FIELDS: &[Field] = &[
-        ("id", Kind::Str, true),
-        ("part", Kind::Str, false),
-        ("qty", Kind::Num, false),
-        ("line", Kind::Str, false),
-    ];
-    let wos: Vec<WorkOrderInput> = parse_many(&body, FIELDS)?;
-    st.db.upsert_work_orders(&wos).await?;
-    Ok(Json(Stored { stored: wos.len() }))
+    store_many::<WorkOrderInput>(&st.db, &body).await
 }
 
 /// Shipments with their customer (one object or an array); idempotent by `id`.
@@ -201,16 +182,58 @@ pub async fn post_shipments(
     State(st): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Stored>, ApiError> {
-    const FIELDS: &[Field] = &[
+    store_many::<ShipmentInput>(&st.db, &body).await
+}
+
+/// A master-data object the routes above take: its fields, checked by name before it is
+/// deserialized, and how it is stored.
+trait MasterData: serde::de::DeserializeOwned + Sized {
+    /// (name, expected kind, required).
+    const FIELDS: &'static [Field];
+    async fn store(db: &Db, rows: &[Self]) -> sqlx::Result<()>;
+}
+
+impl MasterData for LotInput {
+    const FIELDS: &'static [Field] = &[
+        ("lot", Kind::Str, true),
+        ("part", Kind::Str, false),
+        ("supplier", Kind::Str, false),
+        ("supplier_batch", Kind::Str, false),
+        ("qty", Kind::Num, false),
+    ];
+    async fn store(db: &Db, rows: &[Self]) -> sqlx::Result<()> {
+        db.upsert_lots(rows).await
+    }
+}
+
+impl MasterData for WorkOrderInput {
+    const FIELDS: &'static [Field] = &[
+        ("id", Kind::Str, true),
+        ("part", Kind::Str, false),
+        ("qty", Kind::Num, false),
+        ("line", Kind::Str, false),
+    ];
+    async fn store(db: &Db, rows: &[Self]) -> sqlx::Result<()> {
+        db.upsert_work_orders(rows).await
+    }
+}
+
+impl MasterData for ShipmentInput {
+    const FIELDS: &'static [Field] = &[
         ("id", Kind::Str, true),
         ("customer", Kind::Str, false),
         ("shipped_at", Kind::Time, false),
     ];
-    let ships: Vec<ShipmentInput> = parse_many(&body, FIELDS)?;
-    st.db.upsert_shipments(&ships).await?;
-    Ok(Json(Stored {
-        stored: ships.len(),
-    }))
+    async fn store(db: &Db, rows: &[Self]) -> sqlx::Result<()> {
+        db.upsert_shipments(rows).await
+    }
+}
+
+/// Parses one object or an array of them and stores them all.
+async fn store_many<T: MasterData>(db: &Db, body: &[u8]) -> Result<Json<Stored>, ApiError> {
+    let rows: Vec<T> = parse_many(body, T::FIELDS)?;
+    T::store(db, &rows).await?;
+    Ok(Json(Stored { stored: rows.len() }))
 }
 
 #[derive(Clone, Copy)]

@@ -1,20 +1,34 @@
 //! Query-side routes: unit report, trace, recall, internal trace (operations), readings.
+//! Each route's query parameters are one struct (see `params`): extraction, checks and
+//! OpenAPI description in one place.
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Deserialize;
 use serde_json::json;
+use threadline_shared::event::Verdict;
+use utoipa::IntoParams;
 
-use super::params::{Format, Params};
+use super::error::{BadRequest, NotFound};
+use super::params::{Asked, Bounded, Params, RecallFormat, ReportFormat, Time};
 use super::{ApiError, AppState};
+use crate::trace::genealogy::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES, LIMIT_MAX_NODES};
+use crate::trace::internal::{DEFAULT_LIMIT, MAX_LIMIT, ReadingCursor};
 use crate::trace::{
     self, Direction, ItemKind, OperationFilter, OperationPage, QueryError, ReadingFilter,
     ReadingPage, Recall, TraceGraph, TraceRequest, UnitReport,
 };
+
+/// `max_depth` of a trace.
+pub type MaxDepth = Bounded<0, 1000>;
+/// `max_nodes` of a trace (beyond it, recall is the set-based answer).
+pub type MaxNodes = Bounded<1, { LIMIT_MAX_NODES }>;
+/// `limit` of a page of operations or readings.
+pub type PageLimit = Bounded<1, { MAX_LIMIT }>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -35,11 +49,6 @@ impl From<QueryError> for ApiError {
     }
 }
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    p.map(|Path(v)| v)
-        .map_err(|e| ApiError::bad_request("malformed path", json!({"reason": e.body_text()})))
-}
-
 fn csv_response(body: String, filename: &str) -> Response {
     (
         [
@@ -57,6 +66,16 @@ fn csv_response(body: String, filename: &str) -> Response {
         .into_response()
 }
 
+/// Query of `GET /api/v1/units/{serial}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UnitReportQuery {
+    /// json (default) | csv | html
+    #[param(inline)]
+    pub format: Option<ReportFormat>,
+}
+
 /// The trace report of one unit.
 ///
 /// `format=csv`: one row per operation parameter (an operation without parameters gets one row),
@@ -65,32 +84,21 @@ fn csv_response(body: String, filename: &str) -> Response {
 /// `format=html`: a printable page.
 #[utoipa::path(
     get, path = "/api/v1/units/{serial}", tag = "trace",
-    params(
-        ("serial" = String, Path, description = "unit serial"),
-        ("format" = Option<String>, Query, description = "json (default) | csv | html"),
-    ),
-    responses(
-        (status = 200, description = "the report", body = UnitReport),
-        (status = 400, description = "bad parameter"),
-        (status = 404, description = "unknown serial"),
-    )
+    params(("serial" = String, Path, description = "unit serial"), UnitReportQuery),
+    responses((status = 200, description = "the report", body = UnitReport), BadRequest, NotFound)
 )]
 pub async fn unit_report(
     State(st): State<AppState>,
-    serial: Result<Path<String>, PathRejection>,
-    params: Params,
+    Asked(serial, q): Asked<String, UnitReportQuery>,
 ) -> Result<Response, ApiError> {
-    let serial = path(serial)?;
-    params.only(&["format"])?;
-    let format = params.format(&[Format::Json, Format::Csv, Format::Html])?;
     let report = trace::unit_report(&st.db, &serial).await?;
-    Ok(match format {
-        Format::Json => Json(report).into_response(),
-        Format::Csv => csv_response(
+    Ok(match q.format.unwrap_or_default() {
+        ReportFormat::Json => Json(report).into_response(),
+        ReportFormat::Csv => csv_response(
             trace::csv::unit_report(&report),
             &format!("unit-{serial}.csv"),
         ),
-        Format::Html => {
+        ReportFormat::Html => {
             let now = threadline_shared::time::format(&threadline_shared::time::now());
             (
                 [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -101,52 +109,62 @@ pub async fn unit_report(
     })
 }
 
+/// Query of `GET /api/v1/trace/{kind}/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TraceQuery {
+    /// backward (default: what went in) | forward (where it went)
+    #[param(inline)]
+    pub direction: Option<Direction>,
+    /// Levels to follow (default 20).
+    #[param(inline)]
+    pub max_depth: Option<MaxDepth>,
+    /// Nodes to return (default 10000).
+    #[param(inline)]
+    pub max_nodes: Option<MaxNodes>,
+    /// Only links valid at that instant (RFC 3339).
+    #[param(inline)]
+    pub as_of: Option<Time>,
+}
+
 /// Transitive genealogy of a unit, lot, container or shipment.
 #[utoipa::path(
     get, path = "/api/v1/trace/{kind}/{id}", tag = "trace",
     params(
         ("kind" = String, Path, description = "unit | lot | container | shipment"),
         ("id" = String, Path, description = "serial / lot / container / shipment id"),
-        ("direction" = Option<String>, Query, description = "backward (default: what went in) | forward (where it went)"),
-        ("max_depth" = Option<u32>, Query, description = "levels to follow, 0..=1000, default 20"),
-        ("max_nodes" = Option<u32>, Query, description = "nodes to return, 1..=100000, default 10000"),
-        ("as_of" = Option<String>, Query, description = "RFC 3339: only links valid at that instant"),
+        TraceQuery,
     ),
-    responses(
-        (status = 200, description = "the genealogy graph", body = TraceGraph),
-        (status = 400, description = "bad parameter"),
-        (status = 404, description = "unknown id"),
-    )
+    responses((status = 200, description = "the genealogy graph", body = TraceGraph), BadRequest, NotFound)
 )]
 pub async fn trace_graph(
     State(st): State<AppState>,
-    ids: Result<Path<(String, String)>, PathRejection>,
-    params: Params,
+    Asked((kind, id), q): Asked<(String, String), TraceQuery>,
 ) -> Result<Json<TraceGraph>, ApiError> {
-    let (kind, id) = path(ids)?;
-    params.only(&["direction", "max_depth", "max_nodes", "as_of"])?;
     let kind = ItemKind::parse(&kind).ok_or_else(|| {
         ApiError::bad_request(
             "bad kind: expected one of unit, lot, container, shipment",
             json!({"parameter": "kind", "value": kind, "expected": ["unit", "lot", "container", "shipment"]}),
         )
     })?;
-    let direction = match params
-        .choice("direction", &["backward", "forward"])?
-        .as_deref()
-    {
-        Some(d) => Direction::parse(d).unwrap_or(Direction::Backward),
-        None => Direction::Backward,
-    };
-    let mut req = TraceRequest::new(kind, id, direction);
-    if let Some(d) = params.u32("max_depth", 0, 1000)? {
-        req.max_depth = d;
-    }
-    if let Some(n) = params.u32("max_nodes", 1, trace::genealogy::LIMIT_MAX_NODES)? {
-        req.max_nodes = n;
-    }
-    req.as_of = params.time("as_of")?;
+    let mut req = TraceRequest::new(kind, id, q.direction.unwrap_or(Direction::Backward));
+    req.max_depth = q.max_depth.map_or(DEFAULT_MAX_DEPTH, |b| b.0);
+    req.max_nodes = q.max_nodes.map_or(DEFAULT_MAX_NODES, |b| b.0);
+    req.as_of = q.as_of.map(|t| t.0);
     Ok(Json(trace::trace(&st.db, &req).await?))
+}
+
+/// Query of `GET /api/v1/lots/{lot}/recall`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RecallQuery {
+    /// json (default) | csv
+    #[param(inline)]
+    pub format: Option<RecallFormat>,
+    /// Also follow links closed by disassembly / unpacking (widest scope).
+    pub include_closed: Option<bool>,
 }
 
 /// Recall scope of a material lot: units (every assembly level), containers, shipments, customers.
@@ -154,128 +172,127 @@ pub async fn trace_graph(
 /// `format=csv`: rows `kind,id,customer` with kind unit | container | shipment | customer.
 #[utoipa::path(
     get, path = "/api/v1/lots/{lot}/recall", tag = "trace",
-    params(
-        ("lot" = String, Path, description = "lot id"),
-        ("format" = Option<String>, Query, description = "json (default) | csv"),
-        ("include_closed" = Option<bool>, Query, description = "also follow links closed by disassembly / unpacking (widest scope)"),
-    ),
-    responses(
-        (status = 200, description = "the recall scope", body = Recall),
-        (status = 400, description = "bad parameter"),
-        (status = 404, description = "unknown lot"),
-    )
+    params(("lot" = String, Path, description = "lot id"), RecallQuery),
+    responses((status = 200, description = "the recall scope", body = Recall), BadRequest, NotFound)
 )]
 pub async fn recall(
     State(st): State<AppState>,
-    lot: Result<Path<String>, PathRejection>,
-    params: Params,
+    Asked(lot, q): Asked<String, RecallQuery>,
 ) -> Result<Response, ApiError> {
-    let lot = path(lot)?;
-    params.only(&["format", "include_closed"])?;
-    let format = params.format(&[Format::Json, Format::Csv])?;
-    let include_closed = params.bool("include_closed")?.unwrap_or(false);
-    let r = trace::recall(&st.db, &lot, include_closed).await?;
-    Ok(match format {
-        Format::Csv => csv_response(trace::csv::recall(&r), &format!("recall-{lot}.csv")),
-        _ => Json(r).into_response(),
+    let r = trace::recall(&st.db, &lot, q.include_closed.unwrap_or(false)).await?;
+    Ok(match q.format.unwrap_or_default() {
+        RecallFormat::Csv => csv_response(trace::csv::recall(&r), &format!("recall-{lot}.csv")),
+        RecallFormat::Json => Json(r).into_response(),
     })
+}
+
+/// Query of `GET /api/v1/operations`: every given filter must match.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OperationsQuery {
+    /// Station id.
+    pub station: Option<String>,
+    /// Equipment id.
+    pub equipment: Option<String>,
+    /// Operator badge.
+    pub operator: Option<String>,
+    /// Units that consumed this lot.
+    pub lot: Option<String>,
+    /// Completed at or after (RFC 3339).
+    #[param(inline)]
+    pub from: Option<Time>,
+    /// Completed before (RFC 3339).
+    #[param(inline)]
+    pub to: Option<Time>,
+    /// pass | fail
+    #[param(value_type = Option<String>)]
+    pub result: Option<Verdict>,
+    /// Parameter name; with out_of_spec=true: that parameter out of spec.
+    pub parameter: Option<String>,
+    /// Alone: any parameter out of spec.
+    pub out_of_spec: Option<bool>,
+    /// Page size (default 1000).
+    #[param(inline)]
+    pub limit: Option<PageLimit>,
+    /// `next_after_id` of the previous page.
+    pub after_id: Option<i64>,
 }
 
 /// Internal trace: operations matching every given filter, with their unit; keyset-paged by id.
 #[utoipa::path(
-    get, path = "/api/v1/operations", tag = "trace",
-    params(
-        ("station" = Option<String>, Query, description = "station id"),
-        ("equipment" = Option<String>, Query, description = "equipment id"),
-        ("operator" = Option<String>, Query, description = "operator badge"),
-        ("lot" = Option<String>, Query, description = "units that consumed this lot"),
-        ("from" = Option<String>, Query, description = "completed at or after (RFC 3339)"),
-        ("to" = Option<String>, Query, description = "completed before (RFC 3339)"),
-        ("result" = Option<String>, Query, description = "pass | fail"),
-        ("parameter" = Option<String>, Query, description = "parameter name; with out_of_spec=true: that parameter out of spec"),
-        ("out_of_spec" = Option<bool>, Query, description = "alone: any parameter out of spec"),
-        ("limit" = Option<u32>, Query, description = "page size, 1..=10000, default 1000"),
-        ("after_id" = Option<i64>, Query, description = "next_after_id of the previous page"),
-    ),
-    responses(
-        (status = 200, description = "one page", body = OperationPage),
-        (status = 400, description = "bad parameter"),
-    )
+    get, path = "/api/v1/operations", tag = "trace", params(OperationsQuery),
+    responses((status = 200, description = "one page", body = OperationPage), BadRequest)
 )]
 pub async fn operations(
     State(st): State<AppState>,
-    params: Params,
+    Params(q): Params<OperationsQuery>,
 ) -> Result<Json<OperationPage>, ApiError> {
-    params.only(&[
-        "station",
-        "equipment",
-        "operator",
-        "lot",
-        "from",
-        "to",
-        "result",
-        "parameter",
-        "out_of_spec",
-        "limit",
-        "after_id",
-    ])?;
-    let f = OperationFilter {
-        station: params.text("station"),
-        equipment: params.text("equipment"),
-        operator: params.text("operator"),
-        lot: params.text("lot"),
-        from: params.time("from")?,
-        to: params.time("to")?,
-        result: params.choice("result", &["pass", "fail"])?,
-        parameter: params.text("parameter"),
-        out_of_spec: params.bool("out_of_spec")?,
-        limit: params
-            .u32("limit", 1, trace::internal::MAX_LIMIT)?
-            .unwrap_or(trace::internal::DEFAULT_LIMIT),
-        after_id: params.i64("after_id")?,
-    };
-    Ok(Json(trace::operations(&st.db, &f).await?))
+    Ok(Json(trace::operations(&st.db, &q.into()).await?))
+}
+
+/// Query of `GET /api/v1/readings`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadingsQuery {
+    /// Tag name.
+    pub tag: Option<String>,
+    /// Gateway id.
+    pub gateway: Option<String>,
+    /// At or after (RFC 3339).
+    #[param(inline)]
+    pub from: Option<Time>,
+    /// Before (RFC 3339).
+    #[param(inline)]
+    pub to: Option<Time>,
+    /// Page size (default 1000).
+    #[param(inline)]
+    pub limit: Option<PageLimit>,
+    /// `next_after` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub after: Option<ReadingCursor>,
 }
 
 /// Readings (time series) in time order; keyset-paged.
 #[utoipa::path(
-    get, path = "/api/v1/readings", tag = "trace",
-    params(
-        ("tag" = Option<String>, Query, description = "tag name"),
-        ("gateway" = Option<String>, Query, description = "gateway id"),
-        ("from" = Option<String>, Query, description = "at or after (RFC 3339)"),
-        ("to" = Option<String>, Query, description = "before (RFC 3339)"),
-        ("limit" = Option<u32>, Query, description = "page size, 1..=10000, default 1000"),
-        ("after" = Option<String>, Query, description = "next_after of the previous page"),
-    ),
-    responses(
-        (status = 200, description = "one page", body = ReadingPage),
-        (status = 400, description = "bad parameter"),
-    )
+    get, path = "/api/v1/readings", tag = "trace", params(ReadingsQuery),
+    responses((status = 200, description = "one page", body = ReadingPage), BadRequest)
 )]
 pub async fn readings(
     State(st): State<AppState>,
-    params: Params,
+    Params(q): Params<ReadingsQuery>,
 ) -> Result<Json<ReadingPage>, ApiError> {
-    params.only(&["tag", "gateway", "from", "to", "limit", "after"])?;
-    let after = match params.text("after") {
-        Some(c) => Some(trace::internal::ReadingCursor::decode(&c).ok_or_else(|| {
-            ApiError::bad_request(
-                "bad parameter after: expected the next_after cursor of a previous page",
-                json!({"parameter": "after", "value": c}),
-            )
-        })?),
-        None => None,
-    };
-    let f = ReadingFilter {
-        tag: params.text("tag"),
-        gateway: params.text("gateway"),
-        from: params.time("from")?,
-        to: params.time("to")?,
-        limit: params
-            .u32("limit", 1, trace::internal::MAX_LIMIT)?
-            .unwrap_or(trace::internal::DEFAULT_LIMIT),
-        after,
-    };
-    Ok(Json(trace::readings(&st.db, &f).await?))
+    Ok(Json(trace::readings(&st.db, &q.into()).await?))
+}
+
+impl From<OperationsQuery> for OperationFilter {
+    fn from(q: OperationsQuery) -> Self {
+        OperationFilter {
+            station: q.station,
+            equipment: q.equipment,
+            operator: q.operator,
+            lot: q.lot,
+            from: q.from.map(|t| t.0),
+            to: q.to.map(|t| t.0),
+            result: q.result.map(|r| r.as_str().to_owned()),
+            parameter: q.parameter,
+            out_of_spec: q.out_of_spec,
+            limit: q.limit.map_or(DEFAULT_LIMIT, |b| b.0),
+            after_id: q.after_id,
+        }
+    }
+}
+
+impl From<ReadingsQuery> for ReadingFilter {
+    fn from(q: ReadingsQuery) -> Self {
+        ReadingFilter {
+            tag: q.tag,
+            gateway: q.gateway,
+            from: q.from.map(|t| t.0),
+            to: q.to.map(|t| t.0),
+            limit: q.limit.map_or(DEFAULT_LIMIT, |b| b.0),
+            after: q.after,
+        }
+    }
 }

@@ -135,39 +135,35 @@ impl IngestStats {
     /// Prometheus text exposition of every counter.
     pub fn render_prometheus(&self, now: Timestamp) -> String {
         let mut s = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            ("batches", "Batches committed.", &self.batches),
+            (
+                "batch_failures",
+                "Batch writes that failed (retried).",
+                &self.batch_failures,
+            ),
+            (
+                "duplicates",
+                "Records received again after they were stored (ignored, acked).",
+                &self.duplicates,
+            ),
+            ("acks", "Ack messages published.", &self.acks_sent),
+            (
+                "acks_dropped",
+                "Acks not queued because the MQTT client queue was full.",
+                &self.acks_dropped,
+            ),
+            (
+                "messages",
+                "MQTT messages received.",
+                &self.messages_received,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let name = format!("threadline_ingest_{name}_total");
+            let v = v.load(Ordering::Relaxed);
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            "threadline_ingest_batches_total",
-            "Batches committed.",
-            self.batches.load(Ordering::Relaxed),
-        );
-        counter(
-            "threadline_ingest_batch_failures_total",
-            "Batch writes that failed (retried).",
-            self.batch_failures.load(Ordering::Relaxed),
-        );
-        counter(
-            "threadline_ingest_duplicates_total",
-            "Records received again after they were stored (ignored, acked).",
-            self.duplicates.load(Ordering::Relaxed),
-        );
-        counter(
-            "threadline_ingest_acks_total",
-            "Ack messages published.",
-            self.acks_sent.load(Ordering::Relaxed),
-        );
-        counter(
-            "threadline_ingest_acks_dropped_total",
-            "Acks not queued because the MQTT client queue was full.",
-            self.acks_dropped.load(Ordering::Relaxed),
-        );
-        counter(
-            "threadline_ingest_messages_total",
-            "MQTT messages received.",
-            self.messages_received.load(Ordering::Relaxed),
-        );
+        }
         let _ = writeln!(
             s,
             "# HELP threadline_ingest_records_total New records stored, by type.\n# TYPE threadline_ingest_records_total counter"

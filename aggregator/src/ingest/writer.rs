@@ -70,9 +70,10 @@ pub struct Writers {
 }
 
 impl Writers {
-    /// Starts `n` writers (one on SQLite, whatever `n` is: it has one write lock). `queue`
-    /// messages may wait in all; each writer's queue holds its share (at least 16), so memory
-    /// stays bounded by about the same number of payloads however many writers there are.
+    /// Starts `n` writers (at most [`Db::max_parallel_writers`]: one on SQLite, which has one
+    /// write lock). `queue` messages may wait in all; each writer's queue holds its share (at
+    /// least 16), so memory stays bounded by about the same number of payloads however many
+    /// writers there are.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         db: &Db,
@@ -84,10 +85,7 @@ impl Writers {
         cfg: &WriterConfig,
         cancel: &CancellationToken,
     ) -> Writers {
-        let n = match db {
-            Db::Postgres(_) => n.max(1),
-            Db::Sqlite(_) => 1,
-        };
+        let n = n.clamp(1, db.max_parallel_writers());
         let mut w = Writers {
             queues: Vec::with_capacity(n),
             tasks: Vec::with_capacity(2 * n),

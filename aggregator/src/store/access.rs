@@ -1,72 +1,37 @@
-//! Everything besides ingest writes that touches the ingest-side tables: batch commits, master
-//! data upserts, the gateway list, the raw event log, chain verification and a health probe.
-
-use futures::TryStreamExt as _;
-use sqlx::Row;
+//! Everything besides batch writes that touches the ingest-side tables: master data upserts,
+//! the gateway list, the raw event log, chain verification, a health probe and row counts.
+//! One SQL text per statement for both backends ([`Sql`]).
 
 use super::Db;
 use super::chain::{ChainRow, Verifier};
 use super::model::*;
-use super::write::{self, Tx};
+use super::sql::{self, Bind, Sql};
 
 impl Db {
-    /// Writes one batch in one transaction and commits it. Nothing is visible (and nothing may
-    /// be acked) unless this returns `Ok`.
-    pub async fn write_batch(&self, batch: &Batch) -> sqlx::Result<BatchOutcome> {
-        let mut tx = match self {
-            Db::Postgres(p) => {
-                // Outside the batch's transaction: creating a partition locks `readings`.
-                let days = super::postgres::partitions::days_of(batch.reading_times());
-                super::postgres::partitions::ensure(p, &days).await?;
-                Tx::Postgres(p.begin().await?)
-            }
-            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-        };
-        let out = write::write_batch(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(out)
-    }
-
     /// True when a trivial query answers within 2 s (a health probe must not hang for the
     /// pool's acquire timeout).
     pub async fn ping(&self) -> bool {
-        let q = async {
-            match self {
-                Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-                Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-            }
-        };
         matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(2), q).await,
-            Ok(Ok(()))
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.execute(Sql::new("SELECT 1"))
+            )
+            .await,
+            Ok(Ok(_))
         )
     }
 
     /// Recomputes every gateway's chain (streaming, constant memory).
     pub async fn verify_chains(&self) -> sqlx::Result<VerifyReport> {
         let mut v = Verifier::new();
-        match self {
-            Db::Postgres(p) => {
-                let mut rows = sqlx::query_as::<_, ChainRow>(
-                    "SELECT id, gateway, epoch::text AS epoch, seq, type, body, prev_hash, hash
-                     FROM events ORDER BY gateway, id",
-                )
-                .fetch(p);
-                while let Some(r) = rows.try_next().await? {
-                    v.feed(&r);
-                }
-            }
-            Db::Sqlite(p) => {
-                let mut rows = sqlx::query_as::<_, ChainRow>(
-                    "SELECT id, gateway, epoch, seq, type, body, prev_hash, hash
-                     FROM events ORDER BY gateway, id",
-                )
-                .fetch(p);
-                while let Some(r) = rows.try_next().await? {
-                    v.feed(&r);
-                }
-            }
-        }
+        self.for_each(
+            Sql::new(
+                "SELECT id, gateway, CAST(epoch AS TEXT) AS epoch, seq, type, body, prev_hash, hash
+                 FROM events ORDER BY gateway, id",
+            ),
+            |r: ChainRow| v.feed(&r),
+        )
+        .await?;
         Ok(v.finish())
     }
 
@@ -81,26 +46,15 @@ impl Db {
                supplier_batch = COALESCE(excluded.supplier_batch, items.supplier_batch),
                qty = COALESCE(excluded.qty, items.qty),
                placeholder = false";
-        macro_rules! run {
-            ($pool:expr) => {{
-                let mut tx = $pool.begin().await?;
-                for l in lots {
-                    sqlx::query(SQL)
-                        .bind(&l.lot)
-                        .bind(&l.part)
-                        .bind(&l.supplier)
-                        .bind(&l.supplier_batch)
-                        .bind(l.qty)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
-            }};
-        }
-        match self {
-            Db::Postgres(p) => run!(p),
-            Db::Sqlite(p) => run!(p),
-        }
+        let qs = lots.iter().map(|l| {
+            Sql::new(SQL)
+                .bind(&l.lot)
+                .bind(&l.part)
+                .bind(&l.supplier)
+                .bind(&l.supplier_batch)
+                .bind(l.qty)
+        });
+        self.execute_all(qs.collect()).await
     }
 
     /// Upserts work orders.
@@ -111,26 +65,16 @@ impl Db {
                qty = COALESCE(excluded.qty, work_orders.qty),
                line = COALESCE(excluded.line, work_orders.line),
                updated_at = excluded.updated_at";
-        macro_rules! run {
-            ($pool:expr, $t:expr) => {{
-                let mut tx = $pool.begin().await?;
-                for w in wos {
-                    sqlx::query(SQL)
-                        .bind(&w.id)
-                        .bind(&w.part)
-                        .bind(w.qty)
-                        .bind(&w.line)
-                        .bind($t(threadline_shared::time::now()))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
-            }};
-        }
-        match self {
-            Db::Postgres(p) => run!(p, std::convert::identity),
-            Db::Sqlite(p) => run!(p, crate::store::sqlite_time),
-        }
+        let now = threadline_shared::time::now();
+        let qs = wos.iter().map(|w| {
+            Sql::new(SQL)
+                .bind(&w.id)
+                .bind(&w.part)
+                .bind(w.qty)
+                .bind(&w.line)
+                .bind(now)
+        });
+        self.execute_all(qs.collect()).await
     }
 
     /// Upserts shipments (items of kind `shipment`).
@@ -141,49 +85,53 @@ impl Db {
                customer = COALESCE(excluded.customer, items.customer),
                shipped_at = COALESCE(excluded.shipped_at, items.shipped_at),
                placeholder = false";
-        macro_rules! run {
-            ($pool:expr, $t:expr) => {{
-                let mut tx = $pool.begin().await?;
-                for s in ships {
-                    sqlx::query(SQL)
-                        .bind(&s.id)
-                        .bind(&s.customer)
-                        .bind(s.shipped_at.map($t))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
-            }};
-        }
-        match self {
-            Db::Postgres(p) => run!(p, std::convert::identity),
-            Db::Sqlite(p) => run!(p, crate::store::sqlite_time),
-        }
+        let qs = ships.iter().map(|s| {
+            Sql::new(SQL)
+                .bind(&s.id)
+                .bind(&s.customer)
+                .bind(s.shipped_at)
+        });
+        self.execute_all(qs.collect()).await
     }
 
     /// Every gateway known from records or status messages.
     pub async fn gateways(&self) -> sqlx::Result<Vec<GatewayInfo>> {
-        let sql_pg = "SELECT id, plant, line, state,
-                to_char(state_since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS since,
-                to_char(last_record_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS last_record_at,
-                to_char(last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS last_seen_at,
-                buffer_depth, status::text AS status FROM gateways ORDER BY id";
-        let sql_lite = "SELECT id, plant, line, state, state_since AS since, last_record_at,
-                last_seen_at, buffer_depth, status FROM gateways ORDER BY id";
-        match self {
-            Db::Postgres(p) => sqlx::query(sql_pg)
-                .fetch_all(p)
-                .await?
-                .into_iter()
-                .map(gw_pg)
-                .collect(),
-            Db::Sqlite(p) => sqlx::query(sql_lite)
-                .fetch_all(p)
-                .await?
-                .into_iter()
-                .map(gw_lite)
-                .collect(),
+        #[derive(sqlx::FromRow)]
+        struct Gateway {
+            id: String,
+            plant: String,
+            line: String,
+            state: String,
+            #[sqlx(try_from = "sql::OptTime")]
+            state_since: Option<String>,
+            #[sqlx(try_from = "sql::OptTime")]
+            last_record_at: Option<String>,
+            #[sqlx(try_from = "sql::OptTime")]
+            last_seen_at: Option<String>,
+            buffer_depth: i64,
+            status: Option<String>,
         }
+        let rows: Vec<Gateway> = self
+            .fetch_all(Sql::new(
+                "SELECT id, plant, line, state, state_since, last_record_at, last_seen_at,
+                        buffer_depth, CAST(status AS TEXT) AS status
+                 FROM gateways ORDER BY id",
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|g| GatewayInfo {
+                id: g.id,
+                plant: g.plant,
+                line: g.line,
+                state: g.state,
+                since: g.state_since,
+                last_record_at: g.last_record_at,
+                last_seen_at: g.last_seen_at,
+                buffer_depth: g.buffer_depth,
+                devices: devices_of(g.status),
+            })
+            .collect())
     }
 
     /// A page of the raw event log in `id` order: events with `id > after_id`, optionally of
@@ -195,43 +143,47 @@ impl Db {
         after_seq: Option<i64>,
         limit: i64,
     ) -> sqlx::Result<EventsPage> {
-        let sql_pg = "SELECT id, gateway, epoch::text AS epoch, seq,
-                to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts, type, body, hash
-             FROM events WHERE id > $1 AND ($2::text IS NULL OR gateway = $2)
-               AND ($3::int8 IS NULL OR seq > $3)
-             ORDER BY id LIMIT $4";
-        let sql_lite = "SELECT id, gateway, epoch, seq, ts, type, body, hash
-             FROM events WHERE id > $1 AND ($2 IS NULL OR gateway = $2)
-               AND ($3 IS NULL OR seq > $3)
-             ORDER BY id LIMIT $4";
+        #[derive(sqlx::FromRow)]
+        struct Event {
+            id: i64,
+            gateway: String,
+            epoch: String,
+            seq: i64,
+            #[sqlx(try_from = "sql::Time")]
+            ts: String,
+            #[sqlx(rename = "type")]
+            type_: String,
+            body: String,
+            hash: Vec<u8>,
+        }
         // One more than asked tells whether another page exists.
-        let rows = match self {
-            Db::Postgres(p) => {
-                let rows = sqlx::query(sql_pg)
-                    .bind(after_id)
-                    .bind(gateway)
-                    .bind(after_seq)
-                    .bind(limit + 1)
-                    .fetch_all(p)
-                    .await?;
-                rows.iter()
-                    .map(event_pg)
-                    .collect::<sqlx::Result<Vec<_>>>()?
-            }
-            Db::Sqlite(p) => {
-                let rows = sqlx::query(sql_lite)
-                    .bind(after_id)
-                    .bind(gateway)
-                    .bind(after_seq)
-                    .bind(limit + 1)
-                    .fetch_all(p)
-                    .await?;
-                rows.iter()
-                    .map(event_lite)
-                    .collect::<sqlx::Result<Vec<_>>>()?
-            }
-        };
-        let mut events = rows;
+        let rows: Vec<Event> = self
+            .fetch_all(
+                Sql::new(
+                    "SELECT id, gateway, CAST(epoch AS TEXT) AS epoch, seq, ts, type, body, hash
+                     FROM events WHERE id > $1 AND ($2 IS NULL OR gateway = $2)
+                       AND ($3 IS NULL OR seq > $3)
+                     ORDER BY id LIMIT $4",
+                )
+                .bind(after_id)
+                .bind(Bind::Text(gateway))
+                .bind(after_seq)
+                .bind(limit + 1),
+            )
+            .await?;
+        let mut events: Vec<EventRow> = rows
+            .into_iter()
+            .map(|r| EventRow {
+                id: r.id,
+                gateway: r.gateway,
+                epoch: r.epoch,
+                seq: r.seq,
+                ts: r.ts,
+                type_: r.type_,
+                record: serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body)),
+                hash: hex::encode(r.hash),
+            })
+            .collect();
         let more = events.len() as i64 > limit;
         events.truncate(limit.max(0) as usize);
         let next_after = if more {
@@ -261,19 +213,14 @@ impl Db {
         if !TABLES.contains(&table) {
             return Err(sqlx::Error::Protocol(format!("unknown table {table}")));
         }
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        match self {
-            Db::Postgres(p) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-                    .fetch_one(p)
-                    .await
-            }
-            Db::Sqlite(p) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-                    .fetch_one(p)
-                    .await
-            }
+        #[derive(sqlx::FromRow)]
+        struct Count {
+            n: i64,
         }
+        let c: Option<Count> = self
+            .fetch_optional(Sql::new(format!("SELECT COUNT(*) AS n FROM {table}")))
+            .await?;
+        Ok(c.map_or(0, |c| c.n))
     }
 }
 
@@ -282,70 +229,4 @@ fn devices_of(status: Option<String>) -> serde_json::Value {
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| v.get("devices").cloned())
         .unwrap_or_else(|| serde_json::json!([]))
-}
-
-fn gw_pg(r: sqlx::postgres::PgRow) -> sqlx::Result<GatewayInfo> {
-    Ok(GatewayInfo {
-        id: r.try_get("id")?,
-        plant: r.try_get("plant")?,
-        line: r.try_get("line")?,
-        state: r.try_get("state")?,
-        since: r.try_get("since")?,
-        last_record_at: r.try_get("last_record_at")?,
-        last_seen_at: r.try_get("last_seen_at")?,
-        buffer_depth: r.try_get("buffer_depth")?,
-        devices: devices_of(r.try_get("status")?),
-    })
-}
-
-fn gw_lite(r: sqlx::sqlite::SqliteRow) -> sqlx::Result<GatewayInfo> {
-    let ts = |s: Option<String>| {
-        s.map(|s| {
-            threadline_shared::time::parse(&s)
-                .map(|t| threadline_shared::time::format(&t))
-                .unwrap_or(s)
-        })
-    };
-    Ok(GatewayInfo {
-        id: r.try_get("id")?,
-        plant: r.try_get("plant")?,
-        line: r.try_get("line")?,
-        state: r.try_get("state")?,
-        since: ts(r.try_get("since")?),
-        last_record_at: ts(r.try_get("last_record_at")?),
-        last_seen_at: ts(r.try_get("last_seen_at")?),
-        buffer_depth: r.try_get("buffer_depth")?,
-        devices: devices_of(r.try_get("status")?),
-    })
-}
-
-fn event_pg(r: &sqlx::postgres::PgRow) -> sqlx::Result<EventRow> {
-    let body: String = r.try_get("body")?;
-    Ok(EventRow {
-        id: r.try_get("id")?,
-        gateway: r.try_get("gateway")?,
-        epoch: r.try_get("epoch")?,
-        seq: r.try_get("seq")?,
-        ts: r.try_get("ts")?,
-        type_: r.try_get("type")?,
-        record: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-        hash: hex::encode(r.try_get::<Vec<u8>, _>("hash")?),
-    })
-}
-
-fn event_lite(r: &sqlx::sqlite::SqliteRow) -> sqlx::Result<EventRow> {
-    let body: String = r.try_get("body")?;
-    let ts: String = r.try_get("ts")?;
-    Ok(EventRow {
-        id: r.try_get("id")?,
-        gateway: r.try_get("gateway")?,
-        epoch: r.try_get("epoch")?,
-        seq: r.try_get("seq")?,
-        ts: threadline_shared::time::parse(&ts)
-            .map(|t| threadline_shared::time::format(&t))
-            .unwrap_or(ts),
-        type_: r.try_get("type")?,
-        record: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-        hash: hex::encode(r.try_get::<Vec<u8>, _>("hash")?),
-    })
 }

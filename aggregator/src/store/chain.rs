@@ -6,9 +6,10 @@
 //! where `body` is the record's canonical JSON (`Record::canonical_json`) exactly as stored in
 //! `events.body`. Altering any stored byte of a row (body, hash, prev_hash), deleting a row or
 //! inserting one breaks the chain at that row; `verify` names the first broken link.
-//! Appends are serialized per gateway: one writer task per aggregator, and the gateway's row is
-//! locked (`INSERT … ON CONFLICT DO UPDATE` on `gateways`) for the transaction, so replicas
-//! sharing a database also append one at a time.
+//! Appends are serialized per gateway: within an aggregator a gateway is always written by the
+//! same writer (`ingest::writer_for`), and the gateway's row is locked (`INSERT … ON CONFLICT
+//! DO UPDATE` on `gateways`, `WriteTx::lock_gateway`) for the transaction, so replicas sharing
+//! a database also append one at a time.
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

@@ -1,105 +1,31 @@
-//! Storage: PostgreSQL (production) and SQLite (embedded default) behind one handle.
+//! Storage: PostgreSQL (production) and SQLite (embedded default) behind one handle, [`Db`].
 //!
-//! - [`write`]: the batch write path (dedupe, hash chain, projections) over both backends;
+//! Where things live (imports only point down this list, never back up):
+//!
+//! - [`db`]: the handle — connect, migrate, write a batch, run shared SQL on either backend;
+//! - [`access`]: master data upserts and the ingest-side reads (gateways, events, verify, count);
+//! - [`retention`]: removing readings older than `readings_retention_days`;
+//! - [`write`]: the batch write path (dedupe, hash chain, insert, project), once, against
+//! - [`backend`]: the [`WriteTx`](backend::WriteTx) contract, implemented by
+//! - [`postgres`] (bulk COPY / `UNNEST`, day partitions) and [`sqlite`] (per-row statements);
+//! - [`projection`]: the pure rules that turn a trace event into projection rows;
+//! - [`rows`]: the row types the write path hands a backend (a leaf);
 //! - [`chain`]: the hash chain's definition and verifier;
-//! - [`postgres`], [`sqlite`]: each backend's statements;
-//! - [`access`]: master data upserts and the ingest-side reads (gateways, events, verify);
-//! - [`retention`]: removing readings older than `readings_retention_days`.
+//! - [`sql`]: one SQL text for both backends (binds, row decoding, the few dialect fragments);
+//! - [`model`]: what callers pass in and get back (batches, outcomes, API types).
 
 pub mod access;
+pub(crate) mod backend;
 pub mod chain;
+pub mod db;
 pub mod model;
-pub mod postgres;
+pub(crate) mod postgres;
+pub(crate) mod projection;
 pub mod retention;
-pub mod sqlite;
-pub mod write;
+pub(crate) mod rows;
+pub(crate) mod sql;
+pub(crate) mod sqlite;
+pub(crate) mod write;
 
+pub use db::{Db, redact};
 pub use model::*;
-
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-
-/// A connection pool to one of the two backends.
-#[derive(Clone, Debug)]
-pub enum Db {
-    Postgres(PgPool),
-    Sqlite(SqlitePool),
-}
-
-impl Db {
-    /// Connects to `url` (`postgres://…` or `sqlite://…`) and runs the embedded migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
-        use anyhow::Context as _;
-        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(std::time::Duration::from_secs(10))
-                .connect(url)
-                .await
-                .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
-            Db::Postgres(pool)
-        } else {
-            let opts: SqliteConnectOptions = url
-                .parse::<SqliteConnectOptions>()
-                .with_context(|| format!("bad SQLite url {url:?}"))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .foreign_keys(true)
-                .busy_timeout(std::time::Duration::from_secs(10));
-            if let Some(dir) = opts.get_filename().parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections.max(1))
-                .connect_with(opts)
-                .await
-                .with_context(|| format!("opening SQLite database {url:?}"))?;
-            Db::Sqlite(pool)
-        };
-        db.migrate().await?;
-        Ok(db)
-    }
-
-    /// Runs the embedded migrations of this backend.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
-            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
-        }
-        Ok(())
-    }
-
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Db::Postgres(_) => "postgres",
-            Db::Sqlite(_) => "sqlite",
-        }
-    }
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// A timestamp as SQLite stores it: canonical RFC 3339 UTC text with microseconds
-/// (`2026-11-25T01:18:08.123456Z`), so that text order is time order and every writer and reader
-/// agrees (sqlx's own chrono encoding would write `+00:00` with a varying number of digits).
-pub(crate) fn sqlite_time(ts: threadline_shared::time::Timestamp) -> String {
-    threadline_shared::time::format(&threadline_shared::time::canonical(ts))
-}

@@ -168,18 +168,15 @@ pub struct VerifyReport {
     pub broken: Vec<BrokenLink>,
 }
 
-/// `POST /api/v1/lots`.
+/// `POST /api/v1/lots`: a lot's master data. Absent fields keep what is stored.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LotInput {
     pub lot: String,
-    #[serde(default)]
     pub part: Option<String>,
-    #[serde(default)]
     pub supplier: Option<String>,
-    #[serde(default)]
+    /// The supplier's own batch number.
     pub supplier_batch: Option<String>,
-    #[serde(default)]
     pub qty: Option<f64>,
 }
 
@@ -188,11 +185,9 @@ pub struct LotInput {
 #[serde(deny_unknown_fields)]
 pub struct WorkOrderInput {
     pub id: String,
-    #[serde(default)]
     pub part: Option<String>,
-    #[serde(default)]
+    /// Units ordered.
     pub qty: Option<f64>,
-    #[serde(default)]
     pub line: Option<String>,
 }
 
@@ -201,7 +196,6 @@ pub struct WorkOrderInput {
 #[serde(deny_unknown_fields)]
 pub struct ShipmentInput {
     pub id: String,
-    #[serde(default)]
     pub customer: Option<String>,
     #[serde(default, with = "threadline_shared::time::rfc3339_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]

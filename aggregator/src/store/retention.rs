@@ -65,7 +65,7 @@ impl Db {
                     .rows_affected();
             }
             Db::Sqlite(p) => {
-                let cutoff = super::sqlite_time(cutoff);
+                let cutoff = super::sqlite::time_text(cutoff);
                 loop {
                     let n = sqlx::query(
                         // `readings` is WITHOUT ROWID: chunks by its key.

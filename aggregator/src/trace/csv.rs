@@ -75,20 +75,21 @@ pub fn unit_report(r: &UnitReport) -> String {
     row(&mut out, UNIT_REPORT_HEADER);
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     for op in &r.operations {
+        let s = &op.summary;
         let head = [
             r.serial.clone(),
             o(&r.part),
             o(&r.work_order),
             o(&r.line),
-            op.station.clone(),
-            op.operation.clone(),
-            o(&op.equipment),
-            o(&op.operator),
-            o(&op.recipe),
-            o(&op.started_at),
-            op.completed_at.clone(),
-            op.result.clone(),
-            o(&op.defect_code),
+            s.station.clone(),
+            s.operation.clone(),
+            o(&s.equipment),
+            o(&s.operator),
+            o(&s.recipe),
+            o(&s.started_at),
+            s.completed_at.clone(),
+            s.result.clone(),
+            o(&s.defect_code),
         ];
         let params: Vec<[String; 6]> = if op.parameters.is_empty() {
             vec![Default::default()]

@@ -1,7 +1,7 @@
 //! Transitive genealogy of one item, backward (what went into it) or forward (where it went).
 //!
 //! Iterative breadth-first search with one batched query per level (`= ANY($1)` on PostgreSQL,
-//! `IN (…)` chunks on SQLite) rather than a recursive CTE: the BFS stops exactly at `max_nodes`
+//! `IN (…)` chunks on SQLite: `Dialect::id_in`) rather than a recursive CTE: the BFS stops exactly at `max_nodes`
 //! and `max_depth`, reports `truncated`, keeps the visited set in memory (rework and returns
 //! create loops) and returns the edges with their validity, which a CTE would have to carry
 //! along or re-query. Each level reads at most `max_nodes + 1` edges, so memory stays bounded
@@ -11,15 +11,15 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::Row as _;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ItemKind, QueryError, id_list, on_db, ts_opt, ts_text};
+use super::{ItemKind, QueryError, ts_opt};
 use crate::store::Db;
+use crate::store::sql::{self, Sql};
 
 /// Which way to walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Parent → child: components, lots, suppliers.
@@ -111,23 +111,27 @@ pub struct TraceGraph {
     pub truncated: bool,
 }
 
-/// SQLite binds at most 32 766 variables and long IN lists slow its planner down; chunk.
-const SQLITE_CHUNK: usize = 2_000;
-
+/// An edge leaving the frontier, with its far end's item.
+#[derive(sqlx::FromRow)]
 struct RawEdge {
+    #[sqlx(rename = "id")]
     edge_id: i64,
     parent_id: i64,
     child_id: i64,
     relation: String,
     qty: Option<f64>,
     station: Option<String>,
-    valid_from: DateTime<Utc>,
-    valid_to: Option<DateTime<Utc>>,
+    #[sqlx(try_from = "sql::Time")]
+    valid_from: String,
+    #[sqlx(try_from = "sql::OptTime")]
+    valid_to: Option<String>,
     closed_reason: Option<String>,
+    #[sqlx(flatten)]
     far: ItemCols,
 }
 
 /// The item columns of a node as read from `items`.
+#[derive(sqlx::FromRow)]
 struct ItemCols {
     kind: String,
     ext_id: String,
@@ -157,25 +161,26 @@ impl ItemCols {
 
 /// Walks the genealogy of `req.kind`/`req.id`.
 pub async fn trace(db: &Db, req: &TraceRequest) -> Result<TraceGraph, QueryError> {
-    let root_sql = "SELECT id, kind, ext_id, part, placeholder, supplier, level, customer FROM items WHERE kind = $1 AND ext_id = $2";
-    let root_row = on_db!(db, p => {
-        match sqlx::query(root_sql).bind(req.kind.as_str()).bind(&req.id).fetch_optional(p).await? {
-            Some(r) => {
-                let id: i64 = r.try_get(0)?;
-                let cols = ItemCols {
-                    kind: r.try_get(1)?,
-                    ext_id: r.try_get(2)?,
-                    part: r.try_get(3)?,
-                    placeholder: r.try_get(4)?,
-                    supplier: r.try_get(5)?,
-                    level: r.try_get(6)?,
-                    customer: r.try_get(7)?,
-                };
-                Some((id, cols.node(0)?))
-            }
-            None => None,
-        }
-    });
+    #[derive(sqlx::FromRow)]
+    struct Root {
+        id: i64,
+        #[sqlx(flatten)]
+        cols: ItemCols,
+    }
+    let root_row: Option<Root> = db
+        .fetch_optional(
+            Sql::new(
+                "SELECT id, kind, ext_id, part, placeholder, supplier, level, customer \
+                 FROM items WHERE kind = $1 AND ext_id = $2",
+            )
+            .bind(req.kind.as_str())
+            .bind(&req.id),
+        )
+        .await?;
+    let root_row = match root_row {
+        Some(r) => Some((r.id, r.cols.node(0)?)),
+        None => None,
+    };
     let Some((root_id, root)) = root_row else {
         return Err(QueryError::NotFound {
             what: req.kind.as_str(),
@@ -240,9 +245,9 @@ pub async fn trace(db: &Db, req: &TraceRequest) -> Result<TraceGraph, QueryError
                 relation: e.relation,
                 qty: e.qty,
                 station: e.station,
-                at: ts_text(&e.valid_from),
+                at: e.valid_from,
                 closed: e.valid_to.is_some(),
-                valid_to: ts_opt(e.valid_to),
+                valid_to: e.valid_to,
                 closed_reason: e.closed_reason,
             });
         }
@@ -272,89 +277,30 @@ async fn fetch_level(
         Direction::Backward => ("parent_id", "child_id"),
         Direction::Forward => ("child_id", "parent_id"),
     };
+    let dialect = db.dialect();
     let mut out = Vec::new();
-    match db {
-        Db::Postgres(p) => {
-            let as_of_clause = if as_of.is_some() {
-                " AND e.valid_from <= $2::timestamptz AND (e.valid_to IS NULL OR e.valid_to > $2::timestamptz)"
-            } else {
-                ""
-            };
-            let sql = format!(
-                "SELECT e.id, e.parent_id, e.child_id, e.relation, e.qty, e.station, e.valid_from, e.valid_to, e.closed_reason, \
-                 i.kind, i.ext_id, i.part, i.placeholder, i.supplier, i.level, i.customer \
-                 FROM edges e JOIN items i ON i.id = e.{far_col} \
-                 WHERE e.{near_col} = ANY($1){as_of_clause} ORDER BY e.id LIMIT {limit}"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(frontier);
-            if let Some(t) = as_of {
-                q = q.bind(ts_text(&t));
-            }
-            for r in q.fetch_all(p).await? {
-                out.push(raw_edge(&r)?);
-            }
+    for chunk in frontier.chunks(dialect.max_id_list()) {
+        if out.len() >= limit {
+            break;
         }
-        Db::Sqlite(p) => {
-            for chunk in frontier.chunks(SQLITE_CHUNK) {
-                if out.len() >= limit {
-                    break;
-                }
-                let as_of_clause = if as_of.is_some() {
-                    " AND e.valid_from <= $1 AND (e.valid_to IS NULL OR e.valid_to > $1)"
-                } else {
-                    ""
-                };
-                let sql = format!(
-                    "SELECT e.id, e.parent_id, e.child_id, e.relation, e.qty, e.station, e.valid_from, e.valid_to, e.closed_reason, \
-                     i.kind, i.ext_id, i.part, i.placeholder, i.supplier, i.level, i.customer \
-                     FROM edges e JOIN items i ON i.id = e.{far_col} \
-                     WHERE e.{near_col} IN ({}){as_of_clause} ORDER BY e.id LIMIT {}",
-                    id_list(chunk),
-                    limit - out.len()
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                if let Some(t) = as_of {
-                    q = q.bind(ts_text(&t));
-                }
-                for r in q.fetch_all(p).await? {
-                    out.push(raw_edge(&r)?);
-                }
+        let mut q = Sql::new("");
+        let near = dialect.id_in(&mut q, &format!("e.{near_col}"), chunk);
+        let as_of_clause = match as_of {
+            Some(t) => {
+                let t = q.param(t);
+                format!(" AND e.valid_from <= {t} AND (e.valid_to IS NULL OR e.valid_to > {t})")
             }
-        }
+            None => String::new(),
+        };
+        q.push(&format!(
+            "SELECT e.id, e.parent_id, e.child_id, e.relation, e.qty, e.station, e.valid_from, \
+             e.valid_to, e.closed_reason, \
+             i.kind, i.ext_id, i.part, i.placeholder, i.supplier, i.level, i.customer \
+             FROM edges e JOIN items i ON i.id = e.{far_col} \
+             WHERE {near}{as_of_clause} ORDER BY e.id LIMIT {}",
+            limit - out.len()
+        ));
+        out.extend(db.fetch_all::<RawEdge>(q).await?);
     }
     Ok(out)
-}
-
-fn raw_edge<R>(r: &R) -> Result<RawEdge, sqlx::Error>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<f64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(RawEdge {
-        edge_id: r.try_get(0)?,
-        parent_id: r.try_get(1)?,
-        child_id: r.try_get(2)?,
-        relation: r.try_get(3)?,
-        qty: r.try_get(4)?,
-        station: r.try_get(5)?,
-        valid_from: r.try_get(6)?,
-        valid_to: r.try_get(7)?,
-        closed_reason: r.try_get(8)?,
-        far: ItemCols {
-            kind: r.try_get(9)?,
-            ext_id: r.try_get(10)?,
-            part: r.try_get(11)?,
-            placeholder: r.try_get(12)?,
-            supplier: r.try_get(13)?,
-            level: r.try_get(14)?,
-            customer: r.try_get(15)?,
-        },
-    })
 }

@@ -6,11 +6,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row as _;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
-use super::{Bind, QueryError, bind_all, on_db, ts_opt, ts_param, ts_text};
+use super::report::{Captured, OperationSummary};
+use super::{QueryError, time_text};
 use crate::store::Db;
+use crate::store::sql::{self, Sql};
 
 pub const DEFAULT_LIMIT: u32 = 1_000;
 pub const MAX_LIMIT: u32 = 10_000;
@@ -36,21 +38,14 @@ pub struct OperationFilter {
     pub after_id: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+/// An operation with its unit.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
 pub struct OperationRow {
-    pub id: i64,
     pub serial: String,
     pub part: Option<String>,
-    pub station: String,
-    pub operation: String,
-    pub equipment: Option<String>,
-    pub operator: Option<String>,
-    pub recipe: Option<String>,
-    pub started_at: Option<String>,
-    pub completed_at: String,
-    pub result: String,
-    pub defect_code: Option<String>,
-    pub out_of_spec: bool,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub operation: OperationSummary,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -62,12 +57,8 @@ pub struct OperationPage {
 
 /// Matching operations with their unit, in id order.
 pub async fn operations(db: &Db, f: &OperationFilter) -> Result<OperationPage, QueryError> {
-    let mut binds: Vec<Bind> = Vec::new();
+    let mut q = Sql::new("");
     let mut conds: Vec<String> = Vec::new();
-    let add = |binds: &mut Vec<Bind>, b: Bind| -> usize {
-        binds.push(b);
-        binds.len()
-    };
     for (col, v) in [
         ("o.station", &f.station),
         ("o.equipment", &f.equipment),
@@ -75,99 +66,57 @@ pub async fn operations(db: &Db, f: &OperationFilter) -> Result<OperationPage, Q
         ("o.result", &f.result),
     ] {
         if let Some(v) = v {
-            let n = add(&mut binds, Bind::Text(v.clone()));
-            conds.push(format!("{col} = ${n}"));
+            conds.push(format!("{col} = {}", q.param(v)));
         }
     }
-    if let Some(t) = &f.from {
-        let n = add(&mut binds, Bind::Text(ts_text(t)));
-        conds.push(format!("o.completed_at >= {}", ts_param(db, n)));
+    if let Some(t) = f.from {
+        conds.push(format!("o.completed_at >= {}", q.param(t)));
     }
-    if let Some(t) = &f.to {
-        let n = add(&mut binds, Bind::Text(ts_text(t)));
-        conds.push(format!("o.completed_at < {}", ts_param(db, n)));
+    if let Some(t) = f.to {
+        conds.push(format!("o.completed_at < {}", q.param(t)));
     }
     if let Some(lot) = &f.lot {
-        let n = add(&mut binds, Bind::Text(lot.clone()));
+        let n = q.param(lot);
         conds.push(format!(
             "(EXISTS (SELECT 1 FROM operation_materials om JOIN items l ON l.id = om.lot_id \
-               WHERE om.operation_id = o.id AND l.kind = 'lot' AND l.ext_id = ${n}) \
+               WHERE om.operation_id = o.id AND l.kind = 'lot' AND l.ext_id = {n}) \
               OR o.unit_id IN (SELECT e.parent_id FROM edges e JOIN items l ON l.id = e.child_id \
-               WHERE l.kind = 'lot' AND l.ext_id = ${n} AND e.relation IN ('consumed', 'assembled')))"
+               WHERE l.kind = 'lot' AND l.ext_id = {n} AND e.relation IN ('consumed', 'assembled')))"
         ));
     }
-    let oos_true = if matches!(db, Db::Postgres(_)) {
-        "true"
-    } else {
-        "1"
-    };
-    let oos_false = if matches!(db, Db::Postgres(_)) {
-        "false"
-    } else {
-        "0"
-    };
+    // Literal booleans (both dialects know `true` / `false`): the planner sees the constant.
     match (&f.parameter, f.out_of_spec) {
         (Some(name), oos) => {
-            let n = add(&mut binds, Bind::Text(name.clone()));
+            let n = q.param(name);
             let spec = match oos {
-                Some(true) => format!(" AND p.in_spec = {oos_false}"),
-                Some(false) => format!(" AND p.in_spec = {oos_true}"),
-                None => String::new(),
+                Some(true) => " AND p.in_spec = false",
+                Some(false) => " AND p.in_spec = true",
+                None => "",
             };
             conds.push(format!(
-                "EXISTS (SELECT 1 FROM operation_parameters p WHERE p.operation_id = o.id AND p.name = ${n}{spec})"
+                "EXISTS (SELECT 1 FROM operation_parameters p WHERE p.operation_id = o.id \
+                 AND p.name = {n}{spec})"
             ));
         }
-        (None, Some(oos)) => {
-            conds.push(format!(
-                "o.out_of_spec = {}",
-                if oos { oos_true } else { oos_false }
-            ));
-        }
+        (None, Some(oos)) => conds.push(format!("o.out_of_spec = {oos}")),
         (None, None) => {}
     }
     if let Some(after) = f.after_id {
-        let n = add(&mut binds, Bind::I64(after));
-        conds.push(format!("o.id > ${n}"));
+        conds.push(format!("o.id > {}", q.param(after)));
     }
     let limit = f.limit.clamp(1, MAX_LIMIT) as usize;
-    let where_clause = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
-    let sql = format!(
-        "SELECT o.id, u.ext_id, u.part, o.station, o.operation, o.equipment, o.operator, o.recipe, \
-         o.started_at, o.completed_at, o.result, o.defect_code, o.out_of_spec \
-         FROM operations o JOIN items u ON u.id = o.unit_id {where_clause} ORDER BY o.id LIMIT {}",
+    q.push(&format!(
+        "SELECT o.id, u.ext_id AS serial, u.part, o.station, o.operation, o.equipment, \
+         o.operator, o.recipe, o.started_at, o.completed_at, o.result, o.defect_code, \
+         o.out_of_spec FROM operations o JOIN items u ON u.id = o.unit_id {} \
+         ORDER BY o.id LIMIT {}",
+        where_clause(&conds),
         limit + 1
-    );
-    let mut rows = Vec::new();
-    on_db!(db, p => {
-        let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
-        for r in q.fetch_all(p).await? {
-            let started_at: Option<DateTime<Utc>> = r.try_get(8)?;
-            let completed_at: DateTime<Utc> = r.try_get(9)?;
-            rows.push(OperationRow {
-                id: r.try_get(0)?,
-                serial: r.try_get(1)?,
-                part: r.try_get(2)?,
-                station: r.try_get(3)?,
-                operation: r.try_get(4)?,
-                equipment: r.try_get(5)?,
-                operator: r.try_get(6)?,
-                recipe: r.try_get(7)?,
-                started_at: ts_opt(started_at),
-                completed_at: ts_text(&completed_at),
-                result: r.try_get(10)?,
-                defect_code: r.try_get(11)?,
-                out_of_spec: r.try_get(12)?,
-            });
-        }
-    });
+    ));
+    let mut rows: Vec<OperationRow> = db.fetch_all(q).await?;
     let next_after_id = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|r| r.id)
+        rows.last().map(|r| r.operation.id)
     } else {
         None
     };
@@ -175,6 +124,14 @@ pub async fn operations(db: &Db, f: &OperationFilter) -> Result<OperationPage, Q
         operations: rows,
         next_after_id,
     })
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
 }
 
 /// Filters of `GET /api/v1/readings`.
@@ -194,7 +151,7 @@ pub struct ReadingFilter {
 pub struct ReadingCursor {
     pub ts: DateTime<Utc>,
     pub gateway: String,
-    pub epoch: String,
+    pub epoch: Uuid,
     pub seq: i64,
 }
 
@@ -203,7 +160,7 @@ impl ReadingCursor {
     pub fn encode(&self) -> String {
         format!(
             "{}|{}|{}|{}",
-            ts_text(&self.ts),
+            time_text(&self.ts),
             self.seq,
             self.epoch,
             self.gateway
@@ -214,8 +171,7 @@ impl ReadingCursor {
         let mut it = s.splitn(4, '|');
         let ts = threadline_shared::time::parse(it.next()?).ok()?;
         let seq = it.next()?.parse().ok()?;
-        let epoch = it.next()?.to_owned();
-        uuid::Uuid::parse_str(&epoch).ok()?;
+        let epoch = Uuid::parse_str(it.next()?).ok()?;
         let gateway = it.next()?.to_owned();
         Some(ReadingCursor {
             ts,
@@ -226,14 +182,35 @@ impl ReadingCursor {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+/// From the `next_after` text of a previous page (query parameter `after`).
+impl<'de> serde::Deserialize<'de> for ReadingCursor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ReadingCursor;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the next_after cursor of a previous page")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ReadingCursor, E> {
+                ReadingCursor::decode(s)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// One reading of a tag.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, sqlx::FromRow)]
 pub struct ReadingRow {
+    #[sqlx(try_from = "sql::Time")]
     pub ts: String,
     pub gateway: String,
     pub device: String,
     pub tag: String,
     #[schema(value_type = Object)]
-    pub value: serde_json::Value,
+    #[sqlx(flatten)]
+    pub value: Captured,
     pub unit: Option<String>,
     pub quality: String,
     pub error: Option<String>,
@@ -248,84 +225,69 @@ pub struct ReadingPage {
 
 /// Readings in time order.
 pub async fn readings(db: &Db, f: &ReadingFilter) -> Result<ReadingPage, QueryError> {
-    let pg = matches!(db, Db::Postgres(_));
-    let mut binds: Vec<Bind> = Vec::new();
+    let mut q = Sql::new("");
     let mut conds: Vec<String> = Vec::new();
     if let Some(tag) = &f.tag {
-        binds.push(Bind::Text(tag.clone()));
-        conds.push(format!("tag = ${}", binds.len()));
+        conds.push(format!("tag = {}", q.param(tag)));
     }
     if let Some(gw) = &f.gateway {
-        binds.push(Bind::Text(gw.clone()));
-        conds.push(format!("gateway = ${}", binds.len()));
+        conds.push(format!("gateway = {}", q.param(gw)));
     }
-    if let Some(t) = &f.from {
-        binds.push(Bind::Text(ts_text(t)));
-        conds.push(format!("ts >= {}", ts_param(db, binds.len())));
+    if let Some(t) = f.from {
+        conds.push(format!("ts >= {}", q.param(t)));
     }
-    if let Some(t) = &f.to {
-        binds.push(Bind::Text(ts_text(t)));
-        conds.push(format!("ts < {}", ts_param(db, binds.len())));
+    if let Some(t) = f.to {
+        conds.push(format!("ts < {}", q.param(t)));
     }
     if let Some(c) = &f.after {
-        binds.push(Bind::Text(ts_text(&c.ts)));
-        let t = ts_param(db, binds.len());
-        binds.push(Bind::Text(c.gateway.clone()));
-        let g = binds.len();
-        binds.push(Bind::Text(c.epoch.clone()));
-        let e = if pg {
-            format!("${}::uuid", binds.len())
-        } else {
-            format!("${}", binds.len())
-        };
-        binds.push(Bind::I64(c.seq));
-        let s = binds.len();
-        conds.push(format!(
-            "(ts, gateway, epoch, seq) > ({t}, ${g}, {e}, ${s})"
-        ));
+        let (t, g, e, s) = (
+            q.param(c.ts),
+            q.param(&c.gateway),
+            q.param(c.epoch),
+            q.param(c.seq),
+        );
+        conds.push(format!("(ts, gateway, epoch, seq) > ({t}, {g}, {e}, {s})"));
     }
     let limit = f.limit.clamp(1, MAX_LIMIT) as usize;
-    let where_clause = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
-    let epoch_col = if pg { "epoch::text" } else { "epoch" };
-    let sql = format!(
-        "SELECT ts, gateway, {epoch_col}, seq, device, tag, value_num, value_text, unit, quality, error \
-         FROM readings {where_clause} ORDER BY ts, gateway, epoch, seq LIMIT {}",
+    q.push(&format!(
+        "SELECT ts, gateway, CAST(epoch AS TEXT) AS epoch, seq, device, tag, value_num, \
+         value_text, unit, quality, error FROM readings {} \
+         ORDER BY ts, gateway, epoch, seq LIMIT {}",
+        where_clause(&conds),
         limit + 1
-    );
-    let mut rows = Vec::new();
-    let mut cursors = Vec::new();
-    on_db!(db, p => {
-        let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
-        for r in q.fetch_all(p).await? {
-            let ts: DateTime<Utc> = r.try_get(0)?;
-            let gateway: String = r.try_get(1)?;
-            cursors.push(ReadingCursor { ts, gateway: gateway.clone(), epoch: r.try_get(2)?, seq: r.try_get(3)? });
-            let num: Option<f64> = r.try_get(6)?;
-            let text: Option<String> = r.try_get(7)?;
-            rows.push(ReadingRow {
-                ts: ts_text(&ts),
-                gateway,
-                device: r.try_get(4)?,
-                tag: r.try_get(5)?,
-                value: super::report::value_of(num, text),
-                unit: r.try_get(8)?,
-                quality: r.try_get(9)?,
-                error: r.try_get(10)?,
-            });
-        }
-    });
+    ));
+    let mut rows: Vec<Keyed> = db.fetch_all(q).await?;
     let next_after = if rows.len() > limit {
         rows.truncate(limit);
-        cursors.get(limit - 1).map(ReadingCursor::encode)
+        rows.last().map(cursor).transpose()?
     } else {
         None
     };
     Ok(ReadingPage {
-        readings: rows,
+        readings: rows.into_iter().map(|r| r.reading).collect(),
         next_after,
     })
+}
+
+/// A reading with the rest of its key, for the cursor.
+#[derive(sqlx::FromRow)]
+struct Keyed {
+    #[sqlx(flatten)]
+    reading: ReadingRow,
+    epoch: String,
+    seq: i64,
+}
+
+/// The `next_after` of a page that ends with `r`.
+fn cursor(r: &Keyed) -> Result<String, QueryError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        QueryError::Data(format!("reading {what} of the page's last row: {e}"))
+    };
+    Ok(ReadingCursor {
+        ts: threadline_shared::time::parse(&r.reading.ts).map_err(|e| bad("ts", &e))?,
+        gateway: r.reading.gateway.clone(),
+        epoch: Uuid::parse_str(&r.epoch).map_err(|e| bad("epoch", &e))?,
+        seq: r.seq,
+    }
+    .encode())
 }

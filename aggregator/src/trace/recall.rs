@@ -9,11 +9,11 @@
 //! reads only the `edges_child_cover` index on PostgreSQL (see docs/query-plans.md).
 
 use serde::Serialize;
-use sqlx::Row as _;
 use utoipa::ToSchema;
 
 use super::{ItemKind, QueryError, item_id};
 use crate::store::Db;
+use crate::store::sql::Sql;
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 pub struct Recall {
@@ -66,50 +66,34 @@ pub async fn recall(db: &Db, lot: &str, include_closed: bool) -> Result<Recall, 
              WHERE e.relation IN ('consumed', 'assembled', 'packed', 'shipped'){valid} \
          )"
     );
-    // PostgreSQL: the planner cannot know how far the walk goes; its estimate (millions of rows
-    // for a popular lot) would pick a hash join over a sequential scan of `items` and JIT
-    // compilation — both far slower than index lookups for any real recall. `OFFSET 0` keeps
-    // the item lookup a per-row index probe; `jit = off` is set for this transaction only.
-    let sql = match db {
-        Db::Postgres(_) => format!(
-            "{walk} SELECT i.kind, i.ext_id, i.customer FROM up \
-             CROSS JOIN LATERAL (SELECT kind, ext_id, customer FROM items WHERE items.id = up.id OFFSET 0) i \
-             WHERE i.kind <> 'lot'"
-        ),
-        Db::Sqlite(_) => format!(
-            "{walk} SELECT i.kind, i.ext_id, i.customer FROM up JOIN items i ON i.id = up.id WHERE i.kind <> 'lot'"
-        ),
-    };
+    // Each item reached is looked up by id once per row (`Dialect::lookup_join` says why), and
+    // PostgreSQL runs the walk without JIT compilation: it cannot know how far the walk goes,
+    // and compiling for the millions of rows it guesses costs more than the walk.
+    let lookup = db
+        .dialect()
+        .lookup_join("items", "i", "kind, ext_id, customer", "id", "up.id");
+    let q = Sql::new(format!(
+        "{walk} SELECT i.kind, i.ext_id, i.customer FROM up {lookup} WHERE i.kind <> 'lot'"
+    ))
+    .bind(lot_id)
+    .without_jit();
+    #[derive(sqlx::FromRow)]
+    struct Reached {
+        kind: String,
+        ext_id: String,
+        customer: Option<String>,
+    }
+    let reached: Vec<Reached> = db.fetch_all(q).await?;
     let mut units = Vec::new();
     let mut containers = Vec::new();
     let mut shipments = Vec::new();
     let mut customers = std::collections::BTreeSet::new();
-    // (kind, ext_id, customer) of every item reached.
-    let mut reached: Vec<(String, String, Option<String>)> = Vec::new();
-    match db {
-        Db::Postgres(p) => {
-            let mut tx = p.begin().await?;
-            sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-            for r in sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(lot_id)
-                .fetch_all(&mut *tx)
-                .await?
-            {
-                reached.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
-            }
-            tx.commit().await?;
-        }
-        Db::Sqlite(p) => {
-            for r in sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(lot_id)
-                .fetch_all(p)
-                .await?
-            {
-                reached.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
-            }
-        }
-    }
-    for (kind, ext_id, customer) in reached {
+    for Reached {
+        kind,
+        ext_id,
+        customer,
+    } in reached
+    {
         match kind.as_str() {
             "unit" => units.push(ext_id),
             "container" => containers.push(ext_id),

@@ -1,9 +1,10 @@
-//! Server-rendered pages: the printable unit report an auditor asks for. No scripts, no external
-//! assets; every piece of text from the database is HTML-escaped.
+//! Server-rendered pages: the printable unit report an auditor asks for (no scripts) and the start
+//! page (one inline line of script for its form). No external assets; every piece of text from
+//! the database is HTML-escaped.
 
 use std::fmt::Write as _;
 
-use crate::trace::UnitReport;
+use crate::trace::{Operation, UnitReport};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -44,6 +45,33 @@ fn val(v: &serde_json::Value) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#111}table{border-collapse:collapse;margin:.5em 0 1.5em}\
 td,th{border:1px solid #999;padding:.2em .5em;text-align:left;vertical-align:top}th{background:#eee}\
 .fail,.oos{color:#b00;font-weight:bold}h1{margin-bottom:.2em}@media print{body{margin:0}}";
+
+/// ` class="…"` for a row or cell that needs one ("" for none).
+fn class(name: Option<&str>) -> String {
+    name.map(|n| format!(" class=\"{n}\"")).unwrap_or_default()
+}
+
+/// Appends a table: one header row, then each row with its class attribute (see [`class`]).
+/// Cells are HTML already — every caller escapes its text with [`escape`], [`o`] or [`val`].
+fn table<const N: usize>(
+    h: &mut String,
+    head: [&str; N],
+    rows: impl IntoIterator<Item = (String, [String; N])>,
+) {
+    h.push_str("<table><tr>");
+    for th in head {
+        let _ = write!(h, "<th>{th}</th>");
+    }
+    h.push_str("</tr>");
+    for (cls, cells) in rows {
+        let _ = write!(h, "<tr{cls}>");
+        for td in cells {
+            let _ = write!(h, "<td>{td}</td>");
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+}
 
 /// The unit report as a self-contained HTML page.
 pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
@@ -88,126 +116,140 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
     }
     h.push_str("</table>");
 
-    h.push_str("<h2>Materials</h2><table><tr><th>Lot</th><th>Part</th><th>Supplier</th><th>Qty</th><th>Station</th><th>Via</th></tr>");
-    for m in &r.materials {
-        let _ = write!(
-            h,
-            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>direct</td></tr>",
-            escape(&m.lot),
-            if m.closed { " (removed)" } else { "" },
-            o(&m.part),
-            o(&m.supplier),
-            n(m.qty),
-            o(&m.station)
-        );
-    }
-    for m in &r.component_materials {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&m.lot),
-            o(&m.part),
-            o(&m.supplier),
-            n(m.qty),
-            o(&m.station),
-            escape(&m.via)
-        );
-    }
-    h.push_str("</table>");
+    h.push_str("<h2>Materials</h2>");
+    let direct = r.materials.iter().map(|m| {
+        let removed = if m.closed { " (removed)" } else { "" };
+        let lot = format!("{}{removed}", escape(&m.lot));
+        (
+            lot,
+            &m.part,
+            &m.supplier,
+            m.qty,
+            &m.station,
+            "direct".to_owned(),
+        )
+    });
+    let via = r.component_materials.iter().map(|m| {
+        let lot = escape(&m.lot);
+        (lot, &m.part, &m.supplier, m.qty, &m.station, escape(&m.via))
+    });
+    table(
+        &mut h,
+        ["Lot", "Part", "Supplier", "Qty", "Station", "Via"],
+        direct
+            .chain(via)
+            .map(|(lot, part, supplier, qty, station, via)| {
+                (
+                    String::new(),
+                    [lot, o(part), o(supplier), n(qty), o(station), via],
+                )
+            }),
+    );
 
-    h.push_str("<h2>Components</h2><table><tr><th>Serial</th><th>Part</th><th>Station</th><th>Assembled</th><th>Removed</th></tr>");
-    for c in &r.components {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&c.serial),
-            o(&c.part),
-            o(&c.station),
-            escape(&c.assembled_at),
-            o(&c.removed_at)
-        );
-    }
-    h.push_str("</table>");
+    h.push_str("<h2>Components</h2>");
+    table(
+        &mut h,
+        ["Serial", "Part", "Station", "Assembled", "Removed"],
+        r.components.iter().map(|c| {
+            let cells = [
+                escape(&c.serial),
+                o(&c.part),
+                o(&c.station),
+                escape(&c.assembled_at),
+                o(&c.removed_at),
+            ];
+            (String::new(), cells)
+        }),
+    );
 
     h.push_str("<h2>Operations</h2>");
     for op in &r.operations {
-        let cls = if op.result == "pass" {
-            ""
-        } else {
-            " class=\"fail\""
-        };
-        let _ = write!(
+        operation(&mut h, op);
+    }
+
+    h.push_str("<h2>Quality checks</h2>");
+    table(
+        &mut h,
+        [
+            "Characteristic",
+            "Value",
+            "Unit",
+            "LSL",
+            "USL",
+            "Result",
+            "Station",
+            "Operator",
+            "Checked",
+        ],
+        r.quality_checks.iter().map(|q| {
+            let cls = class((q.result != "pass").then_some("fail"));
+            let cells = [
+                escape(&q.characteristic),
+                val(&q.value),
+                o(&q.unit),
+                n(q.lsl),
+                n(q.usl),
+                escape(&q.result),
+                o(&q.station),
+                o(&q.operator),
+                escape(&q.checked_at),
+            ];
+            (cls, cells)
+        }),
+    );
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// One operation: its head, its parameters against their limits, its environment.
+fn operation(h: &mut String, op: &Operation) {
+    let s = &op.summary;
+    let defect = s
+        .defect_code
+        .as_deref()
+        .map(|d| format!(" ({})", escape(d)))
+        .unwrap_or_default();
+    let _ = write!(
+        h,
+        "<h3>{} — {}</h3><table><tr><th>Equipment</th><td>{}</td><th>Operator</th><td>{}</td><th>Recipe</th><td>{}</td></tr>\
+         <tr><th>Started</th><td>{}</td><th>Completed</th><td>{}</td><th>Result</th><td{}>{}{defect}</td></tr></table>",
+        escape(&s.station),
+        escape(&s.operation),
+        o(&s.equipment),
+        o(&s.operator),
+        o(&s.recipe),
+        o(&s.started_at),
+        escape(&s.completed_at),
+        class((s.result != "pass").then_some("fail")),
+        escape(&s.result),
+    );
+    if !op.parameters.is_empty() {
+        table(
             h,
-            "<h3>{} — {}</h3><table><tr><th>Equipment</th><td>{}</td><th>Operator</th><td>{}</td><th>Recipe</th><td>{}</td></tr>\
-            <tr><th>Started</th><td>{}</td><th>Completed</th><td>{}</td><th>Result</th><td{cls}>{}{}</td></tr></table>",
-            escape(&op.station),
-            escape(&op.operation),
-            o(&op.equipment),
-            o(&op.operator),
-            o(&op.recipe),
-            o(&op.started_at),
-            escape(&op.completed_at),
-            escape(&op.result),
-            op.defect_code
-                .as_deref()
-                .map(|d| format!(" ({})", escape(d)))
-                .unwrap_or_default()
-        );
-        if !op.parameters.is_empty() {
-            h.push_str("<table><tr><th>Parameter</th><th>Value</th><th>Unit</th><th>LSL</th><th>USL</th><th>In spec</th></tr>");
-            for p in &op.parameters {
-                let cls = if p.in_spec { "" } else { " class=\"oos\"" };
-                let _ = write!(
-                    h,
-                    "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ["Parameter", "Value", "Unit", "LSL", "USL", "In spec"],
+            op.parameters.iter().map(|p| {
+                let in_spec = if p.in_spec { "yes" } else { "NO" };
+                let cells = [
                     escape(&p.name),
                     val(&p.value),
                     o(&p.unit),
                     n(p.lsl),
                     n(p.usl),
-                    if p.in_spec { "yes" } else { "NO" }
-                );
-            }
-            h.push_str("</table>");
-        }
-        if !op.environment.is_empty() {
-            h.push_str("<table><tr><th>Environment</th><th>Value</th><th>Unit</th></tr>");
-            for e in &op.environment {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&e.name),
-                    val(&e.value),
-                    o(&e.unit)
-                );
-            }
-            h.push_str("</table>");
-        }
-    }
-
-    h.push_str("<h2>Quality checks</h2><table><tr><th>Characteristic</th><th>Value</th><th>Unit</th><th>LSL</th><th>USL</th><th>Result</th><th>Station</th><th>Operator</th><th>Checked</th></tr>");
-    for q in &r.quality_checks {
-        let cls = if q.result == "pass" {
-            ""
-        } else {
-            " class=\"fail\""
-        };
-        let _ = write!(
-            h,
-            "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&q.characteristic),
-            val(&q.value),
-            o(&q.unit),
-            n(q.lsl),
-            n(q.usl),
-            escape(&q.result),
-            o(&q.station),
-            o(&q.operator),
-            escape(&q.checked_at)
+                    in_spec.to_owned(),
+                ];
+                (class((!p.in_spec).then_some("oos")), cells)
+            }),
         );
     }
-    h.push_str("</table></body></html>\n");
-    h
+    if !op.environment.is_empty() {
+        table(
+            h,
+            ["Environment", "Value", "Unit"],
+            op.environment
+                .iter()
+                .map(|e| (String::new(), [escape(&e.name), val(&e.value), o(&e.unit)])),
+        );
+    }
 }
 
 /// `GET /`: a start page for a person who opens the aggregator in a browser — what is here and

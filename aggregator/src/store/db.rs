@@ -1,0 +1,176 @@
+//! The handle to the database: connecting, migrating, writing batches, and running the shared
+//! SQL of the read side ([`Sql`]) on whichever backend it is. The only place outside the
+//! backend modules that knows both.
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::model::{Batch, BatchOutcome};
+use super::postgres::PgWrite;
+use super::sql::{self, Dialect, Rows, Sql};
+use super::sqlite::SqliteWrite;
+use super::write;
+
+/// A connection pool to one of the two backends. Callers outside the store use its methods and
+/// never need to know which backend it is (tests may reach the pool to run SQL of their own).
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`) and runs the embedded migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        use anyhow::Context as _;
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect(url)
+                .await
+                .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+            Db::Postgres(pool)
+        } else {
+            let opts: SqliteConnectOptions = url
+                .parse::<SqliteConnectOptions>()
+                .with_context(|| format!("bad SQLite url {url:?}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            if let Some(dir) = opts.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("opening SQLite database {url:?}"))?;
+            Db::Sqlite(pool)
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Runs the embedded migrations of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Db {
+    /// Writes one batch in one transaction and commits it. Nothing is visible (and nothing may
+    /// be acked) unless this returns `Ok`.
+    pub async fn write_batch(&self, batch: &Batch) -> sqlx::Result<BatchOutcome> {
+        match self {
+            Db::Postgres(p) => {
+                write::write_and_commit(PgWrite::begin(p, batch).await?, batch).await
+            }
+            Db::Sqlite(p) => write::write_and_commit(SqliteWrite::begin(p).await?, batch).await,
+        }
+    }
+
+    /// How many writers may commit batches at the same time: SQLite allows one write
+    /// transaction at a time, PostgreSQL as many as there are connections.
+    pub fn max_parallel_writers(&self) -> usize {
+        match self {
+            Db::Postgres(_) => usize::MAX,
+            Db::Sqlite(_) => 1,
+        }
+    }
+
+    /// The SQL fragments this backend writes its own way.
+    pub(crate) fn dialect(&self) -> Dialect {
+        Dialect {
+            postgres: matches!(self, Db::Postgres(_)),
+        }
+    }
+
+    /// Runs one statement; rows affected.
+    pub(crate) async fn execute(&self, q: Sql<'_>) -> sqlx::Result<u64> {
+        match self {
+            Db::Postgres(p) => sql::execute(p, q).await,
+            Db::Sqlite(p) => sql::execute(p, q).await,
+        }
+    }
+
+    /// Runs the statements in one transaction (all or nothing).
+    pub(crate) async fn execute_all(&self, qs: Vec<Sql<'_>>) -> sqlx::Result<()> {
+        match self {
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                for q in qs {
+                    sql::execute(&mut *tx, q).await?;
+                }
+                tx.commit().await
+            }
+            Db::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                for q in qs {
+                    sql::execute(&mut *tx, q).await?;
+                }
+                tx.commit().await
+            }
+        }
+    }
+
+    /// Every row of `q`.
+    pub(crate) async fn fetch_all<T: Rows>(&self, q: Sql<'_>) -> sqlx::Result<Vec<T>> {
+        match self {
+            Db::Postgres(p) if !q.jit() => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+                let rows = sql::fetch_all(&mut *tx, q).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            Db::Postgres(p) => sql::fetch_all(p, q).await,
+            Db::Sqlite(p) => sql::fetch_all(p, q).await,
+        }
+    }
+
+    /// The first row of `q`, if any (write the statement to return at most one).
+    pub(crate) async fn fetch_optional<T: Rows>(&self, q: Sql<'_>) -> sqlx::Result<Option<T>> {
+        Ok(self.fetch_all(q).await?.into_iter().next())
+    }
+
+    /// Every row of `q`, one at a time (constant memory).
+    pub(crate) async fn for_each<T: Rows>(&self, q: Sql<'_>, f: impl FnMut(T)) -> sqlx::Result<()> {
+        match self {
+            Db::Postgres(p) => sql::for_each(p, q, f).await,
+            Db::Sqlite(p) => sql::for_each(p, q, f).await,
+        }
+    }
+}
