@@ -79,7 +79,7 @@ impl Sink {
         let buf = &mut self.bufs[t];
         let full = match self.backend {
             Backend::Postgres { .. } => {
-                row.encode(&mut CopyText::new(buf));
+                row.encode(&mut Encoder::new(buf, Format::CopyText));
                 buf.push('\n');
                 buf.len() >= PG_FLUSH_BYTES
             }
@@ -88,7 +88,7 @@ impl Sink {
                     buf.push(',');
                 }
                 buf.push('(');
-                row.encode(&mut SqlValues::new(buf));
+                row.encode(&mut Encoder::new(buf, Format::SqlValues));
                 buf.push(')');
                 self.buffered[t] + 1 >= SQLITE_ROWS_PER_STMT
             }
@@ -183,100 +183,96 @@ async fn run_copies(pool: PgPool, mut rx: mpsc::Receiver<(Table, String)>) -> an
     Ok(())
 }
 
-/// One row in PostgreSQL's COPY text format: tab-separated, `\N` for NULL, backslash escapes.
-struct CopyText<'b> {
+/// How a row's values are written into a buffer.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    /// PostgreSQL's COPY text format: tab-separated, `\N` for NULL, backslash escapes.
+    CopyText,
+    /// The inside of one SQL `VALUES` tuple: comma-separated literals.
+    SqlValues,
+}
+
+/// Writes one row's values into a buffer in a [`Format`].
+struct Encoder<'b> {
     out: &'b mut String,
+    format: Format,
     first: bool,
 }
 
-impl<'b> CopyText<'b> {
-    fn new(out: &'b mut String) -> Self {
-        CopyText { out, first: true }
+impl<'b> Encoder<'b> {
+    fn new(out: &'b mut String, format: Format) -> Self {
+        Encoder {
+            out,
+            format,
+            first: true,
+        }
     }
 
+    /// The separator before every value but the first.
     fn sep(&mut self) {
         if !std::mem::take(&mut self.first) {
-            self.out.push('\t');
+            self.out.push(match self.format {
+                Format::CopyText => '\t',
+                Format::SqlValues => ',',
+            });
         }
     }
 }
 
-impl Fields for CopyText<'_> {
+impl Fields for Encoder<'_> {
     fn int(&mut self, v: i64) {
         self.sep();
         let _ = write!(self.out, "{v}");
     }
+
     fn float(&mut self, v: f64) {
         self.sep();
         let _ = write!(self.out, "{v:?}");
     }
+
     fn text(&mut self, v: &str) {
         self.sep();
-        for c in v.chars() {
-            match c {
-                '\\' => self.out.push_str("\\\\"),
-                '\t' => self.out.push_str("\\t"),
-                '\n' => self.out.push_str("\\n"),
-                '\r' => self.out.push_str("\\r"),
-                c => self.out.push(c),
+        match self.format {
+            Format::CopyText => {
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '\t' => self.out.push_str("\\t"),
+                        '\n' => self.out.push_str("\\n"),
+                        '\r' => self.out.push_str("\\r"),
+                        c => self.out.push(c),
+                    }
+                }
             }
-        }
-    }
-    fn flag(&mut self, v: bool) {
-        self.sep();
-        self.out.push(if v { 't' } else { 'f' });
-    }
-    fn null(&mut self) {
-        self.sep();
-        self.out.push_str("\\N");
-    }
-}
-
-/// The inside of one SQL `VALUES` tuple: comma-separated literals.
-struct SqlValues<'b> {
-    out: &'b mut String,
-    first: bool,
-}
-
-impl<'b> SqlValues<'b> {
-    fn new(out: &'b mut String) -> Self {
-        SqlValues { out, first: true }
-    }
-
-    fn sep(&mut self) {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(',');
-        }
-    }
-}
-
-impl Fields for SqlValues<'_> {
-    fn int(&mut self, v: i64) {
-        self.sep();
-        let _ = write!(self.out, "{v}");
-    }
-    fn float(&mut self, v: f64) {
-        self.sep();
-        let _ = write!(self.out, "{v:?}");
-    }
-    fn text(&mut self, v: &str) {
-        self.sep();
-        self.out.push('\'');
-        for c in v.chars() {
-            if c == '\'' {
+            Format::SqlValues => {
+                self.out.push('\'');
+                for c in v.chars() {
+                    if c == '\'' {
+                        self.out.push('\'');
+                    }
+                    self.out.push(c);
+                }
                 self.out.push('\'');
             }
-            self.out.push(c);
         }
-        self.out.push('\'');
     }
+
     fn flag(&mut self, v: bool) {
         self.sep();
-        self.out.push(if v { '1' } else { '0' });
+        self.out.push(match (self.format, v) {
+            (Format::CopyText, true) => 't',
+            (Format::CopyText, false) => 'f',
+            (Format::SqlValues, true) => '1',
+            (Format::SqlValues, false) => '0',
+        });
     }
+
     fn null(&mut self) {
         self.sep();
-        self.out.push_str("NULL");
+        self.out.push_str(match self.format {
+            Format::CopyText => "\\N",
+            Format::SqlValues => "NULL",
+        });
     }
 }
 
@@ -300,7 +296,7 @@ mod tests {
     #[test]
     fn copy_text_escapes_and_marks_null() {
         let mut s = String::new();
-        EDGE.encode(&mut CopyText::new(&mut s));
+        EDGE.encode(&mut Encoder::new(&mut s, Format::CopyText));
         assert_eq!(
             s,
             "7\t1\t2\tpacked\t\\N\tit's\\ta\\\\b\t2026-01-05T06:00:00.000000Z\t\\N\t\\N"
@@ -314,7 +310,7 @@ mod tests {
             qty: Some(1.0),
             ..EDGE
         }
-        .encode(&mut SqlValues::new(&mut s));
+        .encode(&mut Encoder::new(&mut s, Format::SqlValues));
         assert_eq!(
             s,
             "7,1,2,'packed',1.0,'it''s\ta\\b','2026-01-05T06:00:00.000000Z',NULL,NULL"
