@@ -4,13 +4,14 @@
 //! - [`envelope`]: the batch envelope, the ack message and the gateway status message;
 //! - [`topic`]: building and parsing `{root}/{plant}/{line}/{gateway}/{records|status|ack}`;
 //! - [`ids`]: GS1 element strings, GS1 Digital Link, GTIN/SSCC check digits, EPC SGTIN-96/SSCC-96;
-//! - [`config`]: strict TOML loading that reports every problem with file, line, column and field.
+//! - [`config`]: strict TOML loading that reports every problem with file, line, column and field;
+//! - `testing` (feature `test-support`): helpers for the other crates' integration tests.
 
 pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod ids;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod time;
 pub mod topic;
