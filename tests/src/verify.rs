@@ -182,45 +182,28 @@ pub fn diff_recall(truth: &Truth, lot: &str, recall: &Value) -> Vec<String> {
     let Some(l) = truth.lots.get(lot) else {
         return vec![format!("{lot}: not in the truth")];
     };
-    let list = |v: &Value| -> Vec<String> {
+    // Sorted ids of a JSON array, each element's id taken by `id`.
+    let list = |v: &Value, id: fn(&Value) -> String| -> Vec<String> {
         let mut x: Vec<String> = v
             .as_array()
-            .map(|a| a.iter().map(s).collect())
+            .map(|a| a.iter().map(id).collect())
             .unwrap_or_default();
         x.sort();
         x
     };
-    let units = list(&recall["units"]);
-    if units != l.all_units {
-        d.push(format!(
-            "{lot}: recall units {units:?}, truth {:?}",
-            l.all_units
-        ));
-    }
-    let containers = list(&recall["containers"]);
-    if containers != l.containers {
-        d.push(format!(
-            "{lot}: recall containers {containers:?}, truth {:?}",
-            l.containers
-        ));
-    }
-    let mut shipments: Vec<String> = recall["shipments"]
-        .as_array()
-        .map(|a| a.iter().map(|x| s(&x["id"])).collect())
-        .unwrap_or_default();
-    shipments.sort();
-    if shipments != l.shipments {
-        d.push(format!(
-            "{lot}: recall shipments {shipments:?}, truth {:?}",
-            l.shipments
-        ));
-    }
-    let customers = list(&recall["customers"]);
-    if customers != l.customers {
-        d.push(format!(
-            "{lot}: recall customers {customers:?}, truth {:?}",
-            l.customers
-        ));
+    for (what, got, want) in [
+        ("units", list(&recall["units"], s), &l.all_units),
+        ("containers", list(&recall["containers"], s), &l.containers),
+        (
+            "shipments",
+            list(&recall["shipments"], |x| s(&x["id"])),
+            &l.shipments,
+        ),
+        ("customers", list(&recall["customers"], s), &l.customers),
+    ] {
+        if &got != want {
+            d.push(format!("{lot}: recall {what} {got:?}, truth {want:?}"));
+        }
     }
     d
 }
@@ -350,5 +333,28 @@ mod tests {
         let mut broken = report.clone();
         broken["operations"][0]["operator"] = Value::String("OP9999".into());
         assert_eq!(diff_unit_report(t, &sn.serial, &broken).len(), 1);
+    }
+
+    #[test]
+    fn a_recall_built_from_the_truth_has_no_differences() {
+        let mut p = Plant::new(PlantParams::default());
+        p.plan_batch(10);
+        let t = p.truth();
+        let (lot, l) = t.lots.iter().next().unwrap();
+        assert!(!l.customers.is_empty(), "{lot} reached no customer");
+        let recall = serde_json::json!({
+            "units": l.all_units, "containers": l.containers, "customers": l.customers,
+            "shipments": l.shipments.iter().map(|s| serde_json::json!({"id": s})).collect::<Vec<_>>(),
+        });
+        assert_eq!(diff_recall(t, lot, &recall), Vec::<String>::new());
+        let mut broken = recall.clone();
+        broken["customers"] = serde_json::json!([]);
+        assert_eq!(
+            diff_recall(t, lot, &broken),
+            vec![format!(
+                "{lot}: recall customers [], truth {:?}",
+                l.customers
+            )]
+        );
     }
 }
