@@ -1,12 +1,11 @@
 //! Ingest through real brokers: a Mosquitto process started on a free port and the embedded
 //! rumqttd; acks after commit, duplicates absorbed and acked again, a database outage through a
-//! TCP proxy we cut and restore.
+//! TCP proxy we cut and restore (broker and proxy: `threadline_shared::testing`).
 
 #![allow(clippy::unwrap_used)]
 
 mod store_support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,50 +18,6 @@ use threadline_aggregator::store::Db;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mosquitto() -> Mosquitto {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let conf = dir.path().join("m.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .expect("conf");
-    let child = Command::new("/usr/sbin/mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start /usr/sbin/mosquitto");
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mosquitto did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Mosquitto {
-        child,
-        port,
-        _dir: dir,
-    }
-}
 
 fn config(mqtt: &str, db_url: &str) -> AggregatorConfig {
     let text = format!(
@@ -171,7 +126,7 @@ async fn round_trip(port: u16, mqtt_section: String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_round_trip_acks_after_commit_and_absorbs_redelivery() {
-    let m = mosquitto();
+    let m = Mosquitto::start().await;
     round_trip(
         m.port,
         format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"", m.port),
@@ -209,23 +164,12 @@ fn embedded_broker_on_a_busy_port_is_a_clear_error() {
 async fn postgres_outage_stops_acks_and_recovers_without_loss_or_doubles() {
     let Some(t) = postgres().await else { return };
     // Route the aggregator's database connections through a proxy we can cut.
-    let authority = |u: &str| -> String {
-        let rest = u.split_once("://").unwrap().1;
-        let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
-        rest.split_once('/').unwrap().0.to_owned()
-    };
-    let target_auth = authority(&t.url);
-    let target = tokio::net::lookup_host(&target_auth)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = Proxy::start(target).await;
-    let proxied_url = t.url.replacen(&target_auth, &proxy.addr.to_string(), 1);
+    let proxy = TcpProxy::start(url_authority(&t.url, 5432)).await;
+    let proxied_url = proxy.route(&t.url);
     let db = Db::connect(&proxied_url, 2)
         .await
         .expect("connect through proxy");
-    let m = mosquitto();
+    let m = Mosquitto::start().await;
     let run = start_ingest(
         config(
             &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"", m.port),

@@ -7,6 +7,7 @@
 //! - [`config`]: strict TOML loading that reports every problem with file, line, column and field;
 //! - [`mqtt`] (feature `mqtt`): the MQTT client setup both daemons use (URL, credentials, TLS);
 //! - [`signal`] (feature `signal`): waiting for SIGINT / SIGTERM.
+//! - `testing` (feature `test-support`): helpers for the other crates' integration tests.
 
 pub mod config;
 pub mod envelope;

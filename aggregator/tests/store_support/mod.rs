@@ -1,15 +1,15 @@
 //! Test helpers shared by the store and ingest tests: a fresh database per test on either
-//! backend, envelopes built from JSON, and a small TCP proxy that can cut a connection.
+//! backend, envelopes built from JSON, and a gateway-like MQTT client. The broker, the TCP
+//! proxy that cuts a connection and free ports are `threadline_shared::testing`'s.
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use threadline_aggregator::ingest::{Incoming, decode};
 use threadline_aggregator::store::{Batch, Db};
+#[allow(unused_imports)] // like the dead_code above: not every test binary uses every helper
+pub use threadline_shared::testing::{Mosquitto, TcpProxy, free_port, url_authority};
 
 pub const ROOT: &str = "threadline/v1";
 pub const EPOCH: &str = "6f1c1f00-0000-4000-8000-000000000001";
@@ -192,60 +192,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A TCP proxy to `target` that can refuse/cut connections (database outage on demand).
-pub struct Proxy {
-    pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    pub async fn start(target: SocketAddr) -> Proxy {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let addr = l.local_addr().expect("addr");
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = l.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let h = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                conns2.lock().expect("lock").push(h);
-            }
-        });
-        Proxy { addr, up, conns }
-    }
-
-    /// Cuts every open connection and refuses new ones.
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for h in self.conns.lock().expect("lock").drain(..) {
-            h.abort();
-        }
-    }
-
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-/// A free 127.0.0.1 port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// How long the gateway test client waits for a SUBACK or an ack.

@@ -1,12 +1,12 @@
-//! Shared pieces of the delivery tests: a real Mosquitto on a free port, a stand-in aggregator
-//! (the *acker*) that records every envelope and acks it (or withholds acks), a gateway config,
-//! and polling helpers (tests wait for conditions with a deadline, never for a fixed time).
+//! Shared pieces of the delivery tests: a real Mosquitto on a free port (`threadline_shared::
+//! testing`'s), a stand-in aggregator (the *acker*) that records every envelope and acks it (or
+//! withholds acks), a gateway config, and polling helpers (tests wait for conditions with a
+//! deadline, never for a fixed time).
 
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,13 +17,8 @@ use threadline_shared::event::{Record, RecordBody, TagValue};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+#[allow(unused_imports)] // like the dead_code above: not every test binary uses every helper
+pub use threadline_shared::testing::{MOSQUITTO, Mosquitto, free_port};
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes (then panics with `what`).
 pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -36,85 +31,7 @@ pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> b
 
 /// True when Mosquitto is installed; otherwise says how to enable the test (or fails in CI).
 pub fn have_mosquitto() -> bool {
-    if Path::new(MOSQUITTO).exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{MOSQUITTO} not found; install mosquitto (apt-get install mosquitto)");
-    }
-    eprintln!("SKIPPED: {MOSQUITTO} not found; install mosquitto to run this delivery test");
-    false
-}
-
-/// A Mosquitto process without persistence, on a fixed port for its whole life (so it can be
-/// stopped and started again where the gateway expects it).
-pub struct Mosquitto {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Mosquitto {
-    pub async fn start() -> Mosquitto {
-        let mut m = Mosquitto {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        m.up().await;
-        m
-    }
-
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the broker (again) and waits until it accepts connections.
-    pub async fn up(&mut self) {
-        assert!(self.child.is_none());
-        let conf = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-                self.port
-            ),
-        )
-        .unwrap();
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        wait_for("mosquitto to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-    }
-
-    /// Stops the broker: SIGTERM (graceful) or SIGKILL. Everything it held is gone (no
-    /// persistence).
-    pub fn down(&mut self, kill: bool) {
-        if let Some(mut c) = self.child.take() {
-            let sig = if kill { "-KILL" } else { "-TERM" };
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.down(true);
-    }
+    Mosquitto::available()
 }
 
 /// What the acker saw.

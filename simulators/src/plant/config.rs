@@ -6,7 +6,7 @@ use serde::Deserialize;
 use threadline_gateway::config::GatewayConfig;
 use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
 
-use super::model::PlantParams;
+use super::params::PlantParams;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]

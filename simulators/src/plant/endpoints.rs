@@ -52,34 +52,23 @@ pub fn rewrite_gateway_config(
     {
         m.insert("url".into(), toml::Value::String(u.clone()));
     }
-    if let Some(devs) = doc.get_mut("device").and_then(|v| v.as_array_mut()) {
-        for d in devs.iter_mut().filter_map(|d| d.as_table_mut()) {
-            let id = d
-                .get("id")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_owned();
-            if let Some(a) = endpoints.devices.get(&id) {
-                d.insert("address".into(), toml::Value::String(a.clone()));
-            }
-            if let Some(e) = endpoints.opcua.get(&id) {
-                d.insert("endpoint".into(), toml::Value::String(e.clone()));
-            }
-        }
-    }
-    if let Some(scanners) = doc.get_mut("scanner").and_then(|v| v.as_array_mut()) {
-        for s in scanners.iter_mut().filter_map(|s| s.as_table_mut()) {
-            let id = s
-                .get("id")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_owned();
-            if let Some(p) = endpoints.scanners.get(&id) {
-                s.insert("port".into(), toml::Value::String(p.clone()));
-            }
-        }
-    }
+    set_by_id(&mut doc, "device", "address", &endpoints.devices);
+    set_by_id(&mut doc, "device", "endpoint", &endpoints.opcua);
+    set_by_id(&mut doc, "scanner", "port", &endpoints.scanners);
     Ok(toml::to_string(&doc).unwrap_or_default())
+}
+
+/// Sets `key` in every `[[section]]` table whose `id` has an entry in `values`.
+fn set_by_id(doc: &mut toml::Table, section: &str, key: &str, values: &BTreeMap<String, String>) {
+    let Some(tables) = doc.get_mut(section).and_then(|v| v.as_array_mut()) else {
+        return;
+    };
+    for t in tables.iter_mut().filter_map(|t| t.as_table_mut()) {
+        let id = t.get("id").and_then(|v| v.as_str()).unwrap_or("");
+        if let Some(v) = values.get(id) {
+            t.insert(key.into(), toml::Value::String(v.clone()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::floor::{Control, Floor, FloorError, Progress, run_lanes};
-use super::model::{Plant, PlantParams, Truth};
+use super::{Plant, PlantParams, Truth};
 
 /// How long a run goes and where its truth goes.
 #[derive(Debug, Clone)]

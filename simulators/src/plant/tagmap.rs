@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn demo_configs_define_every_tag_the_plant_sets() {
-        use super::super::model::{Plant, PlantParams};
+        use super::super::{Plant, PlantParams};
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo");
         let cfgs: Vec<GatewayConfig> = ["line-1.toml", "line-2.toml"]
             .iter()

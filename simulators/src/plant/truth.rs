@@ -1,0 +1,199 @@
+//! The ground truth of what the plant did — never what a gateway reported — so that an
+//! end-to-end test can hold the aggregator's answers against it. Serialised as the truth file
+//! of `threadline-sim --truth`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::catalog::PART_FINAL;
+
+/// One process parameter as the PLC reported it (already rounded to what the register holds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamTruth {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsl: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usl: Option<f64>,
+}
+
+impl ParamTruth {
+    pub fn in_spec(&self) -> bool {
+        self.lsl.is_none_or(|l| self.value >= l) && self.usl.is_none_or(|u| self.value <= u)
+    }
+}
+
+/// One operation as it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpTruth {
+    pub station: String,
+    pub operation: String,
+    pub equipment: String,
+    pub operator: String,
+    pub recipe: String,
+    /// `pass` or `fail`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defect_code: Option<String>,
+    pub parameters: Vec<ParamTruth>,
+    /// Lots consumed by this operation.
+    pub lots: Vec<String>,
+}
+
+/// A lot consumed by a unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaterialTruth {
+    pub lot: String,
+    pub part: String,
+    pub qty: f64,
+    pub station: String,
+    pub supplier: String,
+}
+
+/// A child unit built into a unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentTruth {
+    pub serial: String,
+    pub part: String,
+}
+
+/// Everything true about one unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitTruth {
+    pub serial: String,
+    pub part: String,
+    pub line: String,
+    pub work_order: String,
+    pub operations: Vec<OpTruth>,
+    pub components: Vec<ComponentTruth>,
+    pub materials: Vec<MaterialTruth>,
+    /// The unit this one was built into (sub-assemblies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pallet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+}
+
+/// Everything true about one supplier lot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LotTruth {
+    pub lot: String,
+    pub part: String,
+    pub gtin: String,
+    pub supplier: String,
+    pub supplier_batch: String,
+    pub qty: f64,
+    /// The receiving station and the exact label scanned there.
+    pub received_at: String,
+    pub label: String,
+    /// Units that consumed it directly.
+    pub units: Vec<String>,
+    /// Every unit it went into: direct consumers and the units they were built into.
+    pub all_units: Vec<String>,
+    pub containers: Vec<String>,
+    pub shipments: Vec<String>,
+    pub customers: Vec<String>,
+}
+
+/// A case or a pallet (SSCC, 18 digits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerTruth {
+    pub id: String,
+    /// `case` or `pallet`.
+    pub level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Units (case) or cases (pallet).
+    pub children: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<String>,
+}
+
+/// One shipment to one customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentTruth {
+    pub id: String,
+    pub customer: String,
+    pub pallets: Vec<String>,
+    pub units: Vec<String>,
+}
+
+/// One work order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkOrderTruth {
+    pub id: String,
+    pub part: String,
+    pub line: String,
+    pub units: Vec<String>,
+}
+
+/// A scan the plant knows to be garbage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedScanTruth {
+    pub station: String,
+    pub scanner: String,
+    pub raw: String,
+}
+
+/// The ground truth of everything the plant did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Truth {
+    pub units: BTreeMap<String, UnitTruth>,
+    pub lots: BTreeMap<String, LotTruth>,
+    pub containers: BTreeMap<String, ContainerTruth>,
+    pub shipments: BTreeMap<String, ShipmentTruth>,
+    pub work_orders: BTreeMap<String, WorkOrderTruth>,
+    pub rejected_scans: Vec<RejectedScanTruth>,
+}
+
+impl Truth {
+    /// Finished units (the line-2 product).
+    pub fn finished_units(&self) -> impl Iterator<Item = &UnitTruth> {
+        self.units.values().filter(|u| u.part == PART_FINAL)
+    }
+
+    /// Fills the derived fields (lot reach: all units, containers, shipments, customers).
+    pub(super) fn derive(&mut self) {
+        for lot in self.lots.values_mut() {
+            let mut all: Vec<String> = Vec::new();
+            for u in &lot.units {
+                let mut cur = Some(u.clone());
+                while let Some(s) = cur {
+                    cur = self.units.get(&s).and_then(|x| x.parent.clone());
+                    if !all.contains(&s) {
+                        all.push(s);
+                    }
+                }
+            }
+            let mut containers = Vec::new();
+            let mut shipments = Vec::new();
+            let mut customers = Vec::new();
+            for s in &all {
+                if let Some(u) = self.units.get(s) {
+                    for c in [&u.case, &u.pallet].into_iter().flatten() {
+                        containers.push(c.clone());
+                    }
+                    shipments.extend(u.shipment.clone());
+                    customers.extend(u.customer.clone());
+                }
+            }
+            for v in [&mut all, &mut containers, &mut shipments, &mut customers] {
+                v.sort();
+                v.dedup();
+            }
+            lot.all_units = all;
+            lot.containers = containers;
+            lot.shipments = shipments;
+            lot.customers = customers;
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The binaries under test. `cargo test -p threadline-e2e` does not build other packages'
+//! binaries, so [`binaries`] runs `cargo build --bins -p threadline-gateway -p
+//! threadline-aggregator -p threadline-simulators` once per test process (a no-op when they are
+//! up to date) and finds them in the target directory (`CARGO_TARGET_DIR` or
+//! `<workspace>/target`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Paths of the three binaries under test.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub gateway: PathBuf,
+    pub aggregator: PathBuf,
+    pub sim: PathBuf,
+}
+
+/// Builds (once per process) and locates the binaries.
+pub fn binaries() -> Result<Bins> {
+    static BUILT: OnceLock<Result<Bins, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binaries().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_binaries() -> Result<Bins> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--bins",
+            "-p",
+            "threadline-gateway",
+            "-p",
+            "threadline-aggregator",
+            "-p",
+            "threadline-simulators",
+        ])
+        .status()
+        .with_context(|| format!("running {cargo} build"))?;
+    if !status.success() {
+        bail!("cargo build of the binaries failed: {status}");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let dir = target.join("debug");
+    let bins = Bins {
+        gateway: dir.join("threadline-gateway"),
+        aggregator: dir.join("threadline-aggregator"),
+        sim: dir.join("threadline-sim"),
+    };
+    for b in [&bins.gateway, &bins.aggregator, &bins.sim] {
+        if !b.exists() {
+            bail!("{} was not built", b.display());
+        }
+    }
+    Ok(bins)
+}
