@@ -161,7 +161,8 @@ fn parse_gs_substitute(text: &str) -> Result<GsSubstitute, String> {
     if c.is_alphanumeric() || c.is_whitespace() || c.is_control() {
         return Err(format!(
             "invalid gs_substitute {text:?}: a letter, digit, space or control character would be \
-             taken for GS inside codes; use a symbol the codes never contain, such as \"~\" or \"|\""
+             taken for GS inside codes; expected \"ctrl+]\" (the default) or a symbol the codes \
+             never contain, such as \"~\" or \"|\""
         ));
     }
     Ok(GsSubstitute::Char(c))
