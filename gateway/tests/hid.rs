@@ -413,9 +413,15 @@ async fn over_long_codes_and_missing_or_wrong_devices_are_reported() {
     assert_eq!(next_code(&mut rig).await, "SN1");
     stop(rig).await;
 
+    // A tty is what a scanner in CDC mode configured as `hid` looks like: it refuses the grab.
+    let (_serial, pty) = SimScanner::new().unwrap();
     for (path, expect) in [
         (dir.path().join("absent-event-kbd"), "No such file"),
         (dir.path().to_path_buf(), "is not an input device node"),
+        (
+            pty,
+            "is no evdev input device; a scanner in USB CDC / virtual COM mode is a serial port",
+        ),
     ] {
         let cfg = ScannerConfig::hid("st10-scanner", &path.to_string_lossy(), "ST10");
         let rig = start(&cfg);
