@@ -237,7 +237,9 @@ impl KeyDecoder {
             return;
         }
         let altgr = self.altgr_held();
-        let ctrl = self.mods.ctrl() && !(altgr && !self.mods.ralt);
+        // Ctrl+Left Alt standing for AltGr is not a Ctrl combination; Ctrl with Right Alt is.
+        let emulated_altgr = altgr && !self.mods.ralt;
+        let ctrl = self.mods.ctrl() && !emulated_altgr;
         let shift = self.mods.shift() ^ (self.caps_lock && layout::is_letter(self.layout, code));
         let sym = layout::symbol(self.layout, code, shift, altgr);
         if ctrl {

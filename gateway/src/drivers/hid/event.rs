@@ -76,7 +76,7 @@ impl InputEvent {
         let long = |at: usize| {
             let mut x = [0u8; LONG];
             x.copy_from_slice(&b[at..at + LONG]);
-            i64::from(CLong::from_ne_bytes(x))
+            from_long(CLong::from_ne_bytes(x))
         };
         let t = 2 * LONG;
         InputEvent {
@@ -108,6 +108,14 @@ fn to_long(x: i64) -> CLong {
 #[cfg(not(target_pointer_width = "64"))]
 fn to_long(x: i64) -> CLong {
     CLong::try_from(x).unwrap_or(CLong::MAX)
+}
+#[cfg(target_pointer_width = "64")]
+fn from_long(x: CLong) -> i64 {
+    x
+}
+#[cfg(not(target_pointer_width = "64"))]
+fn from_long(x: CLong) -> i64 {
+    i64::from(x)
 }
 
 #[cfg(test)]
