@@ -42,7 +42,13 @@ pub async fn run_scanner(cfg: ScannerConfig, ctx: DriverContext) {
             return;
         }
         let mut device = match open(&cfg.id, &link) {
-            Ok(d) => d,
+            Ok(d) => {
+                // Open and grabbed: the status shows ok (and the last error cleared) before the
+                // first code. The backoff is reset only by data (a FIFO without a writer opens
+                // fine and ends at once).
+                ctx.metrics.record_ok(0);
+                d
+            }
             Err(msg) => {
                 reopen.failed(&ctx, &cfg.id, msg);
                 if !reopen.wait(&ctx.shutdown).await {

@@ -90,6 +90,9 @@ pub async fn run_scanner(cfg: ScannerConfig, ctx: DriverContext) {
             Ok(p) => {
                 tracing::info!(scanner = %cfg.id, port = %link.port, "scanner port open");
                 reopen.healthy();
+                // The reader is back: its status shows ok (and the last error cleared) even
+                // before the first code.
+                ctx.metrics.record_ok(0);
                 p
             }
             Err(e) => {
