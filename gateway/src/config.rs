@@ -22,8 +22,9 @@ use serde::Deserialize;
 use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
 
 pub use crate::drivers::config::{
-    Area, ByteOrder, DataBits, DataType, DeviceConfig, DeviceKind, Framing, ModeSetting, Parity,
-    Protocol, ScannerConfig, ScannerKind, SecurityMode, SecurityPolicy, StopBits, TagConfig,
+    Area, ByteOrder, DataBits, DataType, DeviceConfig, DeviceKind, Framing, GsSubstitute, HidLink,
+    KeyboardLayout, ModeSetting, Parity, Protocol, ScannerConfig, ScannerInterface, ScannerKind,
+    ScannerLink, SecurityMode, SecurityPolicy, SerialLink, StopBits, TagConfig, Terminator,
 };
 pub use crate::publish::config::MqttSection;
 pub use crate::stations::config::{PatternConfig, StationConfig};
@@ -41,7 +42,7 @@ pub struct GatewayConfig {
     /// PLCs and OPC UA servers, with their tags.
     #[serde(default)]
     pub device: Vec<DeviceConfig>,
-    /// Barcode / RFID readers, each feeding one station.
+    /// Barcode / RFID readers (serial or USB HID), each feeding one station.
     #[serde(default)]
     pub scanner: Vec<ScannerConfig>,
     /// Classifies scanned codes; the first match wins.
@@ -146,6 +147,11 @@ impl GatewayConfig {
             .collect()
     }
 
+    /// One line per scanner describing its link and station, for `threadline-gateway check`.
+    pub fn scanner_wiring(&self) -> Vec<String> {
+        self.scanner.iter().map(ScannerConfig::wiring).collect()
+    }
+
     /// Every tag name of the config.
     fn tag_names(&self) -> HashSet<&str> {
         self.device
@@ -185,11 +191,12 @@ impl GatewayConfig {
         }
     }
 
-    /// Scanner ids unique; every scanner feeds a configured station.
+    /// Each scanner on its own; scanner ids unique; every scanner feeds a configured station.
     fn check_scanners(&self, v: &mut Validator<'_>) {
         let station_ids = self.station_ids();
         let mut scanner_ids = HashSet::new();
         for (i, s) in self.scanner.iter().enumerate() {
+            s.check(&format!("scanner[{i}]"), v);
             if !scanner_ids.insert(s.id.as_str()) {
                 v.error(
                     format!("scanner[{i}].id"),

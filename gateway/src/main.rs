@@ -97,6 +97,12 @@ fn main() -> ExitCode {
             if !modbus_cli::print_read_plans(&cfg) {
                 return ExitCode::from(2);
             }
+            if !cfg.scanner.is_empty() {
+                println!("\nscanners:");
+                for line in cfg.scanner_wiring() {
+                    println!("  {line}");
+                }
+            }
             println!("\nstations:");
             for line in cfg.station_wiring() {
                 println!("  {line}");

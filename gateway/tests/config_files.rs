@@ -54,6 +54,15 @@ fn example_config_has_the_documented_values() {
     assert_eq!(cfg.device.len(), 3);
     assert_eq!(cfg.device[0].tag[0].name, "press.pressure");
     assert_eq!(cfg.station[0].feeder[0].part, "P-6202");
+    // One serial reader and one USB HID handheld, both at ST10.
+    use threadline_gateway::config::{KeyboardLayout, ScannerLink};
+    assert!(matches!(cfg.scanner[0].link(), Some(ScannerLink::Serial(s)) if s.baud == 9600));
+    let Some(ScannerLink::Hid(hid)) = cfg.scanner[1].link() else {
+        panic!("scanner[1] is the HID example: {:?}", cfg.scanner[1]);
+    };
+    assert_eq!(hid.layout, KeyboardLayout::De);
+    assert_eq!(hid.char_timeout_ms, 50);
+    assert_eq!(cfg.scanner[1].station, "ST10");
 }
 
 #[test]

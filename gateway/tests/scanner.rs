@@ -42,14 +42,12 @@ fn start_with(
     kind: ScannerKind,
 ) -> Rig {
     let cfg = ScannerConfig {
-        id: "st10-scanner".into(),
-        port: port.to_string_lossy().into_owned(),
-        baud: 9600,
-        framing,
+        baud: Some(9600),
+        framing: Some(framing),
         kind,
-        station: "ST10".into(),
         dedup_ms,
         max_line_len,
+        ..ScannerConfig::serial("st10-scanner", &port.to_string_lossy(), "ST10")
     };
     let (out, tags) = mpsc::channel(16);
     let (scans_tx, scans) = mpsc::channel(16);

@@ -1,5 +1,6 @@
-//! `[[device]]`, `[[device.tag]]` and `[[scanner]]` tables, and the checks of one device (or
-//! tag) on its own. Checks across devices and sections (unique ids and tag names, the station
+//! `[[device]]` and `[[device.tag]]` tables, and the checks of one device (or tag) on its own
+//! (`[[scanner]]` lives with the readers, in `drivers::reader::config`, and is re-exported
+//! here). Checks across devices and sections (unique ids and tag names, the station
 //! a scanner feeds) are the gateway config's, in `crate::config`.
 //!
 //! Closed sets of values are enums (`protocol`, `parity`, `data_bits`, `security_policy`, …):
@@ -9,6 +10,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 use threadline_shared::config::Validator;
+
+pub use super::reader::config::{
+    Framing, GsSubstitute, HidLink, KeyboardLayout, ScannerConfig, ScannerInterface, ScannerKind,
+    ScannerLink, SerialLink, Terminator,
+};
 
 /// Device protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -468,60 +474,6 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
         return Err(format!("endpoint {endpoint:?} has no host"));
     }
     Ok(())
-}
-
-/// Line framing of a serial reader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Framing {
-    Lf,
-    #[default]
-    Cr,
-    Crlf,
-}
-
-/// What a reader reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScannerKind {
-    #[default]
-    Barcode,
-    /// EPC hex per line (SGTIN-96, SSCC-96).
-    Rfid,
-}
-
-/// One `[[scanner]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScannerConfig {
-    /// Unique scanner id.
-    pub id: String,
-    /// Serial port; prefer the stable `/dev/serial/by-id/…` path.
-    pub port: String,
-    /// Line speed.
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    /// The terminator that ends a code.
-    #[serde(default)]
-    pub framing: Framing,
-    /// Barcodes or RFID EPCs.
-    #[serde(default)]
-    pub kind: ScannerKind,
-    /// The station whose logic receives the scans.
-    pub station: String,
-    /// The same code again within this window is one scan.
-    #[serde(default = "default_dedup_ms")]
-    pub dedup_ms: u64,
-    /// A longer line is rejected (`scan_rejected`), not buffered without end.
-    #[serde(default = "default_max_line_len")]
-    pub max_line_len: usize,
-}
-
-fn default_dedup_ms() -> u64 {
-    500
-}
-fn default_max_line_len() -> usize {
-    512
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Acquisition drivers: Modbus TCP/RTU, OPC UA, serial barcode / RFID readers.
+//! Acquisition drivers: Modbus TCP/RTU, OPC UA, barcode / RFID readers (serial and USB HID).
 //!
 //! One contract for all of them: a driver task gets a [`DriverContext`] (where to send values
 //! and scans, the shutdown signal, its metrics) and runs until shutdown, recovering from every
@@ -93,8 +93,10 @@ pub struct DriverContext {
     pub data_dir: std::path::PathBuf,
 }
 
+pub mod hid;
 pub mod modbus;
 pub mod opcua;
+pub mod reader;
 pub mod serial;
 
 /// Starts the driver task of one device: the one place where protocols are dispatched.
@@ -108,10 +110,14 @@ pub fn spawn_device(cfg: &config::DeviceConfig, ctx: DriverContext) -> tokio::ta
     }
 }
 
-/// Starts the reader task of one scanner.
+/// Starts the reader task of one scanner: the one place where reader interfaces are dispatched.
 pub fn spawn_scanner(
     cfg: &config::ScannerConfig,
     ctx: DriverContext,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(serial::run_scanner(cfg.clone(), ctx))
+    let cfg = cfg.clone();
+    match cfg.interface {
+        config::ScannerInterface::Serial => tokio::spawn(serial::run_scanner(cfg, ctx)),
+        config::ScannerInterface::Hid => tokio::spawn(hid::run_scanner(cfg, ctx)),
+    }
 }

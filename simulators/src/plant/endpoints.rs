@@ -102,7 +102,7 @@ mod tests {
         let hall = cfg.device.iter().find(|d| d.id == "hall-env").unwrap();
         assert_eq!(hall.address.as_deref(), Some("127.0.0.1:15022"));
         let s = cfg.scanner.iter().find(|s| s.id == "st10-scanner").unwrap();
-        assert_eq!(s.port, "/dev/pts/77");
+        assert_eq!(s.port.as_deref(), Some("/dev/pts/77"));
         assert_eq!(cfg.station.len(), 4);
     }
 }

@@ -95,6 +95,11 @@ impl SimPlant {
                 modbus.insert(d.id.clone(), sim);
             }
             for s in &cfg.scanner {
+                // Only serial readers are simulated (a pty behind their port); a HID scanner
+                // reads an evdev node, which this simulator does not provide.
+                let Some(port) = s.port.as_deref() else {
+                    continue;
+                };
                 if scanners.contains_key(&s.id) {
                     continue;
                 }
@@ -103,7 +108,7 @@ impl SimPlant {
                     source,
                 })?;
                 if opts.link_scanners {
-                    let link = PathBuf::from(&s.port);
+                    let link = PathBuf::from(port);
                     let made = (|| {
                         if let Some(dir) = link.parent() {
                             std::fs::create_dir_all(dir)?;
