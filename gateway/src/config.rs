@@ -22,8 +22,8 @@ use serde::Deserialize;
 use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
 
 pub use crate::drivers::config::{
-    Area, ByteOrder, DataBits, DataType, DeviceConfig, DeviceKind, Framing, ModeSetting, Parity,
-    Protocol, ScannerConfig, ScannerKind, SecurityMode, SecurityPolicy, StopBits, TagConfig,
+    Area, ByteOrder, DataBits, DataType, DeviceConfig, DeviceKind, Framing, Parity, Protocol,
+    ScannerConfig, ScannerKind, SecurityMode, SecurityPolicy, StopBits, TagConfig,
 };
 pub use crate::publish::config::MqttSection;
 pub use crate::stations::config::{PatternConfig, StationConfig};
