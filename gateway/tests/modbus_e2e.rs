@@ -354,7 +354,7 @@ scan_ms = 50
     h.all_good(&["a", "b"], SECS5).await;
     bank.set_delay(Duration::from_millis(450));
     let errors = h.all_bad(&["a", "b"], SECS5).await;
-    assert_eq!(errors[0], "timeout after 200 ms");
+    assert_eq!(errors[0], "timed out after 200 ms (no answer)");
     // New values while the device is slow; late replies of the old requests are still on
     // their way when the driver reconnects.
     bank.set_holding(0, &[3333]);
@@ -416,6 +416,85 @@ scan_ms = 50
     conformance(&device(&toml), &mut TcpPeer(sim)).await;
 }
 
+/// A device that accepts requests and never answers (as a PLC whose CPU halted).
+fn one_tag_device(addr: std::net::SocketAddr, timeout_ms: u64, scan_ms: u64) -> String {
+    format!(
+        "id = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"{addr}\"\ntimeout_ms = {timeout_ms}\n\
+         [[tag]]\nname = \"x\"\narea = \"holding\"\naddress = 0\nscan_ms = {scan_ms}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_killed_plc_names_the_real_cause_within_timeout_plus_one_scan() {
+    let (mut sim, bank) = tcp_sim().await;
+    bank.set_holding(0, &[7]);
+    let (timeout_ms, scan_ms) = (500, 100);
+    let mut h = spawn(&device(&one_tag_device(
+        sim.local_addr(),
+        timeout_ms,
+        scan_ms,
+    )));
+    h.all_good(&["x"], SECS5).await;
+    let killed = tokio::time::Instant::now();
+    sim.stop().await; // the PLC goes away: its connections close
+    let errors = h.all_bad(&["x"], SECS5).await;
+    let took = killed.elapsed();
+    // The read on the closed connection: the peer's close, not a stale errno.
+    assert!(
+        ["unexpected eof", "reset by peer", "broken pipe"]
+            .iter()
+            .any(|c| errors[0].contains(c)),
+        "{errors:?}"
+    );
+    for stale in ["os error 0", "os error 2", "os error 115", "Success"] {
+        assert!(!errors[0].contains(stale), "{errors:?}");
+    }
+    assert!(
+        took <= Duration::from_millis(timeout_ms + scan_ms),
+        "bad after {took:?}, contract: timeout_ms + one scan"
+    );
+    // The reconnects find nobody listening.
+    let deadline = tokio::time::Instant::now() + SECS5;
+    loop {
+        let last = h.metrics.last_error.lock().unwrap().clone();
+        if last.as_deref() == Some("connection refused") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last error {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_plc_that_never_answers_is_timed_out_within_timeout_plus_one_scan() {
+    let (sim, bank) = tcp_sim().await;
+    bank.set_holding(0, &[7]);
+    let (timeout_ms, scan_ms) = (300, 100);
+    let mut h = spawn(&device(&one_tag_device(
+        sim.local_addr(),
+        timeout_ms,
+        scan_ms,
+    )));
+    h.all_good(&["x"], SECS5).await;
+    let silent = tokio::time::Instant::now();
+    bank.set_silent(true);
+    let errors = h.all_bad(&["x"], SECS5).await;
+    let took = silent.elapsed();
+    assert_eq!(
+        errors,
+        [format!("timed out after {timeout_ms} ms (no answer)")]
+    );
+    assert!(
+        took <= Duration::from_millis(timeout_ms + scan_ms + 100),
+        "bad after {took:?}, contract: timeout_ms + one scan"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn unreachable_from_start_says_connection_refused_and_comes_up_later() {
     // A port nobody listens on (taken and released).
@@ -475,7 +554,10 @@ async fn rtu_two_units_on_one_port_a_silent_one_does_not_stall_the_other() {
     let mut good = spawn(&dev("rtu-1", 1, "live.counter"));
     let mut dead = spawn(&dev("rtu-2", 2, "dead.counter"));
     let errors = dead.all_bad(&["dead.counter"], SECS5).await;
-    assert_eq!(errors, vec!["timeout after 150 ms".to_owned()]);
+    assert_eq!(
+        errors,
+        vec!["timed out after 150 ms (no answer)".to_owned()]
+    );
     // The live unit follows a counter that changes every 100 ms, for 2 s.
     let updater = {
         let live = live.clone();
