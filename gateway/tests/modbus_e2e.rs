@@ -416,6 +416,42 @@ scan_ms = 50
     conformance(&device(&toml), &mut TcpPeer(sim)).await;
 }
 
+#[tokio::test]
+async fn an_f32_register_holding_21_7_arrives_in_the_record_as_21_7() {
+    use threadline_shared::event::{Reading, Record, RecordBody};
+    let (sim, bank) = tcp_sim().await;
+    bank.set_f32(0, 21.7, WordOrder::ABCD);
+    bank.set_f32(2, 5.147_486, WordOrder::CDAB);
+    let toml = format!(
+        "id = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"{}\"\n\
+         [[tag]]\nname = \"hall.temp\"\narea = \"holding\"\naddress = 0\ntype = \"f32\"\nscan_ms = 50\n\
+         [[tag]]\nname = \"torque\"\narea = \"holding\"\naddress = 2\ntype = \"f32\"\n\
+         order = \"CDAB\"\nscan_ms = 50\n",
+        sim.local_addr()
+    );
+    let mut h = spawn(&device(&toml));
+    h.all_good(&["hall.temp", "torque"], SECS5).await;
+    for (tag, json) in [("hall.temp", "21.7"), ("torque", "5.147486")] {
+        let u = &h.latest[tag];
+        // The record as the outbox stores and publishes it.
+        let rec = Record {
+            seq: 1,
+            ts: u.ts,
+            body: RecordBody::Reading(Reading {
+                device: u.device.clone(),
+                tag: u.tag.clone(),
+                value: u.value.clone(),
+                unit: None,
+                quality: u.quality,
+                error: None,
+            }),
+        };
+        let text = String::from_utf8(rec.canonical_json()).expect("utf-8");
+        assert!(text.contains(&format!("\"value\":{json},")), "{text}");
+    }
+    h.stop(Duration::from_secs(1)).await;
+}
+
 /// A device that accepts requests and never answers (as a PLC whose CPU halted).
 fn one_tag_device(addr: std::net::SocketAddr, timeout_ms: u64, scan_ms: u64) -> String {
     format!(
