@@ -77,7 +77,10 @@ fn e2e_every_cli_exits_quietly_on_a_closed_stdout() {
         &bin_dir.join("threadline-datagen"),
         &["--db", &db, "--units", "5"],
     );
-    let (mqtt, http) = (free_port().to_string(), format!("127.0.0.1:{}", free_port()));
+    let (mqtt, http) = (
+        free_port().to_string(),
+        format!("127.0.0.1:{}", free_port()),
+    );
     let demo_dir = dir.path().join("demo");
     quiet_on_closed_stdout(
         &bin_dir.join("threadline-demo"),
