@@ -101,7 +101,7 @@ async fn every_type_and_order_reads_end_to_end() {
             "f32",
             o,
             "",
-            TagValue::Float(f64::from(123.456f32)),
+            TagValue::Float(123.456),
         );
         bank.set_u64(base + 8, 0x0102_0304_0506_0708, order);
         tag(
@@ -305,10 +305,7 @@ scan_ms = 50
     .await;
     assert_eq!(h.latest["a"].quality, Quality::Good);
     assert_eq!(value(&h.latest["a"]), Some(&TagValue::UInt(11)));
-    assert_eq!(
-        value(&h.latest["f"]),
-        Some(&TagValue::Float(f64::from(123.456f32)))
-    );
+    assert_eq!(value(&h.latest["f"]), Some(&TagValue::Float(123.456)));
     assert_eq!(value(&h.latest["z"]), Some(&TagValue::UInt(33)));
     let hole = &h.latest["hole"];
     assert_eq!(hole.quality, Quality::Bad);
