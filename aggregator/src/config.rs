@@ -212,3 +212,34 @@ impl Validate for AggregatorConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_type_an_unknown_enum_value_and_an_unknown_key_are_all_reported() {
+        let text = "[aggregator]\nbatch_max_recrods = 10\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\n\
+                    [database]\nurl = \"sqlite://data/t.db\"\nmax_connections = \"eight\"\n\n\
+                    [[http.token]]\nname = \"erp\"\ntoken_file = \"/etc/erp.token\"\nscope = \"writ\"\n";
+        let errs = AggregatorConfig::parse("agg.toml", text)
+            .expect_err("three mistakes")
+            .0;
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("agg.toml:2:1: aggregator.batch_max_recrods: unknown field"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("agg.toml:9:19: database.max_connections: invalid type"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].starts_with(
+                "agg.toml:14:9: http.token[0].scope: unknown variant `writ`, expected `read` or `write`"
+            ),
+            "{shown:#?}"
+        );
+    }
+}

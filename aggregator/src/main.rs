@@ -10,6 +10,7 @@ use threadline_aggregator::api::{self, AppState};
 use threadline_aggregator::config::AggregatorConfig;
 use threadline_aggregator::ingest::{self, IngestStats};
 use threadline_aggregator::store::{Db, redact};
+use threadline_shared::outln;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -132,9 +133,9 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
     } else {
         format!("external {connection}")
     };
-    println!("{}: OK", path.display());
-    println!("  aggregator: {}", cfg.aggregator.id);
-    println!(
+    outln!("{}: OK", path.display());
+    outln!("  aggregator: {}", cfg.aggregator.id);
+    outln!(
         "  database:   {} ({})",
         if cfg.is_postgres() {
             "postgres"
@@ -143,7 +144,7 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
         },
         redact(&cfg.database.url)
     );
-    println!(
+    outln!(
         "  broker:     {broker}, topic root {:?}{}",
         cfg.mqtt.topic_root,
         cfg.mqtt
@@ -152,14 +153,14 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
             .map(|g| format!(", shared group {g:?}"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "  batches:    up to {} records or {} ms; payloads up to {} KiB",
         cfg.aggregator.batch_max_records,
         cfg.aggregator.batch_max_wait_ms,
         cfg.aggregator.max_payload_kb
     );
     let sqlite = cfg.database.url.starts_with("sqlite:");
-    println!(
+    outln!(
         "  writers:    {}{}",
         if sqlite { 1 } else { cfg.writers() },
         if sqlite {
@@ -168,15 +169,15 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
             " (gateways spread over them by id)"
         }
     );
-    println!(
+    outln!(
         "  retention:  {}",
         match cfg.database.readings_retention_days {
             Some(d) => format!("readings older than {d} days removed hourly; trace events kept"),
             None => "readings and trace events kept forever".to_owned(),
         }
     );
-    println!("  http:       {}", cfg.http.listen);
-    println!(
+    outln!("  http:       {}", cfg.http.listen);
+    outln!(
         "  tokens:     {}",
         if cfg.http.token.is_empty() {
             "none (no authentication)".to_owned()
@@ -191,22 +192,29 @@ async fn verify(cfg: &AggregatorConfig) -> anyhow::Result<ExitCode> {
     let db = Db::connect(&cfg.database.url, cfg.database.max_connections).await?;
     let report = db.verify_chains().await.context("reading the event log")?;
     if report.ok {
-        println!(
+        outln!(
             "OK: {} events in {} gateway chains verified",
-            report.events, report.gateways
+            report.events,
+            report.gateways
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "BROKEN: {} of {} gateway chains ({} events checked)",
         report.broken.len(),
         report.gateways,
         report.events
     );
     for b in &report.broken {
-        println!(
+        outln!(
             "  gateway {} event id {} (epoch {}, seq {}): {} mismatch, expected {} stored {}",
-            b.gateway, b.event_id, b.epoch, b.seq, b.problem, b.expected, b.stored
+            b.gateway,
+            b.event_id,
+            b.epoch,
+            b.seq,
+            b.problem,
+            b.expected,
+            b.stored
         );
     }
     Ok(ExitCode::from(1))

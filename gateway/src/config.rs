@@ -23,8 +23,8 @@ use threadline_shared::config::{self, ConfigErrors, Validate, Validator};
 
 pub use crate::drivers::config::{
     Area, ByteOrder, DataBits, DataType, DeviceConfig, DeviceKind, Framing, GsSubstitute, HidLink,
-    KeyboardLayout, ModeSetting, Parity, Protocol, ScannerConfig, ScannerInterface, ScannerKind,
-    ScannerLink, SecurityMode, SecurityPolicy, SerialLink, StopBits, TagConfig, Terminator,
+    KeyboardLayout, Parity, Protocol, ScannerConfig, ScannerInterface, ScannerKind, ScannerLink,
+    SecurityMode, SecurityPolicy, SerialLink, StopBits, TagConfig, Terminator,
 };
 pub use crate::publish::config::MqttSection;
 pub use crate::stations::config::{PatternConfig, StationConfig};

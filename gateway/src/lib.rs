@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod drivers;
+#[doc(hidden)]
+pub mod failpoint;
 pub mod health;
 pub mod outbox;
 pub mod publish;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use threadline_gateway::config::GatewayConfig;
+use threadline_shared::outln;
 
 mod modbus_cli;
 
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe(args) => Ok(modbus_cli::run_probe(args)),
         Command::Check { config } => load(&config).map(|cfg| {
-            println!(
+            outln!(
                 "{}: gateway {} ({}/{}): {} devices, {} scanners, {} stations — OK",
                 config.display(),
                 cfg.gateway.id,
@@ -92,20 +93,20 @@ fn main() -> ExitCode {
                 cfg.station.len()
             );
             if let Ok(client) = cfg.mqtt.client() {
-                println!("broker: {client}, client id {:?}", cfg.client_id());
+                outln!("broker: {client}, client id {:?}", cfg.client_id());
             }
             if !modbus_cli::print_read_plans(&cfg) {
                 return ExitCode::from(2);
             }
             if !cfg.scanner.is_empty() {
-                println!("\nscanners:");
+                outln!("\nscanners:");
                 for line in cfg.scanner_wiring() {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
-            println!("\nstations:");
+            outln!("\nstations:");
             for line in cfg.station_wiring() {
-                println!("  {line}");
+                outln!("  {line}");
             }
             ExitCode::SUCCESS
         }),
@@ -181,24 +182,24 @@ fn buffer_stats(cfg: GatewayConfig) -> Result<ExitCode, ExitCode> {
             threadline_shared::time::format(&ts)
         )
     });
-    println!("outbox:      {}", stats.path.display());
-    println!("epoch:       {}", stats.epoch);
+    outln!("outbox:      {}", stats.path.display());
+    outln!("epoch:       {}", stats.epoch);
     if let Some(c) = &stats.created {
-        println!("created:     {c}");
+        outln!("created:     {c}");
     }
-    println!(
+    outln!(
         "depth:       {} ({} readings, {} events)",
         stats.readings + stats.events,
         stats.readings,
         stats.events
     );
-    println!("oldest age:  {}", age.as_deref().unwrap_or("- (empty)"));
-    println!(
+    outln!("oldest age:  {}", age.as_deref().unwrap_or("- (empty)"));
+    outln!(
         "oldest seq:  {}",
         stats.oldest_seq.map_or("-".to_owned(), |s| s.to_string())
     );
-    println!("next seq:    {}", stats.next_seq);
-    println!(
+    outln!("next seq:    {}", stats.next_seq);
+    outln!(
         "bytes:       {} of {} (buffer_max_mb = {}); file {} bytes",
         stats.bytes,
         cfg.gateway.buffer_max_mb * 1024 * 1024,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use threadline_gateway::config::GatewayConfig;
 use threadline_gateway::drivers::config::{Area, Protocol};
 use threadline_gateway::drivers::modbus::{interpret, plan_device};
+use threadline_shared::{out, outln};
 
 /// Arguments of `threadline-gateway probe`.
 #[derive(clap::Args)]
@@ -63,7 +64,7 @@ pub(crate) fn run_probe(a: ProbeArgs) -> ExitCode {
         &a.target, a.unit, area, start, a.count, timeout,
     )) {
         Ok(report) => {
-            println!("{report}");
+            outln!("{report}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -81,7 +82,7 @@ pub(crate) fn print_read_plans(cfg: &GatewayConfig) -> bool {
             continue;
         }
         match plan_device(d) {
-            Ok(plan) => print!("{plan}"),
+            Ok(plan) => out!("{plan}"),
             Err(errors) => {
                 ok = false;
                 for e in errors {

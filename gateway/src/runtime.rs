@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::drivers::{self, DeviceMetrics, DriverContext, RawScan, TagUpdate};
+use crate::failpoint;
 use crate::health::{self, HealthState};
 use crate::outbox::{NewRecord, Outbox, OutboxOptions};
 use crate::publish::{DeviceSource, PublishMetrics, Publisher, PublisherConfig};
@@ -68,7 +69,10 @@ pub async fn run_with(
             .await
             .context("cannot open the outbox")?,
     );
-    let engine = StationEngine::new(&cfg, &data_dir).context("cannot start the stations")?;
+    let saved = crate::stations::load_committed(&outbox, &data_dir)
+        .await
+        .context("cannot start the stations")?;
+    let engine = StationEngine::new(&cfg, saved);
 
     // Acquisition has its own token: it stops first, the publisher later.
     let acquisition = CancellationToken::new();
@@ -211,15 +215,21 @@ pub async fn run_with(
 /// loudly, rather than hanging the shutdown forever on a dead disk).
 const APPEND_RETRY_AFTER_STOP: Duration = Duration::from_secs(5);
 
-/// Appends `records` until it works: an I/O error (disk full, …) is logged and retried with
-/// backoff; what the caller accepted is never given up while the gateway runs. Once `stop` is
-/// cancelled, retries continue for [`APPEND_RETRY_AFTER_STOP`] only.
-async fn append_retrying(outbox: &Outbox, records: &[NewRecord], stop: &CancellationToken) {
+/// Appends `records` (with the stations' new context, for a station step) until it works: an
+/// I/O error (disk full, …) is logged and retried with backoff; what the caller accepted is
+/// never given up while the gateway runs. Once `stop` is cancelled, retries continue for
+/// [`APPEND_RETRY_AFTER_STOP`] only.
+async fn append_retrying(
+    outbox: &Outbox,
+    records: &[NewRecord],
+    station_state: Option<&str>,
+    stop: &CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
     let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
-        match outbox.append(records).await {
+        match outbox.append_step(records, station_state).await {
             Ok(report) => {
                 if failures > 0 {
                     tracing::info!(failures, "outbox writable again");
@@ -273,7 +283,7 @@ async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>, stop: 
                 Err(_) => break,
             }
         }
-        append_retrying(&outbox, &batch, &stop).await;
+        append_retrying(&outbox, &batch, None, &stop).await;
         batch.clear();
     }
 }
@@ -308,9 +318,11 @@ async fn pipeline(
                 None => { scans_open = false; continue; }
             },
         };
-        if !events.is_empty() {
-            // Trace events are committed here, before the next input reaches the engine, so
-            // the engine never runs ahead of what the outbox holds by more than this one step.
+        let state = engine.take_state();
+        if !events.is_empty() || state.is_some() {
+            // One transaction for the step's events and the context they leave behind, before
+            // the next input reaches the engine: after a crash both exist or neither does (an
+            // uncommitted tag edge fires again after the restart, see `stations::state`).
             let recs: Vec<NewRecord> = events
                 .into_iter()
                 .map(|e| NewRecord {
@@ -318,7 +330,10 @@ async fn pipeline(
                     body: e.body,
                 })
                 .collect();
-            append_retrying(&outbox, &recs, &stop).await;
+            let types = || recs.iter().map(|r| r.body.type_name());
+            failpoint::hit(failpoint::BEFORE_STATION_COMMIT, types());
+            append_retrying(&outbox, &recs, state.as_deref(), &stop).await;
+            failpoint::hit(failpoint::AFTER_STATION_COMMIT, types());
         }
     }
 }

@@ -134,3 +134,66 @@ fn a_wrong_protocol_names_the_valid_ones() {
         errs[0]
     );
 }
+
+/// The file of issue 20: a wrong type on line 6, an unknown enum value on line 13 and an
+/// unknown key on line 26. serde alone stops at the first; `check` reports all three.
+const THREE_MISTAKES: &str = r#"[gateway]
+id = "gw-line-1"
+plant = "plant-a"
+line = "line-1"
+data_dir = "/tmp/threadline-three-mistakes"
+buffer_max_mb = "big"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+
+[[device]]
+id = "press-plc"
+protocol = "modbus-tcpp"
+address = "127.0.0.1:5020"
+unit_id = 1
+timeout_ms = 1000
+
+  [[device.tag]]
+  name = "press.pressure"
+  area = "holding"
+  address = 100
+  type = "f32"
+  order = "ABCD"
+  unit = "bar"
+  scan_ms = 100
+  scan_msec = 100
+"#;
+
+#[test]
+fn a_wrong_type_an_unknown_enum_value_and_an_unknown_key_are_all_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("line-1.toml");
+    std::fs::write(&path, THREE_MISTAKES).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_threadline-gateway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let f = path.display();
+    let lines: Vec<&str> = err.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "3 problems in the configuration:".to_owned(),
+            format!("{f}:6:17: gateway.buffer_max_mb: invalid type: string \"big\", expected u64"),
+            format!(
+                "{f}:13:12: device[0].protocol: unknown variant `modbus-tcpp`, expected one of \
+                 `modbus-tcp`, `modbus-rtu`, `opcua`"
+            ),
+            format!(
+                "{f}:26:3: device[0].tag[0].scan_msec: unknown field `scan_msec`, expected one \
+                 of `name`, `area`, `address`, `type`, `order`, `length`, `scale`, `offset`, \
+                 `unit`, `scan_ms`, `deadband`, `record`, `node_id`, `sampling_ms`"
+            ),
+        ],
+        "{err}"
+    );
+}

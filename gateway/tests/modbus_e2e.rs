@@ -101,7 +101,7 @@ async fn every_type_and_order_reads_end_to_end() {
             "f32",
             o,
             "",
-            TagValue::Float(f64::from(123.456f32)),
+            TagValue::Float(123.456),
         );
         bank.set_u64(base + 8, 0x0102_0304_0506_0708, order);
         tag(
@@ -305,10 +305,7 @@ scan_ms = 50
     .await;
     assert_eq!(h.latest["a"].quality, Quality::Good);
     assert_eq!(value(&h.latest["a"]), Some(&TagValue::UInt(11)));
-    assert_eq!(
-        value(&h.latest["f"]),
-        Some(&TagValue::Float(f64::from(123.456f32)))
-    );
+    assert_eq!(value(&h.latest["f"]), Some(&TagValue::Float(123.456)));
     assert_eq!(value(&h.latest["z"]), Some(&TagValue::UInt(33)));
     let hole = &h.latest["hole"];
     assert_eq!(hole.quality, Quality::Bad);
@@ -354,7 +351,7 @@ scan_ms = 50
     h.all_good(&["a", "b"], SECS5).await;
     bank.set_delay(Duration::from_millis(450));
     let errors = h.all_bad(&["a", "b"], SECS5).await;
-    assert_eq!(errors[0], "timeout after 200 ms");
+    assert_eq!(errors[0], "timed out after 200 ms (no answer)");
     // New values while the device is slow; late replies of the old requests are still on
     // their way when the driver reconnects.
     bank.set_holding(0, &[3333]);
@@ -417,6 +414,121 @@ scan_ms = 50
 }
 
 #[tokio::test]
+async fn an_f32_register_holding_21_7_arrives_in_the_record_as_21_7() {
+    use threadline_shared::event::{Reading, Record, RecordBody};
+    let (sim, bank) = tcp_sim().await;
+    bank.set_f32(0, 21.7, WordOrder::ABCD);
+    bank.set_f32(2, 5.147_486, WordOrder::CDAB);
+    let toml = format!(
+        "id = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"{}\"\n\
+         [[tag]]\nname = \"hall.temp\"\narea = \"holding\"\naddress = 0\ntype = \"f32\"\nscan_ms = 50\n\
+         [[tag]]\nname = \"torque\"\narea = \"holding\"\naddress = 2\ntype = \"f32\"\n\
+         order = \"CDAB\"\nscan_ms = 50\n",
+        sim.local_addr()
+    );
+    let mut h = spawn(&device(&toml));
+    h.all_good(&["hall.temp", "torque"], SECS5).await;
+    for (tag, json) in [("hall.temp", "21.7"), ("torque", "5.147486")] {
+        let u = &h.latest[tag];
+        // The record as the outbox stores and publishes it.
+        let rec = Record {
+            seq: 1,
+            ts: u.ts,
+            body: RecordBody::Reading(Reading {
+                device: u.device.clone(),
+                tag: u.tag.clone(),
+                value: u.value.clone(),
+                unit: None,
+                quality: u.quality,
+                error: None,
+            }),
+        };
+        let text = String::from_utf8(rec.canonical_json()).expect("utf-8");
+        assert!(text.contains(&format!("\"value\":{json},")), "{text}");
+    }
+    h.stop(Duration::from_secs(1)).await;
+}
+
+/// A device that accepts requests and never answers (as a PLC whose CPU halted).
+fn one_tag_device(addr: std::net::SocketAddr, timeout_ms: u64, scan_ms: u64) -> String {
+    format!(
+        "id = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"{addr}\"\ntimeout_ms = {timeout_ms}\n\
+         [[tag]]\nname = \"x\"\narea = \"holding\"\naddress = 0\nscan_ms = {scan_ms}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_killed_plc_names_the_real_cause_within_timeout_plus_one_scan() {
+    let (mut sim, bank) = tcp_sim().await;
+    bank.set_holding(0, &[7]);
+    let (timeout_ms, scan_ms) = (500, 100);
+    let mut h = spawn(&device(&one_tag_device(
+        sim.local_addr(),
+        timeout_ms,
+        scan_ms,
+    )));
+    h.all_good(&["x"], SECS5).await;
+    let killed = tokio::time::Instant::now();
+    sim.stop().await; // the PLC goes away: its connections close
+    let errors = h.all_bad(&["x"], SECS5).await;
+    let took = killed.elapsed();
+    // The read on the closed connection: the peer's close, not a stale errno.
+    assert!(
+        ["unexpected eof", "reset by peer", "broken pipe"]
+            .iter()
+            .any(|c| errors[0].contains(c)),
+        "{errors:?}"
+    );
+    for stale in ["os error 0", "os error 2", "os error 115", "Success"] {
+        assert!(!errors[0].contains(stale), "{errors:?}");
+    }
+    assert!(
+        took <= Duration::from_millis(timeout_ms + scan_ms),
+        "bad after {took:?}, contract: timeout_ms + one scan"
+    );
+    // The reconnects find nobody listening.
+    let deadline = tokio::time::Instant::now() + SECS5;
+    loop {
+        let last = h.metrics.last_error.lock().unwrap().clone();
+        if last.as_deref() == Some("connection refused") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last error {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_plc_that_never_answers_is_timed_out_within_timeout_plus_one_scan() {
+    let (sim, bank) = tcp_sim().await;
+    bank.set_holding(0, &[7]);
+    let (timeout_ms, scan_ms) = (300, 100);
+    let mut h = spawn(&device(&one_tag_device(
+        sim.local_addr(),
+        timeout_ms,
+        scan_ms,
+    )));
+    h.all_good(&["x"], SECS5).await;
+    let silent = tokio::time::Instant::now();
+    bank.set_silent(true);
+    let errors = h.all_bad(&["x"], SECS5).await;
+    let took = silent.elapsed();
+    assert_eq!(
+        errors,
+        [format!("timed out after {timeout_ms} ms (no answer)")]
+    );
+    assert!(
+        took <= Duration::from_millis(timeout_ms + scan_ms + 100),
+        "bad after {took:?}, contract: timeout_ms + one scan"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn unreachable_from_start_says_connection_refused_and_comes_up_later() {
     // A port nobody listens on (taken and released).
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -475,7 +587,10 @@ async fn rtu_two_units_on_one_port_a_silent_one_does_not_stall_the_other() {
     let mut good = spawn(&dev("rtu-1", 1, "live.counter"));
     let mut dead = spawn(&dev("rtu-2", 2, "dead.counter"));
     let errors = dead.all_bad(&["dead.counter"], SECS5).await;
-    assert_eq!(errors, vec!["timeout after 150 ms".to_owned()]);
+    assert_eq!(
+        errors,
+        vec!["timed out after 150 ms (no answer)".to_owned()]
+    );
     // The live unit follows a counter that changes every 100 ms, for 2 s.
     let updater = {
         let live = live.clone();

@@ -660,6 +660,10 @@ security_mode = "Encrypt"
     assert!(err.contains("opc.tcp://"), "{err}");
     assert!(err.contains("device[0].security_policy"), "{err}");
     assert!(err.contains("Basic128"), "{err}");
-    assert!(err.contains("device[1].security_policy"), "{err}");
-    assert!(err.contains("Encrypt"), "{err}");
+    // A mode that does not exist fails at its own key, with the valid names.
+    assert!(err.contains("device[1].security_mode"), "{err}");
+    assert!(
+        err.contains("unknown variant `Encrypt`, expected one of `None`, `Sign`, `SignAndEncrypt`"),
+        "{err}"
+    );
 }

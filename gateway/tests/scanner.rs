@@ -203,8 +203,7 @@ pack_size = 2
 "#,
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = StationEngine::new(&cfg, dir.path()).unwrap();
+    let mut engine = StationEngine::new(&cfg, None);
     let (mut sim, path) = SimScanner::new().unwrap();
     let mut rig = start(&path, 300, 64);
     let mut events = Vec::new();

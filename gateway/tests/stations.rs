@@ -8,7 +8,10 @@ use std::path::Path;
 use serde_json::{Value, json};
 use threadline_gateway::config::GatewayConfig;
 use threadline_gateway::drivers::{RawScan, TagUpdate};
-use threadline_gateway::stations::{StationEngine, StationEvent, reason};
+use threadline_gateway::outbox::{Outbox, OutboxOptions};
+use threadline_gateway::stations::{
+    SavedState, StationEngine, StationEvent, load_committed, reason,
+};
 use threadline_shared::event::{Quality, TagValue};
 use threadline_shared::time::{Timestamp, format, parse};
 
@@ -195,21 +198,38 @@ fn ts(s: i64) -> String {
     format(&t(s))
 }
 
-/// Feeds the engine and collects events as JSON (with `ts`).
+/// Feeds the engine and collects events as JSON (with `ts`), and the context the runtime would
+/// commit with them.
 struct Floor {
     engine: StationEngine,
     events: Vec<Value>,
+    /// The last context handed out for committing.
+    committed: Option<String>,
+    /// Inputs after which the context changed.
+    state_changes: usize,
 }
 
 impl Floor {
-    fn new(dir: &Path) -> Floor {
+    fn new() -> Floor {
+        Floor::restart(None)
+    }
+
+    /// A new gateway process starting from `committed`.
+    fn restart(committed: Option<String>) -> Floor {
+        let saved = committed.as_deref().map(|s| SavedState::parse(s).unwrap());
         Floor {
-            engine: StationEngine::new(&config(), dir).unwrap(),
+            engine: StationEngine::new(&config(), saved),
             events: Vec::new(),
+            committed,
+            state_changes: 0,
         }
     }
 
     fn take(&mut self, evs: Vec<StationEvent>) {
+        if let Some(s) = self.engine.take_state() {
+            self.committed = Some(s);
+            self.state_changes += 1;
+        }
         for e in evs {
             let mut v = serde_json::to_value(&e.body).unwrap();
             v["ts"] = json!(format(&e.ts));
@@ -277,8 +297,7 @@ fn prime(f: &mut Floor) {
 
 #[test]
 fn full_operation_record_with_start_edge_parameters_and_materials() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     prime(&mut f);
     f.scan_at(1, "ST10", "OP0001");
     f.scan_at(2, "ST10", "WO-7");
@@ -314,8 +333,7 @@ fn full_operation_record_with_start_edge_parameters_and_materials() {
 
 #[test]
 fn operator_change_mid_shift_and_logout() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     prime(&mut f);
     f.scan_at(1, "ST10", "OP0001");
     f.scan_at(2, "ST10", "SN0000000001");
@@ -358,8 +376,7 @@ fn operator_change_mid_shift_and_logout() {
 
 #[test]
 fn feeder_lot_change_between_units() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     prime(&mut f);
     f.scan_at(1, "ST10", "LOT-P-6202-000001");
     f.scan_at(2, "ST10", "LOT-P-7001-000001");
@@ -398,8 +415,7 @@ fn feeder_lot_change_between_units() {
 
 #[test]
 fn two_level_pack_case_pallet_ship_and_unpack() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     let p = |c: &str, l: &str, kind: &str, id: &str, s: i64, st: &str| json!({"type":"packed","ts":ts(s),"container":c,"level":l,"child":{"kind":kind,"id":id},"station":st});
     f.scan_at(1, "PK1", &format!("(00){SSCC1}"));
     f.scan_at(2, "PK1", "SN0000000001");
@@ -444,8 +460,7 @@ fn two_level_pack_case_pallet_ship_and_unpack() {
 
 #[test]
 fn rework_rejected_by_default_allowed_when_configured() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     prime(&mut f);
     f.scan_at(1, "ST10", "SN0000000001");
     f.press_cycle(10, 200.0, true);
@@ -487,8 +502,7 @@ fn rework_rejected_by_default_allowed_when_configured() {
 
 #[test]
 fn assembly_binds_children_and_disassembles_with_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     f.scan_at(1, "ST30", "OP0042");
     f.scan_at(2, "ST30", "SN0000000100"); // parent
     f.scan_at(3, "ST30", "SN0000000201"); // child unit
@@ -519,8 +533,7 @@ fn assembly_binds_children_and_disassembles_with_reason() {
 
 #[test]
 fn inspection_records_quality_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     f.tag(0, "insp.done", false);
     f.scan_at(1, "ST40", "SN0000000001");
     f.tag(2, "insp.diameter", 10.01);
@@ -547,8 +560,7 @@ fn inspection_records_quality_checks() {
 
 #[test]
 fn receiving_turns_supplier_labels_into_lots() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     f.scan_at(1, "RC1", "]C10109506000134352\u{1d}10B-2026-11\u{1d}37250");
     f.scan_at(
         2,
@@ -568,8 +580,7 @@ fn receiving_turns_supplier_labels_into_lots() {
 
 #[test]
 fn every_rejection_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     prime(&mut f);
     let rejected = |f: &mut Floor| -> String {
         let ev = f.drain();
@@ -637,8 +648,7 @@ fn every_rejection_reason() {
 
 #[test]
 fn rfid_epc_is_decoded_and_classified() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = StationEngine::new(&config(), dir.path()).unwrap();
+    let mut engine = StationEngine::new(&config(), None);
     let scan = RawScan {
         scanner: "ST10-rfid".into(),
         station: "ST10".into(),
@@ -654,9 +664,8 @@ fn rfid_epc_is_decoded_and_classified() {
 
 #[test]
 fn state_survives_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut f = Floor::new(dir.path());
+    let committed = {
+        let mut f = Floor::new();
         prime(&mut f);
         f.scan_at(1, "ST10", "OP0001");
         f.scan_at(2, "ST10", "LOT-P-6202-000001");
@@ -666,16 +675,16 @@ fn state_survives_restart() {
         f.scan_at(6, "PK1", &format!("(00){SSCC1}"));
         f.scan_at(7, "PK1", "SN0000000000");
         f.scan_at(8, "SH1", "SHP-1");
-    }
-    assert!(dir.path().join("stations.json").exists());
-    assert!(!dir.path().join("stations.json.tmp").exists());
-    // A new gateway process: the PLC values arrive again, then the cycle ends.
-    let mut f = Floor::new(dir.path());
+        f.committed
+    };
+    // A new gateway process from the committed context: the PLC values arrive again, then
+    // the cycle ends.
+    let mut f = Floor::restart(committed);
     assert_eq!(f.engine.current_unit("ST10"), Some("SN0000000001"));
     assert_eq!(f.engine.operator("ST10"), Some("OP0001"));
     f.tag(9, "press.pressure", 199.0);
     f.tag(9, "press.ok", true);
-    f.tag(10, "press.cycle_done", true); // persisted previous value false → a rising edge
+    f.tag(10, "press.cycle_done", true); // committed previous value false → a rising edge
     f.scan_at(11, "PK1", "SN0000000002"); // the open case continues: 2nd unit closes it
     f.scan_at(12, "PK1", "SN0000000003");
     f.scan_at(13, "SH1", "SN0000000002");
@@ -699,17 +708,111 @@ fn state_survives_restart() {
 }
 
 #[test]
-fn corrupt_state_file_is_moved_aside() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("stations.json"), b"{not json").unwrap();
-    let engine = StationEngine::new(&config(), dir.path()).unwrap();
-    assert_eq!(engine.current_unit("ST10"), None);
-    let aside: Vec<String> = std::fs::read_dir(dir.path())
+fn context_is_handed_out_only_when_it_changed() {
+    let mut f = Floor::new();
+    prime(&mut f);
+    let after_prime = f.state_changes;
+    assert!(after_prime > 0, "the first trigger values are context");
+    // Process values and trigger tags polled again unchanged change nothing.
+    for i in 0..10 {
+        f.tag(1, "press.pressure", 200.0 + f64::from(i));
+        f.tag(1, "press.cycle_done", false);
+    }
+    assert_eq!(f.state_changes, after_prime);
+    // A rejected scan changes no context either; a login does.
+    f.scan_at(2, "ST10", "HELLO");
+    assert_eq!(f.state_changes, after_prime);
+    f.scan_at(3, "ST10", "OP0001");
+    assert_eq!(f.state_changes, after_prime + 1);
+    assert!(f.committed.as_deref().unwrap().contains("OP0001"));
+    // Unchanged context: nothing to commit.
+    assert_eq!(f.engine.take_state(), None);
+}
+
+#[test]
+fn an_unreadable_context_is_refused_by_parse() {
+    assert!(SavedState::parse("{not json").is_err());
+    let e =
+        SavedState::parse(r#"{"version":7,"work_order":null,"work_order_part":null}"#).unwrap_err();
+    assert!(e.contains("unsupported version 7"), "{e}");
+}
+
+async fn open_outbox(dir: &Path) -> Outbox {
+    Outbox::open(OutboxOptions::new(dir, 16)).await.unwrap()
+}
+
+fn files_starting_with(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("stations.json.corrupt-"))
-        .collect();
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_legacy_state_file_moves_into_the_outbox_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Floor::new();
+    prime(&mut f);
+    f.scan_at(1, "ST10", "OP0001");
+    f.scan_at(2, "ST10", "SN0000000001");
+    // What an older gateway left behind (it wrote the same JSON, pretty-printed).
+    let legacy: Value = serde_json::from_str(f.committed.as_deref().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("stations.json"),
+        serde_json::to_vec_pretty(&legacy).unwrap(),
+    )
+    .unwrap();
+
+    let outbox = open_outbox(dir.path()).await;
+    let saved = load_committed(&outbox, dir.path()).await.unwrap();
+    let engine = StationEngine::new(&config(), saved);
+    assert_eq!(engine.current_unit("ST10"), Some("SN0000000001"));
+    assert_eq!(engine.operator("ST10"), Some("OP0001"));
+    assert!(!dir.path().join("stations.json").exists());
+    assert!(dir.path().join("stations.json.migrated").exists());
+    let in_outbox: Value =
+        serde_json::from_str(&outbox.station_state().await.unwrap().unwrap()).unwrap();
+    assert_eq!(in_outbox, legacy);
+    outbox.close().await.unwrap();
+
+    // Later starts read the outbox; a stale stations.json (a downgrade and back) is ignored.
+    std::fs::write(dir.path().join("stations.json"), b"{\"stale\": true}").unwrap();
+    let outbox = open_outbox(dir.path()).await;
+    let saved = load_committed(&outbox, dir.path()).await.unwrap();
+    assert_eq!(
+        StationEngine::new(&config(), saved).current_unit("ST10"),
+        Some("SN0000000001")
+    );
+    assert!(!dir.path().join("stations.json").exists());
+}
+
+#[tokio::test]
+async fn unreadable_contexts_are_kept_aside_and_the_stations_start_empty() {
+    // A corrupt legacy file: moved aside, an empty context committed instead.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stations.json"), b"{not json").unwrap();
+    let outbox = open_outbox(dir.path()).await;
+    let saved = load_committed(&outbox, dir.path()).await.unwrap();
+    assert_eq!(
+        StationEngine::new(&config(), saved).current_unit("ST10"),
+        None
+    );
+    assert_eq!(
+        files_starting_with(dir.path(), "stations.json.corrupt-").len(),
+        1
+    );
+    assert!(outbox.station_state().await.unwrap().is_some());
+
+    // A committed context that cannot be parsed: copied aside, stations empty.
+    outbox.append_step(&[], Some("{not json")).await.unwrap();
+    assert_eq!(load_committed(&outbox, dir.path()).await.unwrap(), None);
+    let aside = files_starting_with(dir.path(), "station_state.corrupt-");
     assert_eq!(aside.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(),
+        "{not json"
+    );
 }
 
 #[test]
@@ -744,13 +847,12 @@ level = "case"
     assert!(err.contains("unknown variant `maybe`"), "{err}");
 }
 
-/// Throughput of the hot path and of full cycles (scan + edges + fsync'ed state file).
+/// Throughput of the hot path and of full cycles (scan + edges + the context to commit).
 /// `cargo test -p threadline-gateway --test stations -- --ignored --nocapture throughput`
 #[test]
 #[ignore = "measurement, run explicitly"]
 fn throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut f = Floor::new(dir.path());
+    let mut f = Floor::new();
     prime(&mut f);
     let n = 1_000_000;
     let start = std::time::Instant::now();
@@ -779,7 +881,7 @@ fn throughput() {
     let el = start.elapsed();
     assert_eq!(f.of_type("operation_completed").len(), cycles as usize);
     println!(
-        "press cycles (1 scan + 6 tag updates, 2-4 state writes each): {cycles} in {el:?} = {:.0}/s",
+        "press cycles (1 scan + 6 tag updates, 2-4 contexts to commit each): {cycles} in {el:?} = {:.0}/s",
         cycles as f64 / el.as_secs_f64()
     );
 }
@@ -833,10 +935,11 @@ disassemble_on = { tag = "asm.strip", equals = true }
 disassemble_reason = "stripped for rework"
 "#;
     let cfg = GatewayConfig::parse("t.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap();
     let mut f = Floor {
-        engine: StationEngine::new(&cfg, dir.path()).unwrap(),
+        engine: StationEngine::new(&cfg, None),
         events: Vec::new(),
+        committed: None,
+        state_changes: 0,
     };
     f.tag(0, "cell.counter", 41i64);
     f.tag(0, "cell.state", "IDLE");

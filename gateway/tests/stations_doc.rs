@@ -41,8 +41,7 @@ fn worked_example_in_docs_is_exact() {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = StationEngine::new(&cfg, dir.path()).unwrap();
+    let mut engine = StationEngine::new(&cfg, None);
     let t0 = parse("2026-11-25T08:00:00Z").unwrap();
     let mut got = Vec::new();
     for line in block(&doc, "sequence").lines() {

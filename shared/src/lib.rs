@@ -4,11 +4,13 @@
 //! - [`envelope`]: the batch envelope, the ack message and the gateway status message;
 //! - [`topic`]: building and parsing `{root}/{plant}/{line}/{gateway}/{records|status|ack}`;
 //! - [`ids`]: GS1 element strings, GS1 Digital Link, GTIN/SSCC check digits, EPC SGTIN-96/SSCC-96;
+//! - [`cli`]: stdout of the command-line tools (`outln!`: a closed pipe ends them quietly);
 //! - [`config`]: strict TOML loading that reports every problem with file, line, column and field;
 //! - [`mqtt`] (feature `mqtt`): the MQTT client setup both daemons use (URL, credentials, TLS);
 //! - [`signal`] (feature `signal`): waiting for SIGINT / SIGTERM.
 //! - `testing` (feature `test-support`): helpers for the other crates' integration tests.
 
+pub mod cli;
 pub mod config;
 pub mod envelope;
 pub mod event;

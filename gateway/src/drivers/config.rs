@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use threadline_shared::config::Validator;
 
 pub use super::reader::config::{
@@ -145,8 +145,10 @@ impl SecurityPolicy {
     }
 }
 
-/// OPC UA message security mode (`security_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// OPC UA message security mode (`security_mode`). A spelling that names no mode fails where
+/// it stands, with the valid names; which modes a policy allows is checked with the policy
+/// ([`DeviceConfig::opcua_security`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum SecurityMode {
     None,
     Sign,
@@ -154,12 +156,6 @@ pub enum SecurityMode {
 }
 
 impl SecurityMode {
-    const ALL: [SecurityMode; 3] = [
-        SecurityMode::None,
-        SecurityMode::Sign,
-        SecurityMode::SignAndEncrypt,
-    ];
-
     /// The name as written in the config.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,26 +163,6 @@ impl SecurityMode {
             SecurityMode::Sign => "Sign",
             SecurityMode::SignAndEncrypt => "SignAndEncrypt",
         }
-    }
-}
-
-/// `security_mode` as written. Which modes are valid depends on `security_policy`, so a
-/// spelling that names no mode is kept rather than refused by the parser: the check of the
-/// policy / mode pair ([`DeviceConfig::opcua_security`]) reports it against the policy, with
-/// the modes that policy allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModeSetting {
-    Mode(SecurityMode),
-    Unknown(String),
-}
-
-impl<'de> Deserialize<'de> for ModeSetting {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ModeSetting, D::Error> {
-        let text = String::deserialize(d)?;
-        Ok(SecurityMode::ALL
-            .into_iter()
-            .find(|m| m.as_str() == text)
-            .map_or(ModeSetting::Unknown(text), ModeSetting::Mode))
     }
 }
 
@@ -230,7 +206,7 @@ pub struct DeviceConfig {
     /// opcua: `None` (default) | `Basic256Sha256`.
     pub security_policy: Option<SecurityPolicy>,
     /// opcua: `None` | `Sign` | `SignAndEncrypt` (default of `Basic256Sha256`).
-    pub security_mode: Option<ModeSetting>,
+    pub security_mode: Option<SecurityMode>,
     /// opcua: user name (with `password_file`); anonymous when absent.
     pub username: Option<String>,
     /// opcua: file holding the user's password (never inline).
@@ -344,11 +320,10 @@ impl DeviceConfig {
     pub fn opcua_security(&self) -> Result<(SecurityPolicy, SecurityMode), String> {
         let policy = self.security_policy.unwrap_or_default();
         let allowed = policy.modes();
-        let mode = match &self.security_mode {
+        let mode = match self.security_mode {
             None => return Ok((policy, allowed[0])),
-            Some(ModeSetting::Mode(m)) if allowed.contains(m) => return Ok((policy, *m)),
-            Some(ModeSetting::Mode(m)) => m.as_str(),
-            Some(ModeSetting::Unknown(text)) => text.as_str(),
+            Some(m) if allowed.contains(&m) => return Ok((policy, m)),
+            Some(m) => m.as_str(),
         };
         let names: Vec<String> = allowed
             .iter()

@@ -17,6 +17,35 @@ use threadline_shared::time::Timestamp;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// An `f32` a device holds, as the `f64` the event model carries: the shortest decimal that
+/// reads back as the same `f32` (`21.7f32` becomes `21.7`, not `21.700000762939453`, the
+/// f32's exact binary value widened). Nothing is lost: `f32_to_f64(v) as f32 == v` for every
+/// finite `v`; NaN and infinities stay what they are. Every driver that decodes an `f32`
+/// (Modbus registers, OPC UA `Float`) goes through here, so readings, operation parameters,
+/// environment snapshots and everything the aggregator derives from them show what the PLC
+/// engineer wrote.
+pub fn f32_to_f64(v: f32) -> f64 {
+    use std::io::Write as _;
+    if !v.is_finite() {
+        return f64::from(v);
+    }
+    // Rust's float formatting is the shortest round-trip representation; `{:e}` keeps it
+    // short for every magnitude ("-1.1754944e-38"), so a small stack buffer holds it.
+    let mut buf = [0u8; 32];
+    let left = {
+        let mut w = &mut buf[..];
+        if write!(w, "{v:e}").is_err() {
+            return f64::from(v);
+        }
+        w.len()
+    };
+    let n = buf.len() - left;
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::from(v))
+}
+
 /// A tag's new value (or its loss) as a driver saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TagUpdate {
@@ -119,5 +148,37 @@ pub fn spawn_scanner(
     match cfg.interface {
         config::ScannerInterface::Serial => tokio::spawn(serial::run_scanner(cfg, ctx)),
         config::ScannerInterface::Hid => tokio::spawn(hid::run_scanner(cfg, ctx)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f32_to_f64;
+
+    #[test]
+    fn f32_values_are_carried_as_their_shortest_decimal() {
+        assert_eq!(f32_to_f64(21.7), 21.7);
+        assert_eq!(f32_to_f64(5.147_486), 5.147486);
+        // What a widened f32 looked like in the demo: the same f32, now shown as written.
+        assert_eq!(f32_to_f64(5.147486209869385_f64 as f32), 5.147486);
+        assert_eq!(f32_to_f64(-0.5), -0.5);
+        assert_eq!(f32_to_f64(0.0), 0.0);
+        assert_eq!(f32_to_f64(f32::MAX), 3.4028235e38);
+        assert_eq!(f32_to_f64(f32::MIN_POSITIVE), 1.1754944e-38);
+        assert_eq!(f32_to_f64(f32::INFINITY), f64::INFINITY);
+        assert!(f32_to_f64(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn every_f32_survives_the_trip() {
+        // A spread of bit patterns over every exponent, subnormals included.
+        let mut bits: u32 = 1;
+        for _ in 0..200_000 {
+            bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = f32::from_bits(bits);
+            if v.is_finite() {
+                assert_eq!((f32_to_f64(v) as f32).to_bits(), v.to_bits(), "{v:e}");
+            }
+        }
     }
 }

@@ -19,6 +19,9 @@
 //!   it is a *reading* and the outbox is over `max_bytes` (oldest readings first, counted in
 //!   `dropped`). Trace events are never dropped: when only trace events remain, new readings
 //!   are refused (counted in `refused`) and the outbox reports `buffer_full`.
+//! - **Station steps.** [`Outbox::append_step`] commits a station step's events and the
+//!   stations' new context (`station_state`, one row, replaced whole) in one transaction: after
+//!   a crash at any instant both are there or neither (see `stations::state`).
 //! - **Size.** `bytes` = Σ (payload length + [`ROW_OVERHEAD`]) over stored rows, kept in memory
 //!   and recomputed from the table at open. It is an estimate of the file's live data, not of
 //!   the file size (SQLite reuses freed pages; it does not shrink the file).
@@ -34,7 +37,15 @@
 //!   ts_us   INTEGER NOT NULL,     -- the record's ts, Unix microseconds (oldest-record age)
 //!   payload TEXT NOT NULL         -- the record's canonical JSON, `seq` included
 //! );
+//! CREATE TABLE station_state (
+//!   id         INTEGER PRIMARY KEY CHECK (id = 1),  -- one row: the whole context
+//!   state      TEXT NOT NULL,     -- the stations' context, JSON (format in `stations::state`)
+//!   updated_us INTEGER NOT NULL   -- when it was committed, Unix microseconds
+//! );
 //! ```
+//!
+//! `station_state` was added without a format change: an older gateway opening the file ignores
+//! it (it would look for the context in `stations.json` and start its stations empty).
 //!
 //! The payload is stored ready to send: publishing an envelope is string concatenation, no
 //! decoding, which is what makes replaying a large backlog fast.
@@ -44,9 +55,10 @@
 //! The connection runs with `synchronous = NORMAL` (WAL): a commit survives a crash of the
 //! process but the last commits may be lost on a power cut. Readings are a time series sampled
 //! again a moment later, and fsyncing every reading batch would cap the append rate at the
-//! disk's fsync rate. A batch containing a trace event is committed with `synchronous = FULL`
-//! (the WAL is fsynced at that commit, which also makes every earlier commit durable): trace
-//! events are rare, irreplaceable, and their station state is persisted separately right after.
+//! disk's fsync rate. A batch containing a trace event or a station context is committed with
+//! `synchronous = FULL` (the WAL is fsynced at that commit, which also makes every earlier commit
+//! durable): trace events are rare and irreplaceable, and the context committed with them must
+//! not survive a power cut without them (or they without it).
 //!
 //! # Failures
 //!

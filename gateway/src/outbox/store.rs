@@ -13,6 +13,8 @@ use threadline_shared::time::Timestamp;
 use tokio::sync::{Mutex, Notify};
 use uuid::Uuid;
 
+use crate::failpoint;
+
 /// Bytes counted per stored row on top of its payload (rowid, kind, ts, record header).
 pub const ROW_OVERHEAD: u64 = 16;
 
@@ -278,6 +280,13 @@ impl Outbox {
         .execute(&mut conn)
         .await
         .map_err(classify)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS station_state (id INTEGER PRIMARY KEY CHECK (id = 1), \
+             state TEXT NOT NULL, updated_us INTEGER NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .map_err(classify)?;
         let meta: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM meta")
             .fetch_all(&mut conn)
             .await
@@ -413,7 +422,18 @@ impl Outbox {
     /// the oldest stored readings; refuses new readings when only trace events are left.
     /// On error nothing was stored: retry with the same records.
     pub async fn append(&self, records: &[NewRecord]) -> Result<AppendReport, OutboxError> {
-        if records.is_empty() {
+        self.append_step(records, None).await
+    }
+
+    /// [`Outbox::append`] of one station step: the events and, when given, the stations' new
+    /// context (replacing the committed one) in the same transaction — both are committed or
+    /// neither is. Committed with `synchronous = FULL` when it holds a trace event or a context.
+    pub async fn append_step(
+        &self,
+        records: &[NewRecord],
+        station_state: Option<&str>,
+    ) -> Result<AppendReport, OutboxError> {
+        if records.is_empty() && station_state.is_none() {
             return Ok(AppendReport::default());
         }
         let mut guard = self.inner.lock().await;
@@ -443,16 +463,18 @@ impl Outbox {
         }
 
         let over = (inner.bytes + incoming_bytes).saturating_sub(self.max_bytes);
-        let has_event = rows.iter().any(|r| r.kind == KIND_EVENT);
+        let durable = station_state.is_some() || rows.iter().any(|r| r.kind == KIND_EVENT);
         let err = db_err(&self.path);
-        if has_event {
+        if durable {
             sqlx::query("PRAGMA synchronous = FULL")
                 .execute(&mut inner.conn)
                 .await
                 .map_err(err)?;
         }
-        let result = self.append_tx(inner, rows, over).await;
-        if has_event
+        let result = self
+            .append_tx(inner, rows, over, records, station_state)
+            .await;
+        if durable
             && let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL")
                 .execute(&mut inner.conn)
                 .await
@@ -508,13 +530,16 @@ impl Outbox {
         Ok(report)
     }
 
-    /// The transaction of [`Outbox::append`]: makes room for `over` bytes (oldest readings
-    /// dropped, then new readings refused), inserts the rows and moves `meta.last_seq`.
+    /// The transaction of [`Outbox::append_step`]: makes room for `over` bytes (oldest readings
+    /// dropped, then new readings refused), inserts the rows, moves `meta.last_seq` and
+    /// replaces the station context of a station step. `records` are what `rows` were made of.
     async fn append_tx(
         &self,
         inner: &mut Inner,
         mut rows: Vec<RecordRow>,
         over: u64,
+        records: &[NewRecord],
+        station_state: Option<&str>,
     ) -> Result<Committed, OutboxError> {
         let err = || db_err(&self.path);
         let mut tx = inner.conn.begin().await.map_err(err())?;
@@ -558,6 +583,21 @@ impl Outbox {
                 .await
                 .map_err(err())?;
         }
+        if let Some(state) = station_state {
+            sqlx::query(
+                "INSERT INTO station_state (id, state, updated_us) VALUES (1, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us",
+            )
+            .bind(state)
+            .bind(ts_us(&threadline_shared::time::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(err())?;
+        }
+        failpoint::hit(
+            failpoint::INSIDE_STATION_COMMIT,
+            records.iter().map(|r| r.body.type_name()),
+        );
         tx.commit().await.map_err(err())?;
         report.seqs = rows.iter().map(|r| r.seq).collect();
         Ok(Committed {
@@ -611,6 +651,15 @@ impl Outbox {
                 .map_err(err())?;
         }
         Ok((dropped, dropped_bytes))
+    }
+
+    /// The stations' committed context (see `stations::state`), if one was ever committed.
+    pub async fn station_state(&self) -> Result<Option<String>, OutboxError> {
+        let mut inner = self.inner.lock().await;
+        sqlx::query_scalar("SELECT state FROM station_state WHERE id = 1")
+            .fetch_optional(&mut inner.conn)
+            .await
+            .map_err(db_err(&self.path))
     }
 
     /// Records with `after < seq <= up_to` (`up_to = None`: no upper bound), oldest first, at

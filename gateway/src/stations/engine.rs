@@ -1,21 +1,21 @@
 //! The station engine: keeps every station's context (current unit, operator, feeders, open
 //! container / shipment, the line's work order) and turns tag edges and scans into trace events.
 //!
-//! It is synchronous and does no I/O but the state file: the runtime feeds it every tag update
-//! and scan in the order they arrived and appends what it returns to the outbox. It never needs
-//! the aggregator. What a station does with an input is in `triggers.rs` (tag changes),
+//! It is synchronous and does no I/O: the runtime feeds it every tag update and scan in the
+//! order they arrived and commits what one input produced — its events and, when it changed,
+//! the new context ([`StationEngine::take_state`]) — in one outbox transaction (see `state.rs`
+//! for why and what the restart sees). It never needs the aggregator. What a station does with an input is in `triggers.rs` (tag changes),
 //! `scans.rs` (scans), `genealogy.rs` (assembly, packing, shipping) and `complete.rs`
 //! (operation completion), all working on one [`Station`] at a time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use threadline_shared::event::{Quality, RecordBody, ScanRejected};
 use threadline_shared::time::{Timestamp, canonical};
 
 use super::codes::Pattern;
 use super::config::StationConfig;
-use super::state::{self, Persisted, StationState};
+use super::state::{Persisted, SavedState, StationState};
 use super::station::{Facts, Station, StationCounters, StationEvent, reason};
 use crate::config::GatewayConfig;
 use crate::drivers::{RawScan, TagUpdate};
@@ -36,17 +36,18 @@ pub struct StationEngine {
     trigger_tags: HashSet<String>,
     /// Line-wide context and trigger values (stations' context is in `stations`).
     line: Persisted,
-    dir: PathBuf,
-    /// Bytes of the last successful write, to skip rewriting an unchanged state.
-    last_written: Vec<u8>,
+    /// An input may have changed the context since the last [`StationEngine::take_state`].
+    dirty: bool,
+    /// The context last handed out (or restored), to skip committing an unchanged one.
+    last_taken: String,
     counters: StationCounters,
 }
 
 impl StationEngine {
-    /// Builds the stations of `cfg`, restoring persisted state from `state_dir` if present.
-    pub fn new(cfg: &GatewayConfig, state_dir: &Path) -> anyhow::Result<StationEngine> {
-        std::fs::create_dir_all(state_dir)?;
-        let mut saved = state::load(state_dir)?;
+    /// Builds the stations of `cfg`, continuing from the committed context `saved` (`None`: a
+    /// first start, every station empty).
+    pub fn new(cfg: &GatewayConfig, saved: Option<SavedState>) -> StationEngine {
+        let mut saved = saved.map_or_else(Persisted::empty, |s| s.0);
         let mut stations = Vec::new();
         let mut index = HashMap::new();
         let mut trigger_tags = HashSet::new();
@@ -99,12 +100,12 @@ impl StationEngine {
             },
             trigger_tags,
             line: saved,
-            dir: state_dir.to_path_buf(),
-            last_written: Vec::new(),
+            dirty: false,
+            last_taken: String::new(),
             counters: StationCounters::default(),
         };
-        engine.last_written = engine.snapshot_bytes().unwrap_or_default();
-        Ok(engine)
+        engine.last_taken = engine.snapshot();
+        engine
     }
 
     /// Feeds every tag update (all tags, before deadband); returns the events it completes.
@@ -141,7 +142,7 @@ impl StationEngine {
             self.station(i, &mut out)
                 .on_trigger(&update.tag, prev.as_ref(), &value, ts);
         }
-        self.persist();
+        self.dirty = true;
         out
     }
 
@@ -153,8 +154,23 @@ impl StationEngine {
             Some(&i) => self.station(i, &mut out).on_scan(scan, ts),
             None => self.reject_unknown_station(scan, ts, &mut out),
         }
-        self.persist();
+        self.dirty = true;
         out
+    }
+
+    /// The context to commit with the events of the inputs handed in since the last call, when
+    /// it changed (JSON, the format of `state.rs`); `None` when it did not. The caller commits
+    /// it in the same outbox transaction as those events.
+    pub fn take_state(&mut self) -> Option<String> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        let now = self.snapshot();
+        if now == self.last_taken {
+            return None;
+        }
+        self.last_taken.clone_from(&now);
+        Some(now)
     }
 
     /// Counters for metrics.
@@ -222,35 +238,15 @@ impl StationEngine {
         });
     }
 
-    /// The state file's content: the line's context with every station's.
-    fn snapshot_bytes(&self) -> serde_json::Result<Vec<u8>> {
+    /// The whole context: the line's with every station's.
+    fn snapshot(&self) -> String {
         let mut p = self.line.clone();
         p.stations = self
             .stations
             .iter()
             .map(|s| (s.cfg.id.clone(), s.st.clone()))
             .collect();
-        serde_json::to_vec_pretty(&p)
-    }
-
-    /// Writes the state file if the context changed.
-    fn persist(&mut self) {
-        let written = self
-            .snapshot_bytes()
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| {
-                if bytes != self.last_written {
-                    state::write_atomic(&self.dir, &bytes)?;
-                    self.last_written = bytes;
-                }
-                Ok(())
-            });
-        if let Err(e) = written {
-            self.counters.persist_errors += 1;
-            tracing::error!(
-                error = format!("{e:#}"),
-                "writing station state failed; retried at the next change"
-            );
-        }
+        // Plain data with string keys: serializing it cannot fail.
+        serde_json::to_string(&p).expect("station context serializes")
     }
 }

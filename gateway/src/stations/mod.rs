@@ -1,8 +1,8 @@
 //! Station logic: from tag edges and scans to trace events. See `docs/stations.md`.
 //!
 //! - [`config`]: the `[[pattern]]` and `[[station]]` tables;
-//! - `engine`: every station's context, fed tag updates and scans, persisted by `state`
-//!   (`data_dir/stations.json`);
+//! - `engine`: every station's context, fed tag updates and scans; `state`: the context's
+//!   format, committed in the outbox together with the events it produced;
 //! - `station`: one station handling one input, with `triggers` (tag changes), `scans`,
 //!   `genealogy` (assembly, packing, shipping) and `complete` (operation completion);
 //! - `codes`: GS1 / EPC decoding and the pattern classification of a scan.
@@ -18,4 +18,5 @@ mod station;
 mod triggers;
 
 pub use engine::StationEngine;
+pub use state::{SavedState, load_committed};
 pub use station::{StationCounters, StationEvent, reason};

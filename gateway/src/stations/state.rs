@@ -1,25 +1,42 @@
-//! The stations' persisted context: `state_dir/stations.json`.
+//! The stations' persisted context, committed in the outbox with the events it produced.
 //!
-//! Invariants: the file always holds a complete, parseable state — it is replaced atomically
-//! (write `stations.json.tmp`, fsync it, rename over `stations.json`, fsync the directory), so a
-//! power cut leaves either the old or the new state, never a torn one. It is rewritten whenever
-//! the context changes (a scan or a trigger tag changed something), never for a mere process
-//! value. Format: JSON, `{"version":1,"work_order":…,"trigger_values":{tag:value},
-//! "stations":{id:{unit,operator,feeders,container,shipment,pending,completed,children}}}`;
-//! timestamps in the canonical RFC 3339 form. A file that cannot be parsed is moved aside
-//! (`stations.json.corrupt-<unix ms>`) and the stations start empty, with an error log: an
-//! unattended gateway keeps running, and the evidence is kept for a human.
+//! # Invariants
+//!
+//! - **One transaction.** A station step (one tag update or scan) changes the context and
+//!   produces events; both are committed in *one* transaction of `data_dir/outbox.db` (the
+//!   row of its `station_state` table, see the `outbox` module), so after a crash at any instant
+//!   either both are there or neither. A tag edge whose commit was lost fires again on the
+//!   first read after the restart, because its trigger value was not committed either; a
+//!   committed edge does not fire twice.
+//! - **Complete.** The row always holds a whole context (it is replaced, never patched) and is
+//!   written only when the context changed (a scan or a trigger tag changed something), never
+//!   for a mere process value.
+//! - **Format.** JSON, `{"version":1,"work_order":…,"work_order_part":…,"trigger_values":{tag:
+//!   value},"stations":{id:{unit,operator,feeders,container,shipment,pending,completed,
+//!   children}}}`; timestamps in the canonical RFC 3339 form.
+//! - **Unreadable.** A row that cannot be parsed is copied aside to
+//!   `data_dir/station_state.corrupt-<unix ms>.json` and the stations start empty, with an error
+//!   log: an unattended gateway keeps running, and the evidence is kept for a human.
+//! - **Upgrade.** Gateways before this format kept the context in `data_dir/stations.json`. On
+//!   the first start with an outbox that holds no context, that file is read (an unreadable one
+//!   is moved aside to `stations.json.corrupt-<unix ms>`), committed to the outbox and then
+//!   renamed `stations.json.migrated`; it is never read again (a later start that still finds a
+//!   `stations.json` next to a committed context renames it the same way, with a warning).
+//!   The context lives and dies with the outbox: an outbox moved aside as corrupt takes it along
+//!   (the stations start empty, like a first start; the moved file still holds it).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use threadline_shared::event::{ItemRef, TagValue};
 use threadline_shared::time::{Timestamp, rfc3339, rfc3339_opt};
 
-pub(crate) const FILE_NAME: &str = "stations.json";
+use crate::outbox::Outbox;
+
+/// The file of gateways before the context moved into the outbox.
+const LEGACY_FILE: &str = "stations.json";
 const VERSION: u32 = 1;
 
 /// Everything that survives a restart.
@@ -99,26 +116,104 @@ pub(crate) struct Child {
     pub qty: Option<f64>,
 }
 
-/// Reads `dir/stations.json`; a missing file is an empty state, a corrupt one is moved aside.
-pub(crate) fn load(dir: &Path) -> anyhow::Result<Persisted> {
-    let path = dir.join(FILE_NAME);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Persisted {
-                version: VERSION,
-                ..Persisted::default()
-            });
+/// A committed context, parsed: what [`StationEngine::new`](super::StationEngine::new) starts
+/// from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedState(pub(crate) Persisted);
+
+impl SavedState {
+    /// Parses a context as committed (see the module docs for the format).
+    pub fn parse(text: &str) -> Result<SavedState, String> {
+        match serde_json::from_str::<Persisted>(text) {
+            Ok(p) if p.version == VERSION => Ok(SavedState(p)),
+            Ok(p) => Err(format!("unsupported version {}", p.version)),
+            Err(e) => Err(e.to_string()),
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+impl Persisted {
+    /// An empty context of the current version.
+    pub(crate) fn empty() -> Persisted {
+        Persisted {
+            version: VERSION,
+            ..Persisted::default()
+        }
+    }
+}
+
+/// The context the stations start from: the one committed in the outbox, or — on the first
+/// start after an upgrade — the legacy `stations.json`, committed to the outbox first (see the
+/// module docs).
+pub async fn load_committed(
+    outbox: &Outbox,
+    data_dir: &Path,
+) -> anyhow::Result<Option<SavedState>> {
+    let legacy = data_dir.join(LEGACY_FILE);
+    let committed = outbox
+        .station_state()
+        .await
+        .context("reading the station context from the outbox")?;
+    let Some(text) = committed else {
+        if !legacy.exists() {
+            return Ok(None);
+        }
+        let saved = SavedState(load_legacy(data_dir)?);
+        let json = serde_json::to_string(&saved.0).context("serializing the station context")?;
+        outbox
+            .append_step(&[], Some(&json))
+            .await
+            .context("committing the station context to the outbox")?;
+        // (An unreadable file was moved aside already.)
+        if legacy.exists() {
+            retire_legacy(&legacy)?;
+        }
+        tracing::info!(from = %legacy.display(), "station context moved into the outbox");
+        return Ok(Some(saved));
     };
-    match serde_json::from_slice::<Persisted>(&bytes) {
-        Ok(p) if p.version == VERSION => Ok(p),
-        outcome => {
-            let why = match outcome {
-                Ok(p) => format!("unsupported version {}", p.version),
-                Err(e) => e.to_string(),
-            };
+    if legacy.exists() {
+        tracing::warn!(file = %legacy.display(), "ignoring a stations.json: the outbox holds the station context");
+        retire_legacy(&legacy)?;
+    }
+    match SavedState::parse(&text) {
+        Ok(saved) => Ok(Some(saved)),
+        Err(why) => {
+            let aside = data_dir.join(format!(
+                "station_state.corrupt-{}.json",
+                chrono::Utc::now().timestamp_millis()
+            ));
+            std::fs::write(&aside, &text).with_context(|| {
+                format!(
+                    "copying the unreadable station context to {}",
+                    aside.display()
+                )
+            })?;
+            tracing::error!(
+                copied_to = %aside.display(), error = %why,
+                "station context unreadable; stations start without context"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Renames the legacy file so that it is never read again.
+fn retire_legacy(legacy: &Path) -> anyhow::Result<()> {
+    let done = legacy.with_extension("json.migrated");
+    std::fs::rename(legacy, &done)
+        .with_context(|| format!("renaming {} to {}", legacy.display(), done.display()))
+}
+
+/// Reads the legacy `dir/stations.json`; a corrupt one is moved aside (empty context).
+fn load_legacy(dir: &Path) -> anyhow::Result<Persisted> {
+    let path = dir.join(LEGACY_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    match std::str::from_utf8(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(SavedState::parse)
+    {
+        Ok(saved) => Ok(saved.0),
+        Err(why) => {
             let aside = path.with_extension(format!(
                 "json.corrupt-{}",
                 chrono::Utc::now().timestamp_millis()
@@ -129,29 +224,7 @@ pub(crate) fn load(dir: &Path) -> anyhow::Result<Persisted> {
                 file = %path.display(), moved_to = %aside.display(), error = %why,
                 "station state unreadable; stations start without context"
             );
-            Ok(Persisted {
-                version: VERSION,
-                ..Persisted::default()
-            })
+            Ok(Persisted::empty())
         }
     }
-}
-
-/// Writes `bytes` to `dir/stations.json` atomically (tmp + fsync + rename + fsync dir).
-pub(crate) fn write_atomic(dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let path: PathBuf = dir.join(FILE_NAME);
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    // The rename is durable only once the directory entry is.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -44,8 +44,6 @@ pub struct StationCounters {
     pub rejected: u64,
     /// Completion edges that found no current unit.
     pub orphan_completions: u64,
-    /// Failed writes of `stations.json` (the engine keeps running on its in-memory state).
-    pub persist_errors: u64,
 }
 
 /// What every station reads and none owns.

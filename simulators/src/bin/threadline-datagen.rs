@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use threadline_shared::outln;
 use threadline_simulators::datagen::{Plan, generate};
 
 #[derive(Parser)]
@@ -46,16 +47,16 @@ async fn main() -> ExitCode {
         Ok(w) => {
             let mut rows: Vec<_> = w.rows.iter().collect();
             rows.sort();
-            println!(
+            outln!(
                 "generated {} products ({} units) in {:.1} s",
                 w.products,
                 w.products * 5,
                 started.elapsed().as_secs_f64()
             );
             for (t, n) in rows {
-                println!("  {t}: {n} rows");
+                outln!("  {t}: {n} rows");
             }
-            println!(
+            outln!(
                 "big lot: FAST-000000 (reaches {} units)",
                 w.products
                     .min(threadline_simulators::datagen::FASTENER_LOT_PRODUCTS)

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use threadline_aggregator::config::AggregatorConfig;
 use threadline_gateway::config::GatewayConfig;
+use threadline_shared::outln;
 use threadline_simulators::plant::floor::Control;
 use threadline_simulators::plant::sims::{SimPlant, StartOptions};
 use threadline_simulators::plant::{
@@ -191,13 +192,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         batch: 5,
         truth: Some(truth_path.clone()),
     };
-    println!("Threadline demo");
-    println!("  MQTT broker   mqtt://{mqtt_addr} (embedded)");
-    println!(
+    outln!("Threadline demo");
+    outln!("  MQTT broker   mqtt://{mqtt_addr} (embedded)");
+    outln!(
         "  database      {}",
         data_dir.join("threadline.db").display()
     );
-    println!(
+    outln!(
         "  gateways      {}",
         plant
             .gateways
@@ -206,9 +207,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("  ground truth  {}", truth_path.display());
-    println!("  open          {api}/   (stop with Ctrl-C)");
-    println!("  plant running; example queries follow after the first finished units …");
+    outln!("  ground truth  {}", truth_path.display());
+    outln!("  open          {api}/   (stop with Ctrl-C)");
+    outln!("  plant running; example queries follow after the first finished units …");
 
     if let Some(secs) = cli.duration {
         let c = cancel.clone();
@@ -240,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = run_plant(params, &opts, &sims, &ctl, &(), &mut on_batch).await;
     match out {
         Ok(o) if o.complete => {
-            println!(
+            outln!(
                 "plant: {} units made; the API keeps serving (Ctrl-C stops)",
                 o.units_made
             );
@@ -252,13 +253,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel.cancel();
         }
     }
-    println!("stopping …");
+    outln!("stopping …");
     for g in gateways {
         let _ = tokio::time::timeout(Duration::from_secs(10), g).await;
     }
     sims.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), aggregator).await;
-    println!("stopped; run again to continue with the same data");
+    outln!("stopped; run again to continue with the same data");
     Ok(())
 }
 
@@ -273,22 +274,22 @@ fn print_examples(api: &str, t: &Truth) {
         .and_then(|sa| sa.materials.first())
         .map(|m| m.lot.clone())
         .unwrap_or_default();
-    println!();
-    println!("Example queries (ids from the plant's ground truth):");
-    println!(
+    outln!();
+    outln!("Example queries (ids from the plant's ground truth):");
+    outln!(
         "  unit report     curl -s {api}/api/v1/units/{}",
         unit.serial
     );
-    println!(
+    outln!(
         "  backward trace  curl -s '{api}/api/v1/trace/unit/{}?direction=backward'",
         unit.serial
     );
-    println!("  recall          curl -s {api}/api/v1/lots/{lot}/recall");
-    println!(
+    outln!("  recall          curl -s {api}/api/v1/lots/{lot}/recall");
+    outln!(
         "  (in a browser:  {api}/api/v1/units/{}?format=html)",
         unit.serial
     );
-    println!();
+    outln!();
 }
 
 /// Polls `/api/v1/gateways` until `n` gateways are online (at most 15 s: the plant starts

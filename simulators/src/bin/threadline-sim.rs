@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use threadline_shared::outln;
 use threadline_simulators::plant::floor::Control;
 use threadline_simulators::plant::sims::{SimPlant, StartOptions};
 use threadline_simulators::plant::{LoadedPlant, RunOptions, Truth, run_plant};
@@ -118,7 +119,7 @@ async fn run(cli: Cli, plant: LoadedPlant) -> anyhow::Result<()> {
     .await?;
     let endpoints = sims.endpoints();
     for (id, addr) in &endpoints.devices {
-        println!("device  {id:<16} modbus-tcp://{addr}");
+        outln!("device  {id:<16} modbus-tcp://{addr}");
     }
     let links = sims.links().to_vec();
     for (id, pty) in &endpoints.scanners {
@@ -127,7 +128,7 @@ async fn run(cli: Cli, plant: LoadedPlant) -> anyhow::Result<()> {
             .find(|l| l.file_name().is_some_and(|n| n == id.as_str()))
             .map(|l| format!("  (linked from {})", l.display()))
             .unwrap_or_default();
-        println!("scanner {id:<16} {pty}{link}");
+        outln!("scanner {id:<16} {pty}{link}");
     }
     if let Some(f) = &cli.ready_file {
         let json = serde_json::to_vec_pretty(&endpoints)?;
@@ -157,17 +158,17 @@ async fn run(cli: Cli, plant: LoadedPlant) -> anyhow::Result<()> {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         if c.is_paused() {
-                            println!("plant: paused");
+                            outln!("plant: paused");
                         }
                     });
                 }
-                _ = usr2.recv() => { sig_ctl.resume(); println!("plant: resumed"); }
+                _ = usr2.recv() => { sig_ctl.resume(); outln!("plant: resumed"); }
             }
         }
     });
 
     if let Some(h) = &cli.hold_file {
-        println!("plant: holding until {} exists", h.display());
+        outln!("plant: holding until {} exists", h.display());
         while !h.exists() {
             tokio::select! {
                 () = cancel.cancelled() => break,
@@ -176,7 +177,7 @@ async fn run(cli: Cli, plant: LoadedPlant) -> anyhow::Result<()> {
         }
     }
     if !cancel.is_cancelled() {
-        println!(
+        outln!(
             "plant: running {} (seed {}, cycle {} ms, settle {} ms)",
             if opts.units == 0 {
                 "until stopped".to_owned()
@@ -188,14 +189,14 @@ async fn run(cli: Cli, plant: LoadedPlant) -> anyhow::Result<()> {
             params.settle_ms
         );
         let mut on_batch = |t: &Truth, next: u64| {
-            println!(
+            outln!(
                 "plant: {} finished units so far (next id base {next})",
                 t.finished_units().count()
             );
         };
         let out = run_plant(params, &opts, &sims, &ctl, &(), &mut on_batch).await?;
         if out.complete {
-            println!(
+            outln!(
                 "plant: done, {} units{}",
                 out.units_made,
                 opts.truth
@@ -211,6 +212,6 @@ async fn run(cli: Cli, plant: LoadedPlant) -> anyhow::Result<()> {
     cancel.cancel();
     let _ = signals.await;
     sims.stop().await;
-    println!("plant: stopped");
+    outln!("plant: stopped");
     Ok(())
 }

@@ -89,7 +89,10 @@ pub fn decode_raw(ty: DataType, order: ByteOrder, regs: &[u16]) -> Option<Raw> {
         DataType::I16 => Raw::Int(i64::from(i16::from_be_bytes(to_be_bytes::<2>(regs, order)))),
         DataType::U32 => Raw::UInt(u64::from(u32::from_be_bytes(to_be_bytes::<4>(regs, order)))),
         DataType::I32 => Raw::Int(i64::from(i32::from_be_bytes(to_be_bytes::<4>(regs, order)))),
-        DataType::F32 => Raw::Float(f64::from(f32::from_be_bytes(to_be_bytes::<4>(regs, order)))),
+        DataType::F32 => {
+            let f = f32::from_be_bytes(to_be_bytes::<4>(regs, order));
+            Raw::Float(crate::drivers::f32_to_f64(f))
+        }
         DataType::U64 => Raw::UInt(u64::from_be_bytes(to_be_bytes::<8>(regs, order))),
         DataType::I64 => Raw::Int(i64::from_be_bytes(to_be_bytes::<8>(regs, order))),
         DataType::F64 => Raw::Float(f64::from_be_bytes(to_be_bytes::<8>(regs, order))),
@@ -201,7 +204,8 @@ mod tests {
         ];
         for (order, regs) in cases {
             let v = dec(F32, order).decode_regs(&regs);
-            assert_eq!(v, Some(TagValue::Float(f64::from(123.456f32))), "{order:?}");
+            // Carried as the decimal the PLC engineer wrote, not the widened binary value.
+            assert_eq!(v, Some(TagValue::Float(123.456)), "{order:?}");
             assert_eq!(encode_be_bytes(&123.456f32.to_be_bytes(), order), regs);
         }
     }

@@ -51,15 +51,28 @@ pub fn exception_name(code: u8) -> &'static str {
     }
 }
 
-/// The device could not be reached or did not answer usefully.
+/// The device could not be reached or did not answer usefully. The message is what a plant
+/// engineer reads next to a `bad` tag: it names the cause as the network reported it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unreachable {
-    #[error("timeout after {ms} ms")]
+    /// No (complete) answer within `timeout_ms`: a device that accepts and never answers, a
+    /// cable pulled mid-connection, a connect that hangs.
+    #[error("timed out after {ms} ms (no answer)")]
     Timeout { ms: u64 },
+    /// Nobody listens at the address (the PLC is off, or its Modbus server is stopped).
     #[error("connection refused")]
     Refused,
-    #[error("connection closed by peer")]
-    Closed,
+    /// The peer reset the connection (it restarted or dropped us).
+    #[error("connection reset by peer")]
+    Reset,
+    /// The peer closed the connection while we waited for an answer.
+    #[error("connection closed by peer (unexpected eof)")]
+    Eof,
+    /// We wrote to a connection the peer had closed.
+    #[error("broken pipe (connection closed by peer)")]
+    BrokenPipe,
+    #[error("connection aborted")]
+    Aborted,
     #[error("{0}")]
     Io(String),
     /// Reply did not match the request (wrong transaction, function or length).
@@ -70,17 +83,23 @@ pub enum Unreachable {
     Port { port: String, reason: String },
 }
 
-impl From<io::Error> for Unreachable {
-    fn from(e: io::Error) -> Self {
+impl From<&io::Error> for Unreachable {
+    fn from(e: &io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::ConnectionRefused => Unreachable::Refused,
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::UnexpectedEof => Unreachable::Closed,
-            io::ErrorKind::TimedOut => Unreachable::Io("operating system timeout".into()),
+            io::ErrorKind::ConnectionReset => Unreachable::Reset,
+            io::ErrorKind::ConnectionAborted => Unreachable::Aborted,
+            io::ErrorKind::BrokenPipe => Unreachable::BrokenPipe,
+            io::ErrorKind::UnexpectedEof => Unreachable::Eof,
+            io::ErrorKind::TimedOut => Unreachable::Io("timed out (operating system)".into()),
             _ => Unreachable::Io(e.to_string()),
         }
+    }
+}
+
+impl From<io::Error> for Unreachable {
+    fn from(e: io::Error) -> Self {
+        Unreachable::from(&e)
     }
 }
 
@@ -112,8 +131,20 @@ mod tests {
         );
         assert_eq!(e.exception_code(), Some(2));
         let e = ModbusError::from(Unreachable::Timeout { ms: 1000 });
-        assert_eq!(e.to_string(), "timeout after 1000 ms");
-        let io = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(Unreachable::from(io).to_string(), "connection refused");
+        assert_eq!(e.to_string(), "timed out after 1000 ms (no answer)");
+        for (kind, text) in [
+            (io::ErrorKind::ConnectionRefused, "connection refused"),
+            (io::ErrorKind::ConnectionReset, "connection reset by peer"),
+            (
+                io::ErrorKind::BrokenPipe,
+                "broken pipe (connection closed by peer)",
+            ),
+            (
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by peer (unexpected eof)",
+            ),
+        ] {
+            assert_eq!(Unreachable::from(io::Error::from(kind)).to_string(), text);
+        }
     }
 }

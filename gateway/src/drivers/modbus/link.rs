@@ -14,6 +14,7 @@ use tokio_modbus::prelude::SlaveContext;
 use crate::drivers::config::Area;
 use crate::drivers::modbus::error::{Exception, ModbusError, Unreachable};
 use crate::drivers::modbus::rtu::RtuLink;
+use crate::drivers::modbus::wire::{ConnectionEnd, WatchedStream};
 
 /// A read request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +100,8 @@ pub(crate) async fn call_with_timeout(
 pub struct TcpLink {
     address: String,
     unit: u8,
-    ctx: Option<Context>,
+    /// The open connection and how it ended, once it has (see `wire`).
+    ctx: Option<(Context, ConnectionEnd)>,
 }
 
 impl TcpLink {
@@ -117,8 +119,8 @@ impl TcpLink {
         req: ReadRequest,
         timeout: Duration,
     ) -> Result<ReadData, ModbusError> {
-        let ctx = match &mut self.ctx {
-            Some(ctx) => ctx,
+        let (ctx, end) = match &mut self.ctx {
+            Some((ctx, end)) => (ctx, end),
             None => {
                 let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
                 let stream =
@@ -129,14 +131,21 @@ impl TcpLink {
                     };
                 // Small request / reply frames: do not wait for Nagle.
                 let _ = stream.set_nodelay(true);
-                self.ctx.insert(tokio_modbus::client::tcp::attach_slave(
-                    stream,
-                    Slave(self.unit),
-                ))
+                let (stream, end) = WatchedStream::new(stream);
+                let ctx = tokio_modbus::client::tcp::attach_slave(stream, Slave(self.unit));
+                let (ctx, end) = self.ctx.insert((ctx, end));
+                (ctx, &mut *end)
             }
         };
-        let res = call_with_timeout(ctx, self.unit, req, timeout).await;
-        if matches!(res, Err(ModbusError::Unreachable(_))) {
+        let mut res = call_with_timeout(ctx, self.unit, req, timeout).await;
+        if let Err(ModbusError::Unreachable(e)) = &mut res {
+            // tokio-modbus reports a closed connection with a stale errno: the stream saw the
+            // real end. (A timeout stays a timeout.)
+            if !matches!(e, Unreachable::Timeout { .. })
+                && let Some(cause) = end.cause()
+            {
+                *e = cause;
+            }
             // A late reply must not be read as the answer to the next request.
             self.ctx = None;
         }

@@ -1,5 +1,6 @@
 //! Modbus TCP / RTU driver: decode (`decode`), request planning (`plan`), the wire (`link`,
-//! `rtu` for shared serial ports), the poll loop (`driver`), typed errors (`error`) and raw
+//! `rtu` for shared serial ports, `wire` for the real cause of a closed TCP connection), the
+//! poll loop (`driver`), typed errors (`error`) and raw
 //! registers read once and shown in every interpretation (`interpret`, for the `probe` command).
 
 pub mod decode;
@@ -9,6 +10,7 @@ pub mod interpret;
 pub mod link;
 pub mod plan;
 pub mod rtu;
+mod wire;
 
 use threadline_shared::event::Quality;
 

@@ -127,7 +127,7 @@ pub(crate) fn convert(v: &Variant, scale: f64, offset: f64) -> Result<TagValue, 
         Variant::UInt16(u) => uint(u64::from(*u)),
         Variant::UInt32(u) => uint(u64::from(*u)),
         Variant::UInt64(u) => uint(*u),
-        Variant::Float(f) => scaled(f64::from(*f)),
+        Variant::Float(f) => scaled(crate::drivers::f32_to_f64(*f)),
         Variant::Double(d) => scaled(*d),
         Variant::String(s) => TagValue::Text(s.as_ref().to_owned()),
         Variant::LocalizedText(t) => TagValue::Text(t.text.as_ref().to_owned()),
@@ -196,6 +196,11 @@ mod tests {
             Ok(TagValue::Text("x".into()))
         );
         assert!(convert(&Variant::Empty, 1.0, 0.0).is_err());
+        // A Float is carried as the decimal the server's engineer wrote, not widened.
+        assert_eq!(
+            convert(&Variant::Float(21.7), 1.0, 0.0),
+            Ok(TagValue::Float(21.7))
+        );
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! processed (the server queues, then drops oldest per monitored item).
 //!
 //! On-disk state: the client's application instance certificate and private key live in
-//! `<data_dir>/pki/own/cert.der` and `<data_dir>/pki/private/private.pem` (created on first start
-//! of a secure device, shared by every OPC UA device of the gateway); trusted server
+//! `<data_dir>/pki/own/cert.der` and `<data_dir>/pki/private/private.pem` (created on the first
+//! start of any OPC UA device — with `security_policy = "None"` too, see `build_client` —
+//! and shared by every OPC UA device of the gateway); trusted server
 //! certificates in `<data_dir>/pki/trusted/`. For now every server certificate not in
 //! `<data_dir>/pki/rejected/` is accepted and stored as trusted (auto-trust, to be made
 //! configurable).
@@ -143,10 +144,6 @@ impl Device {
         Ok(())
     }
 
-    fn secure(&self) -> bool {
-        self.policy != SecurityPolicy::None
-    }
-
     /// Sends one update; false when shutting down (a full channel never blocks shutdown).
     async fn emit(&self, update: TagUpdate) -> bool {
         tokio::select! {
@@ -255,15 +252,18 @@ impl Device {
         static PKI_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _guard = PKI_LOCK.lock().await;
         let pki = self.ctx.data_dir.join("pki");
-        let secure = self.secure();
         let timeout = Duration::from_millis(self.cfg.timeout_ms.max(100));
         let builder = ClientBuilder::new()
             .application_name("Threadline gateway")
             .application_uri(APPLICATION_URI)
             .product_uri(APPLICATION_URI)
             .pki_dir(pki)
-            // RSA key generation is only needed (and only paid) for secure endpoints.
-            .create_sample_keypair(secure)
+            // Also for `security_policy = "None"`: async-opcua reads the client's certificate
+            // and key when it builds the client and on every connect (0.19 has no switch to
+            // skip that) and logs an ERROR each time they are missing — five per connect of a
+            // perfectly normal configuration. The key pair is made once per data_dir (RSA
+            // generation, a moment on first start) and kept; a secure device needs it anyway.
+            .create_sample_keypair(true)
             .trust_server_certs(true)
             .session_retry_limit(0)
             .recreate_subscriptions(false)

@@ -57,9 +57,10 @@ impl Plant {
                     None => m.lsl.unwrap_or(0.0) - m.sd,
                 };
             }
-            // What the register can hold is what the gateway will read.
+            // What the register can hold is what the gateway will read (an f32 as its shortest
+            // decimal, like the gateway carries it).
             let value = match m.scale {
-                None => f64::from(v as f32),
+                None => threadline_gateway::drivers::f32_to_f64(v as f32),
                 Some(scale) => (v / scale).round() * scale,
             };
             out.push(ParamTruth {
