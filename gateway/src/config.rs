@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub mqtt: MqttSection,
     /// Local HTTP endpoint with `/metrics` and `/healthz`; absent = not served.
     pub health: Option<HealthSection>,
+    /// Sparkplug B edge node for readings (`docs/sparkplug.md`); absent = not published.
+    pub sparkplug: Option<crate::publish::sparkplug::SparkplugSection>,
     /// PLCs and OPC UA servers, with their tags.
     #[serde(default)]
     pub device: Vec<DeviceConfig>,
@@ -123,6 +125,9 @@ impl Validate for GatewayConfig {
             }
         }
         crate::publish::config::validate(&self.mqtt, v);
+        if let Some(sp) = &self.sparkplug {
+            crate::publish::sparkplug::validate(sp, v);
+        }
         self.check_devices(v);
         self.check_scanners(v);
         self.check_patterns(v);

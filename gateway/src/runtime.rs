@@ -106,8 +106,12 @@ pub async fn run_with(
         .clone()
         .map(|syn| tokio::spawn(syn.run(rec_tx.clone(), acquisition.clone())));
     let appender = tokio::spawn(appender(outbox.clone(), rec_rx, acquisition.clone()));
+    // Sparkplug: its own session, fed the recorded readings; stops with the publisher.
+    let sparkplug_stop = CancellationToken::new();
+    let sparkplug = crate::publish::sparkplug::spawn(&cfg, sparkplug_stop.clone());
     let pipeline = tokio::spawn(pipeline(
         Deadband::new(&cfg),
+        sparkplug.as_ref().map(|(tx, _, _)| tx.clone()),
         engine,
         outbox.clone(),
         tag_rx,
@@ -197,6 +201,15 @@ pub async fn run_with(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "publisher failed"),
         Err(e) => tracing::error!(error = %e, "publisher task failed"),
+    }
+    sparkplug_stop.cancel();
+    if let Some((_, m, t)) = sparkplug {
+        let _ = t.await;
+        tracing::info!(
+            messages = m.messages.load(std::sync::atomic::Ordering::Relaxed),
+            dropped = m.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "sparkplug stopped"
+        );
     }
     health_stop.cancel();
     if let Some(t) = health_task {
@@ -289,8 +302,10 @@ async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>, stop: 
 }
 
 /// Tag updates → station engine and deadband readings; scans → station engine.
+#[allow(clippy::too_many_arguments)]
 async fn pipeline(
     mut deadband: Deadband,
+    sparkplug: Option<crate::publish::sparkplug::client::Sender>,
     mut engine: StationEngine,
     outbox: Arc<Outbox>,
     mut tags: mpsc::Receiver<TagUpdate>,
@@ -304,10 +319,15 @@ async fn pipeline(
             u = tags.recv(), if tags_open => match u {
                 Some(u) => {
                     let events = engine.on_tag(&u);
-                    if let Some(r) = deadband.filter(&u)
-                        && records.send(r).await.is_err()
-                    {
-                        return;
+                    if let Some(r) = deadband.filter(&u) {
+                        if let (Some(sp), threadline_shared::event::RecordBody::Reading(reading)) =
+                            (&sparkplug, &r.body)
+                        {
+                            sp.offer(reading, u64::try_from(r.ts.timestamp_millis()).unwrap_or(0));
+                        }
+                        if records.send(r).await.is_err() {
+                            return;
+                        }
                     }
                     events
                 }
