@@ -242,7 +242,8 @@ fn golden_sn1() -> Value {
              "result": "pass", "station": "QC1", "operator": "OP0010", "checked_at": "2026-01-01T10:45:00.000000Z"}
         ],
         "containers": [{"id": "CASE-1", "level": "case"}, {"id": "PAL-1", "level": "pallet"}],
-        "shipment": {"id": "SHIP-1", "customer": "ACME", "shipped_at": "2026-01-03T08:00:00.000000Z"}
+        "shipment": {"id": "SHIP-1", "customer": "ACME", "shipped_at": "2026-01-03T08:00:00.000000Z"},
+        "holds": [], "dispositions": []
     })
 }
 
@@ -656,7 +657,22 @@ async fn openapi_lists_every_route() {
     ] {
         assert!(v["paths"][p]["get"].is_object(), "openapi lacks GET {p}");
     }
-    for p in ["/api/v1/lots", "/api/v1/work-orders", "/api/v1/shipments"] {
+    for p in [
+        "/api/v1/holds",
+        "/api/v1/units/{serial}/holds",
+        "/api/v1/units/{serial}/disposition",
+    ] {
+        assert!(v["paths"][p]["get"].is_object(), "openapi lacks GET {p}");
+    }
+    for p in [
+        "/api/v1/lots",
+        "/api/v1/work-orders",
+        "/api/v1/shipments",
+        "/api/v1/holds",
+        "/api/v1/holds/{hold_id}/release",
+        "/api/v1/lots/{lot}/recall/hold",
+        "/api/v1/units/{serial}/disposition",
+    ] {
         assert!(v["paths"][p]["post"].is_object(), "openapi lacks POST {p}");
     }
     assert!(v["components"]["schemas"]["UnitReport"].is_object());

@@ -39,6 +39,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: unknown id.
     NotFound { what: &'static str, id: String },
+    /// 409: the request conflicts with the stored state (a released hold, a used route).
+    Conflict { error: String, detail: Value },
     /// 413: too large.
     TooLarge(String),
     /// 503: a dependency (the database) is down.
@@ -101,6 +103,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound { what, id } => (
                 StatusCode::NOT_FOUND,
                 json!({"error": format!("unknown {what}"), "detail": {"id": id}}),
+            ),
+            ApiError::Conflict { error, detail } => (
+                StatusCode::CONFLICT,
+                json!({"error": error, "detail": detail}),
             ),
             ApiError::TooLarge(msg) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

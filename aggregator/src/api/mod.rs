@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(ops::routes())
         .merge(trace::routes())
+        .merge(crate::routing::api::routes())
         .merge(openapi::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -68,5 +68,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(<crate::routing::api::RoutingApi as OpenApi>::openapi());
+    Json(doc)
 }
