@@ -32,10 +32,7 @@ pub struct AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/",
-            axum::routing::get(|| async { axum::response::Html(crate::web::index()) }),
-        )
+        .merge(crate::web::routes())
         .merge(ops::routes())
         .merge(trace::routes())
         .merge(openapi::routes())

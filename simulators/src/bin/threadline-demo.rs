@@ -193,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         truth: Some(truth_path.clone()),
     };
     outln!("Threadline demo");
+    outln!("  web UI        {api}/   (dashboard {api}/ui/dashboard)");
     outln!("  MQTT broker   mqtt://{mqtt_addr} (embedded)");
     outln!(
         "  database      {}",
@@ -208,7 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .join(", ")
     );
     outln!("  ground truth  {}", truth_path.display());
-    outln!("  open          {api}/   (stop with Ctrl-C)");
+    outln!("  API           {api}/api/openapi.json   (stop with Ctrl-C)");
     outln!("  plant running; example queries follow after the first finished units …");
 
     if let Some(secs) = cli.duration {
