@@ -653,6 +653,7 @@ async fn openapi_lists_every_route() {
         "/api/v1/gateways",
         "/api/v1/events",
         "/api/v1/audit/verify",
+        "/api/v1/dashboard",
     ] {
         assert!(v["paths"][p]["get"].is_object(), "openapi lacks GET {p}");
     }
