@@ -53,8 +53,37 @@ macro_rules! item_upsert_set {
 }
 pub(crate) use item_upsert_set;
 
+/// Longest text (in bytes) of a dead letter's topic, gateway or reason as stored.
+pub(crate) const DEAD_LETTER_TEXT_MAX: usize = 2048;
+
+/// A dead letter's text as any database stores it: NUL escaped as `\u0000`, cut to
+/// [`DEAD_LETTER_TEXT_MAX`] bytes (on a char boundary, marked `…`). The payload is stored as
+/// bytes, unchanged: the dead letter of a refused record must never be refused itself.
+pub(crate) fn storable(s: &str) -> String {
+    let mut out = if s.contains('\0') {
+        s.replace('\0', "\\u0000")
+    } else {
+        s.to_owned()
+    };
+    if out.len() > DEAD_LETTER_TEXT_MAX {
+        let mut cut = DEAD_LETTER_TEXT_MAX - '…'.len_utf8();
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
 /// An open write transaction of one backend.
 pub(crate) trait WriteTx: Sized {
+    /// SQLite: the connection's `PRAGMA synchronous` (what the commit will use); `None`
+    /// elsewhere.
+    async fn synchronous(&mut self) -> sqlx::Result<Option<i64>> {
+        Ok(None)
+    }
+
     /// Runs one shared statement; rows affected.
     async fn execute(&mut self, q: Sql<'_>) -> sqlx::Result<u64>;
 
@@ -180,15 +209,20 @@ pub(crate) trait WriteTx: Sized {
     async fn insert_dead_letters(&mut self, rows: &[DeadLetter]) -> sqlx::Result<()> {
         let now = threadline_shared::time::now();
         for d in rows {
+            let (topic, gateway, reason) = (
+                storable(&d.topic),
+                d.gateway.as_deref().map(storable),
+                storable(&d.reason),
+            );
             self.execute(
                 Sql::new(
                     "INSERT INTO dead_letters (received_at, topic, gateway, reason, kind, payload)
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(now)
-                .bind(&d.topic)
-                .bind(&d.gateway)
-                .bind(&d.reason)
+                .bind(&topic)
+                .bind(&gateway)
+                .bind(&reason)
                 .bind(d.kind.as_str())
                 .bind(super::sql::Bind::Bytes(&d.payload)),
             )

@@ -23,7 +23,8 @@ pub(crate) async fn write_and_commit<T: WriteTx>(
     mut tx: T,
     batch: &Batch,
 ) -> sqlx::Result<BatchOutcome> {
-    let out = write_batch(&mut tx, batch).await?;
+    let mut out = write_batch(&mut tx, batch).await?;
+    out.sqlite_synchronous = tx.synchronous().await?;
     tx.commit().await?;
     Ok(out)
 }
