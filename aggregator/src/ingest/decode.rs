@@ -169,6 +169,53 @@ fn has_nul_bytes(json: &[u8]) -> bool {
     false
 }
 
+/// A whole envelope that cannot be stored, dead-lettered **and acked** when its epoch and record
+/// seqs can be read (`{"epoch": …, "records": [{"seq": …}, …]}` in any version): the gateway
+/// then moves on instead of re-sending it every `ack_timeout`. `dead-letters replay`
+/// re-ingests it after an upgrade. A payload with no readable epoch cannot be acked; it is
+/// still stored once (the same payload again only counts).
+fn acked_dead(t: &Topic, d: DeadLetter) -> Incoming {
+    #[derive(Deserialize)]
+    struct Seqs {
+        epoch: Uuid,
+        records: Vec<RecordHead>,
+    }
+    match serde_json::from_slice::<Seqs>(&d.payload) {
+        Ok(s) => {
+            let seqs: Vec<u64> = s.records.iter().filter_map(|r| r.seq).collect();
+            if seqs.is_empty() {
+                return Incoming::Dead(d);
+            }
+            Incoming::Records(
+                EnvelopeRecords {
+                    gateway: t.gateway.clone(),
+                    plant: t.plant.clone(),
+                    line: t.line.clone(),
+                    epoch: s.epoch,
+                    records: Vec::new(),
+                    dead_seqs: seqs,
+                },
+                vec![d],
+            )
+        }
+        Err(_) => Incoming::Dead(d),
+    }
+}
+
+/// The payload of a dead-lettered record: a version-1 envelope holding just that record (so
+/// that `dead-letters replay` can decode it again as it came).
+pub fn single_record_envelope(env: &EnvelopeRecords, raw_record: &str) -> Vec<u8> {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    format!(
+        r#"{{"v":{ENVELOPE_VERSION},"gateway":{},"plant":{},"line":{},"epoch":"{}","records":[{raw_record}]}}"#,
+        q(&env.gateway),
+        q(&env.plant),
+        q(&env.line),
+        env.epoch
+    )
+    .into_bytes()
+}
+
 /// The dead letter of a payload that is not a version-1 envelope: not JSON, another version, or
 /// not an envelope.
 fn refused_envelope(
@@ -209,20 +256,23 @@ fn decode_records(t: &Topic, topic: &str, payload: &[u8]) -> Incoming {
     let env: RawEnvelope<'_> = match serde_json::from_slice::<RawEnvelope<'_>>(payload) {
         Ok(env) if env.v == ENVELOPE_VERSION => env,
         Ok(env) => {
-            return Incoming::Dead(dead(
-                topic,
-                gw,
-                DeadLetterKind::UnsupportedVersion,
-                format!(
-                    "envelope version {} is not supported (expected {ENVELOPE_VERSION})",
-                    env.v
+            return acked_dead(
+                t,
+                dead(
+                    topic,
+                    gw,
+                    DeadLetterKind::UnsupportedVersion,
+                    format!(
+                        "envelope version {} is not supported (expected {ENVELOPE_VERSION})",
+                        env.v
+                    ),
+                    payload,
                 ),
-                payload,
-            ));
+            );
         }
         // Only now the slow look at why: a future envelope may not parse as this one, and
         // "unsupported version" is the useful answer then.
-        Err(e) => return Incoming::Dead(refused_envelope(topic, gw, payload, &e)),
+        Err(e) => return acked_dead(t, refused_envelope(topic, gw, payload, &e)),
     };
     for (what, env_v, topic_v) in [
         ("gateway", &env.gateway, &t.gateway),
@@ -291,17 +341,19 @@ fn decode_records(t: &Topic, topic: &str, payload: &[u8]) -> Incoming {
             }
         }
     }
-    Incoming::Records(
-        EnvelopeRecords {
-            gateway: env.gateway,
-            plant: env.plant,
-            line: env.line,
-            epoch: env.epoch,
-            records,
-            dead_seqs,
-        },
-        deads,
-    )
+    let env = EnvelopeRecords {
+        gateway: env.gateway,
+        plant: env.plant,
+        line: env.line,
+        epoch: env.epoch,
+        records,
+        dead_seqs,
+    };
+    // Each dead-lettered record is kept as an envelope of its own: replayable as it came.
+    for d in &mut deads {
+        d.payload = single_record_envelope(&env, &String::from_utf8_lossy(&d.payload));
+    }
+    Incoming::Records(env, deads)
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ impl Writers {
             )));
             w.tasks.push(tokio::spawn(run_committer(
                 db.clone(),
+                decode.root.clone(),
                 brx,
                 acks.clone(),
                 stats.clone(),
@@ -214,6 +215,7 @@ async fn run_batcher(
 /// gateways re-send it).
 async fn run_committer(
     db: Db,
+    root: String,
     mut batches: mpsc::Receiver<Batch>,
     acks: AckSink,
     stats: Arc<IngestStats>,
@@ -224,7 +226,7 @@ async fn run_committer(
             _ = cancel.cancelled() => return,
             b = batches.recv() => match b { Some(b) => b, None => return },
         };
-        let Some(out) = write_with_retry(&db, &batch, &stats, &cancel).await else {
+        let Some(out) = write_with_retry(&db, &root, &batch, &stats, &cancel).await else {
             return;
         };
         send_acks(&acks, &out, &stats);
@@ -256,8 +258,9 @@ fn add(batch: &mut Batch, m: Incoming) -> usize {
 /// transactions, only when something is refused. Errors that are not the data's (the database
 /// is down) are retried with backoff, never bisected: nothing valid is ever dead-lettered
 /// because the database was unavailable.
-async fn write_with_retry(
+pub async fn write_with_retry(
     db: &Db,
+    root: &str,
     batch: &Batch,
     stats: &IngestStats,
     cancel: &CancellationToken,
@@ -295,7 +298,9 @@ async fn write_with_retry(
                 todo.push((lo, mid, String::new()));
             }
             Err(reason) => {
-                if let Some(out) = dead_letter_alone(db, &piece, &reason, stats, cancel).await? {
+                if let Some(out) =
+                    dead_letter_alone(db, root, &piece, &reason, stats, cancel).await?
+                {
                     total.merge(out);
                 }
             }
@@ -345,6 +350,7 @@ async fn write_piece(
 /// acked, so the gateway re-sends it); `None` when cancelled.
 async fn dead_letter_alone(
     db: &Db,
+    root: &str,
     piece: &Batch,
     reason: &str,
     stats: &IngestStats,
@@ -355,7 +361,7 @@ async fn dead_letter_alone(
     let mut ack: Option<Acked> = None;
     let dead = if let Some(s) = piece.statuses.first() {
         DeadLetter {
-            topic: format!("{}/{}/{}/status", s.plant, s.line, s.gateway),
+            topic: format!("{root}/{}/{}/{}/status", s.plant, s.line, s.gateway),
             gateway: Some(s.gateway.clone()),
             kind: DeadLetterKind::Refused,
             reason: format!(
@@ -386,7 +392,7 @@ async fn dead_letter_alone(
             seqs,
         ));
         DeadLetter {
-            topic: format!("{}/{}/{}/records", e.plant, e.line, e.gateway),
+            topic: format!("{root}/{}/{}/{}/records", e.plant, e.line, e.gateway),
             gateway: Some(e.gateway.clone()),
             kind: DeadLetterKind::Refused,
             reason: format!("{what} refused by the database: {reason}"),

@@ -76,6 +76,16 @@ pub(crate) fn storable(s: &str) -> String {
     out
 }
 
+/// A dead letter's identity: SHA-256 of its (stored) topic, a 0 byte, its payload.
+pub(crate) fn dead_letter_hash(topic: &str, payload: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(topic.as_bytes());
+    h.update([0]);
+    h.update(payload);
+    h.finalize().to_vec()
+}
+
 /// An open write transaction of one backend.
 pub(crate) trait WriteTx: Sized {
     /// SQLite: the connection's `PRAGMA synchronous` (what the commit will use); `None`
@@ -214,17 +224,25 @@ pub(crate) trait WriteTx: Sized {
                 d.gateway.as_deref().map(storable),
                 storable(&d.reason),
             );
+            let hash = dead_letter_hash(&topic, &d.payload);
+            // Once per payload: a gateway re-sending the same unusable message bumps `count`.
             self.execute(
                 Sql::new(
-                    "INSERT INTO dead_letters (received_at, topic, gateway, reason, kind, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO dead_letters (received_at, last_received_at, topic, gateway,
+                                               reason, kind, payload, payload_hash)
+                     VALUES ($1, $1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (payload_hash) DO UPDATE SET
+                         count = dead_letters.count + 1,
+                         last_received_at = excluded.last_received_at,
+                         reason = excluded.reason, kind = excluded.kind",
                 )
                 .bind(now)
                 .bind(&topic)
                 .bind(&gateway)
                 .bind(&reason)
                 .bind(d.kind.as_str())
-                .bind(super::sql::Bind::Bytes(&d.payload)),
+                .bind(super::sql::Bind::Bytes(&d.payload))
+                .bind(super::sql::Bind::Bytes(&hash)),
             )
             .await?;
         }
