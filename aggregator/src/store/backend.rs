@@ -196,23 +196,112 @@ pub(crate) trait WriteTx: Sized {
             .collect())
     }
 
-    /// Closes the oldest open edge matching the close; false when none is open.
+    /// Closes the oldest edge matching the close that was open at its time (`valid_from <=
+    /// at`, still open); false when there is none — the close is then kept pending
+    /// ([`WriteTx::insert_pending_close`]).
     async fn close_edge(&mut self, c: &EdgeClose, ids: &ItemIds) -> sqlx::Result<bool> {
+        let (p, ch) = (ids.of(&c.parent)?, ids.of(&c.child)?);
+        self.close_open_edge(p, ch, c.relation, c.at, &c.reason)
+            .await
+    }
+
+    /// Closes the oldest open `relation` edge `parent → child` with `valid_from <= at`.
+    async fn close_open_edge(
+        &mut self,
+        parent: i64,
+        child: i64,
+        relation: &str,
+        at: Timestamp,
+        reason: &str,
+    ) -> sqlx::Result<bool> {
         let n = self
             .execute(
                 Sql::new(
                     "UPDATE edges SET valid_to = $4, closed_reason = $5
                      WHERE id = (SELECT id FROM edges WHERE parent_id = $1 AND child_id = $2
-                                   AND relation = $3 AND valid_to IS NULL ORDER BY id LIMIT 1)",
+                                   AND relation = $3 AND valid_to IS NULL AND valid_from <= $4
+                                 ORDER BY id LIMIT 1)",
                 )
-                .bind(ids.of(&c.parent)?)
-                .bind(ids.of(&c.child)?)
-                .bind(c.relation)
-                .bind(c.at)
-                .bind(&c.reason),
+                .bind(parent)
+                .bind(child)
+                .bind(relation)
+                .bind(at)
+                .bind(reason),
             )
             .await?;
         Ok(n > 0)
+    }
+
+    /// Keeps a close that found nothing to close, until its edge arrives.
+    async fn insert_pending_close(&mut self, c: &EdgeClose, ids: &ItemIds) -> sqlx::Result<()> {
+        self.execute(
+            Sql::new(
+                "INSERT INTO pending_closes (parent_id, child_id, relation, at, reason, event_id,
+                                             gateway)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(ids.of(&c.parent)?)
+            .bind(ids.of(&c.child)?)
+            .bind(c.relation)
+            .bind(c.at)
+            .bind(&c.reason)
+            .bind(c.event_id)
+            .bind(&c.gateway),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether any close is pending (the common answer, no, spares a look per new edge).
+    async fn has_pending_closes(&mut self) -> sqlx::Result<bool> {
+        #[derive(sqlx::FromRow)]
+        struct One {
+            #[allow(dead_code)]
+            id: i64,
+        }
+        Ok(!self
+            .fetch_all::<One>(Sql::new("SELECT id FROM pending_closes LIMIT 1"))
+            .await?
+            .is_empty())
+    }
+
+    /// Applies to a newly inserted edge the oldest pending close of its parent, child and
+    /// relation at or after its `valid_from`, and forgets that close.
+    async fn apply_pending_close(&mut self, e: &EdgeInsert, ids: &ItemIds) -> sqlx::Result<()> {
+        #[derive(sqlx::FromRow)]
+        struct Pending {
+            id: i64,
+            #[sqlx(try_from = "super::sql::Time")]
+            at: String,
+            reason: String,
+        }
+        let (p, ch) = (ids.of(&e.parent)?, ids.of(&e.child)?);
+        let found: Vec<Pending> = self
+            .fetch_all(
+                Sql::new(
+                    "SELECT id, at, reason FROM pending_closes
+                     WHERE parent_id = $1 AND child_id = $2 AND relation = $3 AND at >= $4
+                     ORDER BY at, id LIMIT 1",
+                )
+                .bind(p)
+                .bind(ch)
+                .bind(e.relation)
+                .bind(e.valid_from),
+            )
+            .await?;
+        let Some(pc) = found.into_iter().next() else {
+            return Ok(());
+        };
+        let at = threadline_shared::time::parse(&pc.at)
+            .map_err(|err| sqlx::Error::Decode(err.to_string().into()))?;
+        if self
+            .close_open_edge(p, ch, e.relation, at, &pc.reason)
+            .await?
+        {
+            self.execute(Sql::new("DELETE FROM pending_closes WHERE id = $1").bind(pc.id))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stores the dead letters, received now.
