@@ -681,3 +681,43 @@ async fn openapi_lists_every_route() {
         "{html}"
     );
 }
+
+/// Every error is the JSON shape: an unmatched route (404), a wrong method (405), an
+/// oversized body (413) — not an empty or plain-text answer.
+#[tokio::test]
+async fn every_http_error_is_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let db = Db::connect(&url, 2).await.expect("sqlite");
+    let app = app(db, Tokens::default());
+    let cases = [
+        (
+            Request::get("/api/v1/no-such-route").body(Body::empty()),
+            404,
+        ),
+        (Request::delete("/api/v1/lots").body(Body::empty()), 405),
+        (
+            Request::post("/api/v1/lots")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(vec![b' '; 3 << 20])),
+            413,
+        ),
+    ];
+    for (req, want) in cases {
+        let req = req.expect("request");
+        let what = format!("{} {}", req.method(), req.uri());
+        let (status, ctype, body) = send(&app, req).await;
+        assert_eq!(status.as_u16(), want, "{what}: {body}");
+        assert!(
+            ctype.starts_with("application/json"),
+            "{what}: {ctype}: {body}"
+        );
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {v}"
+        );
+        assert_eq!(v["detail"]["status"], want, "{what}: {v}");
+    }
+}
