@@ -36,6 +36,9 @@ pub enum AckSink {
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     pub batch_max_records: usize,
+    /// Bytes of payload per batch, at most (`[aggregator] batch_max_mb`); a message larger
+    /// than this alone still makes a batch of its own.
+    pub batch_max_bytes: usize,
     pub batch_max_wait: Duration,
 }
 
@@ -170,11 +173,17 @@ async fn run_batcher(
     cfg: WriterConfig,
     cancel: CancellationToken,
 ) {
+    // A message and its size in bytes: the payload as received, or an estimate for one
+    // decoded already (tests, benchmarks).
     let take = |q: Queued| match q {
-        Queued::Decoded(m) => m,
-        Queued::Raw { topic, payload } => {
-            super::decode::decode(&decode.root, &topic, &payload, decode.max_payload_bytes)
+        Queued::Decoded(m) => {
+            let bytes = 256 * m.weight();
+            (m, bytes)
         }
+        Queued::Raw { topic, payload } => (
+            super::decode::decode(&decode.root, &topic, &payload, decode.max_payload_bytes),
+            payload.len() + topic.len(),
+        ),
     };
     loop {
         let first = tokio::select! {
@@ -182,9 +191,10 @@ async fn run_batcher(
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
         let mut batch = Batch::default();
-        let mut weight = add(&mut batch, take(first));
+        let (m, mut bytes) = take(first);
+        let mut weight = add(&mut batch, m);
         let deadline = tokio::time::Instant::now() + cfg.batch_max_wait;
-        while weight < cfg.batch_max_records {
+        while weight < cfg.batch_max_records && bytes < cfg.batch_max_bytes {
             // Take what is already queued without waiting, then wait up to the deadline.
             let m = match rx.try_recv() {
                 Ok(m) => Some(m),
@@ -196,7 +206,11 @@ async fn run_batcher(
                 },
             };
             match m {
-                Some(m) => weight += add(&mut batch, take(m)),
+                Some(m) => {
+                    let (m, b) = take(m);
+                    bytes += b;
+                    weight += add(&mut batch, m);
+                }
                 None => break,
             }
         }
