@@ -114,6 +114,14 @@ pub struct HttpSection {
     /// No tokens = no authentication (loopback installs).
     #[serde(default)]
     pub token: Vec<TokenConfig>,
+    /// API queries run on their own connection pool; on PostgreSQL each statement is cancelled
+    /// after this long (answered 503 with the JSON error shape), so no query can starve ingest.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+}
+
+fn default_query_timeout_ms() -> u64 {
+    30_000
 }
 
 impl Default for HttpSection {
@@ -121,6 +129,7 @@ impl Default for HttpSection {
         HttpSection {
             listen: default_http_listen(),
             token: Vec::new(),
+            query_timeout_ms: default_query_timeout_ms(),
         }
     }
 }

@@ -356,8 +356,15 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     if let Some(days) = cfg.database.readings_retention_days {
         tokio::spawn(retention_loop(db.clone(), days, cancel.clone()));
     }
+    // Queries on a pool of their own, with a statement timeout: none can starve ingest.
+    let query_db = Db::connect_queries(
+        &cfg.database.url,
+        cfg.database.max_connections.div_ceil(2),
+        cfg.http.query_timeout_ms,
+    )
+    .await?;
     let app = api::router(AppState {
-        db: db.clone(),
+        db: query_db,
         ingest: stats.clone(),
         tokens,
     });

@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -812,5 +813,84 @@ async fn openapi_document_validates() {
             assert!(!ci, "python3 not runnable ({e}) and CI=true");
             eprintln!("SKIPPED openapi-spec-validator: python3 not runnable ({e})");
         }
+    }
+}
+
+/// A slow query is cancelled after `[http] query_timeout_ms` and answered with the JSON error
+/// shape, while ingest (its own pool) goes on writing. The query is made slow for real: another
+/// session holds a lock on `operations`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_query_times_out_as_json_while_ingest_continues() {
+    let Some((ingest_db, admin, name)) = postgres_db().await else {
+        return;
+    };
+    let url = match admin.rfind('/') {
+        Some(i) => format!("{}/{name}", &admin[..i]),
+        None => unreachable!(),
+    };
+    let query_db = Db::connect_queries(&url, 2, 300).await.expect("query pool");
+    let app = app(query_db.clone(), Tokens::default());
+    let Db::Postgres(pool) = &ingest_db else {
+        unreachable!()
+    };
+    let mut locker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE operations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (status, ctype, body) = get(&app, "/api/v1/operations?station=ST10").await;
+    let took = started.elapsed();
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("query_timeout_ms"),
+        "{v}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "cancelled at the timeout, took {took:?}"
+    );
+    // Ingest is not starved: its own pool writes readings while the lock is still held.
+    let b = store_batch();
+    let out = tokio::time::timeout(Duration::from_secs(5), ingest_db.write_batch(&b))
+        .await
+        .expect("ingest not blocked")
+        .expect("batch written");
+    assert_eq!(out.new_by_type.get("reading"), Some(&1));
+    locker.rollback().await.unwrap();
+    query_db_close(query_db).await;
+    drop_postgres(ingest_db, &admin, &name).await;
+}
+
+fn store_batch() -> threadline_aggregator::store::Batch {
+    let env = serde_json::to_vec(&json!({
+        "v": 1, "gateway": "gw-t", "plant": "plant-a", "line": "line-1",
+        "epoch": "6f1c1f00-0000-4000-8000-000000000001",
+        "records": [{"seq": 1, "ts": "2026-11-25T08:00:00Z", "type": "reading",
+                     "device": "plc", "tag": "t", "value": 1.0, "quality": "good"}],
+    }))
+    .expect("json");
+    match threadline_aggregator::ingest::decode(
+        "threadline/v1",
+        "threadline/v1/plant-a/line-1/gw-t/records",
+        &env,
+        1 << 20,
+    ) {
+        threadline_aggregator::ingest::Incoming::Records(e, d) => {
+            assert!(d.is_empty());
+            threadline_aggregator::store::Batch {
+                envelopes: vec![e],
+                ..Default::default()
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn query_db_close(db: Db) {
+    if let Db::Postgres(p) = db {
+        p.close().await;
     }
 }

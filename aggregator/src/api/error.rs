@@ -65,6 +65,15 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(d) = &e
+            && d.code().as_deref() == Some("57014")
+        {
+            return ApiError::Unavailable(
+                "query timed out ([http] query_timeout_ms); narrow the request (filters, a \
+                 smaller limit) or raise the timeout"
+                    .to_owned(),
+            );
+        }
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 ApiError::Unavailable("database unavailable".to_owned())

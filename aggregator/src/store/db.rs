@@ -59,6 +59,46 @@ impl Db {
         Ok(db)
     }
 
+    /// The pool of the HTTP API's queries, apart from ingest's: at most `max_connections`
+    /// connections (ingest keeps its own), and on PostgreSQL a `statement_timeout` of
+    /// `timeout_ms` on each — a slow query is cancelled (SQLSTATE 57014) instead of holding
+    /// connections ingest needs. SQLite has no statement timeout; its readers never block the
+    /// writer (WAL). Call after [`Db::connect`] (which migrates).
+    pub async fn connect_queries(
+        url: &str,
+        max_connections: u32,
+        timeout_ms: u64,
+    ) -> anyhow::Result<Db> {
+        use anyhow::Context as _;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts: sqlx::postgres::PgConnectOptions = url
+                .parse()
+                .with_context(|| format!("bad PostgreSQL url {}", redact(url)))?;
+            let opts = opts.options([("statement_timeout", timeout_ms.to_string())]);
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+            Ok(Db::Postgres(pool))
+        } else {
+            let opts: SqliteConnectOptions = url
+                .parse::<SqliteConnectOptions>()
+                .with_context(|| format!("bad SQLite url {url:?}"))?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("opening SQLite database {url:?}"))?;
+            Ok(Db::Sqlite(pool))
+        }
+    }
+
     /// Runs the embedded migrations of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {

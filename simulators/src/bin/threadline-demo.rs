@@ -347,8 +347,15 @@ async fn start_aggregator(
             }
         })
     };
+    // Queries on their own pool with a statement timeout, as `threadline-aggregator run`.
+    let query_db = Db::connect_queries(
+        &cfg.database.url,
+        cfg.database.max_connections.div_ceil(2),
+        cfg.http.query_timeout_ms,
+    )
+    .await?;
     let app = api::router(AppState {
-        db,
+        db: query_db,
         ingest: stats,
         tokens: Arc::new(api::auth::Tokens::load(&cfg.http.token)?),
     });
