@@ -30,6 +30,10 @@ pub struct AggregatorSection {
     /// Records written per database transaction, at most.
     #[serde(default = "default_batch_max_records")]
     pub batch_max_records: usize,
+    /// Bytes (of MQTT payloads) per database transaction, at most, in MiB: with
+    /// `batch_max_records` it bounds the writer's memory (5,000 records of 4 MiB would not fit).
+    #[serde(default = "default_batch_max_mb")]
+    pub batch_max_mb: usize,
     /// A partial batch is written after this long.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
@@ -50,6 +54,7 @@ impl Default for AggregatorSection {
         AggregatorSection {
             id: default_id(),
             batch_max_records: default_batch_max_records(),
+            batch_max_mb: default_batch_max_mb(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
             max_payload_kb: default_max_payload_kb(),
             writers: None,
@@ -62,6 +67,9 @@ fn default_id() -> String {
 }
 fn default_batch_max_records() -> usize {
     5000
+}
+fn default_batch_max_mb() -> usize {
+    64
 }
 fn default_batch_max_wait_ms() -> u64 {
     50
@@ -200,6 +208,9 @@ impl Validate for AggregatorConfig {
         }
         if self.aggregator.batch_max_records == 0 {
             v.error("aggregator.batch_max_records", "must be at least 1");
+        }
+        if self.aggregator.batch_max_mb == 0 {
+            v.error("aggregator.batch_max_mb", "must be at least 1");
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.http.token.iter().enumerate() {

@@ -98,7 +98,34 @@ impl Db {
             Db::Postgres(p) => {
                 write::write_and_commit(PgWrite::begin(p, batch).await?, batch).await
             }
-            Db::Sqlite(p) => write::write_and_commit(SqliteWrite::begin(p).await?, batch).await,
+            Db::Sqlite(p) => {
+                let mut conn = p.acquire().await?;
+                let tx = SqliteWrite::begin(&mut conn, batch.needs_full_sync()).await?;
+                write::write_and_commit(tx, batch).await
+            }
+        }
+    }
+
+    /// Why the database refused what it was given — the data, not the database being
+    /// unavailable: `Some(reason)` for errors that writing the same rows again can never fix
+    /// (PostgreSQL SQLSTATE class 22 data exception — a NUL character, a value out of range —,
+    /// 23 integrity constraint, 54 program limit exceeded — an index row too big; SQLite
+    /// `TOOBIG`, `CONSTRAINT`, `MISMATCH`, `RANGE`; a value that cannot be encoded). `None` for
+    /// everything else (connection lost, disk full, lock timeout, …): those are retried.
+    pub fn refusal(&self, e: &sqlx::Error) -> Option<String> {
+        match e {
+            sqlx::Error::Database(d) => {
+                let code = d.code()?;
+                let refused = match self {
+                    Db::Postgres(_) => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
+                    Db::Sqlite(_) => code
+                        .parse::<i64>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25)),
+                };
+                refused.then(|| format!("{} (code {code})", d.message()))
+            }
+            sqlx::Error::Encode(e) => Some(format!("cannot encode a value: {e}")),
+            _ => None,
         }
     }
 
