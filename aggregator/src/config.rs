@@ -47,6 +47,10 @@ pub struct AggregatorSection {
     /// half of `database.max_connections` if that is less (the HTTP API needs the rest).
     #[serde(default)]
     pub writers: Option<usize>,
+    /// A seq gap (records of a gateway epoch missing below the highest seq stored) open longer
+    /// than this makes `/healthz` fail, naming it.
+    #[serde(default = "default_gap_alarm_s")]
+    pub gap_alarm_s: u64,
 }
 
 impl Default for AggregatorSection {
@@ -58,6 +62,7 @@ impl Default for AggregatorSection {
             batch_max_wait_ms: default_batch_max_wait_ms(),
             max_payload_kb: default_max_payload_kb(),
             writers: None,
+            gap_alarm_s: default_gap_alarm_s(),
         }
     }
 }
@@ -70,6 +75,9 @@ fn default_batch_max_records() -> usize {
 }
 fn default_batch_max_mb() -> usize {
     64
+}
+fn default_gap_alarm_s() -> u64 {
+    crate::ingest::stats::DEFAULT_GAP_ALARM_S
 }
 fn default_batch_max_wait_ms() -> u64 {
     50
@@ -217,6 +225,9 @@ impl Validate for AggregatorConfig {
         }
         if self.aggregator.batch_max_records == 0 {
             v.error("aggregator.batch_max_records", "must be at least 1");
+        }
+        if self.aggregator.gap_alarm_s == 0 {
+            v.error("aggregator.gap_alarm_s", "must be at least 1 (seconds)");
         }
         if self.aggregator.batch_max_mb == 0 {
             v.error("aggregator.batch_max_mb", "must be at least 1");

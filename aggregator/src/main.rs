@@ -344,6 +344,7 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
         tracing::info!(%listen, "embedded MQTT broker listening");
     }
     let stats = Arc::new(IngestStats::default());
+    stats.configure_gaps(cfg.aggregator.gap_alarm_s, cfg.mqtt.shared_group.is_none());
     let ingest_task = {
         let (cfg, db, stats, cancel) = (cfg.clone(), db.clone(), stats.clone(), cancel.clone());
         tokio::spawn(async move {

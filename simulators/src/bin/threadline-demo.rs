@@ -339,6 +339,7 @@ async fn start_aggregator(
     )
     .map_err(|e| anyhow::anyhow!("{e:#}; choose another port with --mqtt-port"))?;
     let stats = Arc::new(IngestStats::default());
+    stats.configure_gaps(cfg.aggregator.gap_alarm_s, cfg.mqtt.shared_group.is_none());
     let ingest_task = {
         let (cfg, db, stats, cancel) = (cfg.clone(), db.clone(), stats.clone(), cancel.clone());
         tokio::spawn(async move {
