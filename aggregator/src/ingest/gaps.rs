@@ -52,12 +52,12 @@ impl Stream {
     }
 
     fn open(&mut self, lo: u64, hi: u64, now: Instant) {
-        if self.holes.len() >= MAX_HOLES {
-            if let Some(mut last) = self.holes.last_entry() {
-                let (end, _) = last.get_mut();
-                *end = (*end).max(hi);
-                return;
-            }
+        if self.holes.len() >= MAX_HOLES
+            && let Some(mut last) = self.holes.last_entry()
+        {
+            let (end, _) = last.get_mut();
+            *end = (*end).max(hi);
+            return;
         }
         self.holes.insert(lo, (hi, now));
     }
