@@ -55,10 +55,12 @@ pub enum DeadLetterKind {
     MalformedStatus,
     /// `disassembled` / `unpacked` with no open edge to close (arrived before its assembly?).
     UnmatchedClose,
+    /// An envelope not signed with its gateway's key while `gateway_keys_dir` is set.
+    BadSignature,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [DeadLetterKind; 9] = [
+    pub const ALL: [DeadLetterKind; 10] = [
         DeadLetterKind::Oversized,
         DeadLetterKind::MalformedEnvelope,
         DeadLetterKind::UnsupportedVersion,
@@ -68,6 +70,7 @@ impl DeadLetterKind {
         DeadLetterKind::InvalidRecord,
         DeadLetterKind::MalformedStatus,
         DeadLetterKind::UnmatchedClose,
+        DeadLetterKind::BadSignature,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +84,7 @@ impl DeadLetterKind {
             DeadLetterKind::InvalidRecord => "invalid_record",
             DeadLetterKind::MalformedStatus => "malformed_status",
             DeadLetterKind::UnmatchedClose => "unmatched_close",
+            DeadLetterKind::BadSignature => "bad_signature",
         }
     }
 }
