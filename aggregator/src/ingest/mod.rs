@@ -8,6 +8,7 @@
 //!   shared [`threadline_shared::mqtt`] setup, the same as the gateway's;
 //! - [`keys`]: the gateways' signing keys (`gateway_keys_dir`), read on demand;
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for one-box installs;
+//! - [`gaps`]: seq gaps per gateway and epoch (`/api/v1/gateways`, `/metrics`, `/healthz`);
 //! - [`stats`]: [`IngestStats`], shared with `/healthz` and `/metrics`.
 //!
 //! Data path and back-pressure: the MQTT loop decodes each PUBLISH and `send`s it into a bounded
@@ -19,6 +20,7 @@
 pub mod broker;
 pub mod config;
 pub mod decode;
+pub mod gaps;
 pub mod keys;
 pub mod mqtt;
 pub mod stats;
