@@ -152,6 +152,7 @@ async fn writer_rate(db: &Db, writers: usize, msgs: Vec<Incoming>) -> f64 {
         DecodeConfig {
             root: ROOT.to_owned(),
             max_payload_bytes: 64 << 20,
+            keys: None,
         },
         &AckSink::None,
         &stats,

@@ -119,9 +119,14 @@ fn default_max_connections() -> u32 {
 pub struct HttpSection {
     #[serde(default = "default_http_listen")]
     pub listen: String,
-    /// No tokens = no authentication (loopback installs).
+    /// No tokens = no authentication: allowed on a loopback `listen` only, unless
+    /// `allow_anonymous = true` (docs/security.md).
     #[serde(default)]
     pub token: Vec<TokenConfig>,
+    /// Serve the API without tokens on a non-loopback address (an explicit opt-out, e.g.
+    /// behind an authenticating reverse proxy).
+    #[serde(default)]
+    pub allow_anonymous: bool,
     /// API queries run on their own connection pool; on PostgreSQL each statement is cancelled
     /// after this long (answered 503 with the JSON error shape), so no query can starve ingest.
     #[serde(default = "default_query_timeout_ms")]
@@ -137,6 +142,7 @@ impl Default for HttpSection {
         HttpSection {
             listen: default_http_listen(),
             token: Vec::new(),
+            allow_anonymous: false,
             query_timeout_ms: default_query_timeout_ms(),
         }
     }
@@ -214,14 +220,29 @@ impl Validate for AggregatorConfig {
             );
         }
         crate::ingest::config::validate(&self.mqtt, v);
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            v.error(
+        match self.http.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => v.error(
                 "http.listen",
                 format!(
                     "{:?} is not a socket address like 127.0.0.1:8080",
                     self.http.listen
                 ),
-            );
+            ),
+            // Anyone who reaches the port could read the genealogy (customers included).
+            Ok(addr)
+                if !addr.ip().is_loopback()
+                    && self.http.token.is_empty()
+                    && !self.http.allow_anonymous =>
+            {
+                v.error(
+                    "http.listen",
+                    format!(
+                        "{addr} is reachable from other machines and no token is configured: \
+                         set [[http.token]] or [http] allow_anonymous = true"
+                    ),
+                );
+            }
+            Ok(_) => {}
         }
         if self.aggregator.batch_max_records == 0 {
             v.error("aggregator.batch_max_records", "must be at least 1");
@@ -247,6 +268,30 @@ impl Validate for AggregatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_loopback_listen_without_tokens_is_refused_unless_anonymous_is_explicit() {
+        let base = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[database]\nurl = \"sqlite://t.db\"\n[http]\n";
+        let errs =
+            AggregatorConfig::parse("agg.toml", &format!("{base}listen = \"0.0.0.0:8080\"\n"))
+                .expect_err("refused")
+                .0;
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 1, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("agg.toml:6:1: http.listen: 0.0.0.0:8080 is reachable")
+                && shown[0].ends_with("set [[http.token]] or [http] allow_anonymous = true"),
+            "{shown:#?}"
+        );
+        for ok in [
+            "listen = \"0.0.0.0:8080\"\nallow_anonymous = true\n",
+            "listen = \"127.0.0.1:8080\"\n",
+            "listen = \"[::1]:8080\"\n",
+            "listen = \"0.0.0.0:8080\"\n[[http.token]]\nname = \"erp\"\ntoken_file = \"/etc/erp.token\"\nscope = \"read\"\n",
+        ] {
+            AggregatorConfig::parse("agg.toml", &format!("{base}{ok}")).expect(ok);
+        }
+    }
 
     #[test]
     fn a_wrong_type_an_unknown_enum_value_and_an_unknown_key_are_all_reported() {

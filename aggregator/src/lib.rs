@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod routing;
+pub mod security;
 pub mod store;
 pub mod trace;
 pub mod web;

@@ -41,6 +41,26 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write a new random signing key for a gateway into DIR (`[mqtt] gateway_keys_dir`):
+    /// DIR/ID.key, or DIR/ID.key.next when a key exists (a roll-over); mode 0600.
+    Keygen {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print a Mosquitto acl_file confining each gateway user to its own topics.
+    BrokerAcl {
+        /// Gateway ids (= their broker user names), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        gateways: Vec<String>,
+        /// The aggregator's broker user name.
+        #[arg(long, default_value = "threadline-aggregator")]
+        aggregator_user: String,
+        /// The topic root (`[mqtt] topic_root`).
+        #[arg(long, default_value = threadline_shared::topic::DEFAULT_ROOT)]
+        root: String,
+    },
     /// List or re-ingest the messages and records that could not be stored.
     #[command(name = "dead-letters", subcommand)]
     DeadLetters(DeadLetters),
@@ -89,6 +109,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let (path, cmd) = match &cli.command {
+        Command::Keygen { gateway, dir } => return keygen(gateway, dir),
+        Command::BrokerAcl {
+            gateways,
+            aggregator_user,
+            root,
+        } => {
+            return match threadline_aggregator::security::broker_acl(
+                root,
+                aggregator_user,
+                gateways,
+            ) {
+                Ok(acl) => {
+                    outln!("{}", acl.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Run { config } => (config, "run"),
         Command::Check { config } => (config, "check"),
         Command::Verify { config } => (config, "verify"),
@@ -125,6 +166,38 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(gateway: &str, dir: &Path) -> ExitCode {
+    match threadline_aggregator::security::keygen(gateway, dir) {
+        Ok(k) => {
+            let p = k.path.display();
+            if k.roll_over {
+                outln!(
+                    "wrote the roll-over key {p} (mode 0600); the aggregator now accepts both keys."
+                );
+                outln!(
+                    "Next: put its line FIRST in the gateway {gateway}'s signing_key_file (keep the old \
+                     line after it), restart the gateway, then move {p} over the .key file \
+                     (docs/security.md, \"Key rotation\")."
+                );
+            } else {
+                outln!("wrote {p} (mode 0600).");
+                outln!(
+                    "Copy it to the gateway {gateway} (e.g. /etc/threadline/signing.key, mode 0600, \
+                     owned by the gateway's user) and set there: [mqtt] signing_key_file = \
+                     \"/etc/threadline/signing.key\". This aggregator reads it from \
+                     [mqtt] gateway_keys_dir = {:?}.",
+                    dir.display().to_string()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -62,6 +62,7 @@ async fn parallel_writers_share_items_without_conflicts() {
         DecodeConfig {
             root: ROOT.to_owned(),
             max_payload_bytes: 1 << 20,
+            keys: None,
         },
         &AckSink::Channel(ack_tx),
         &stats,
@@ -138,6 +139,7 @@ async fn batches_are_bounded_in_bytes() {
         DecodeConfig {
             root: ROOT.to_owned(),
             max_payload_bytes: 1 << 20,
+            keys: None,
         },
         &AckSink::Channel(ack_tx),
         &stats,

@@ -193,6 +193,12 @@ impl HealthState {
             load(&p.acks),
         );
         metric(
+            "threadline_gateway_acks_rejected_total",
+            "counter",
+            "Acks ignored because not signed with this gateway's key (signing_key_file).",
+            load(&p.acks_rejected),
+        );
+        metric(
             "threadline_mqtt_connected",
             "gauge",
             "1 while connected to the broker.",

@@ -8,6 +8,9 @@ use threadline_shared::event::{Record, RecordBody};
 use threadline_shared::{Status, Topic, TopicKind};
 use uuid::Uuid;
 
+use threadline_shared::signing::Purpose;
+
+use super::keys::GatewayKeys;
 use crate::store::{DeadLetter, DeadLetterKind, EnvelopeRecords, StatusUpdate};
 
 /// Bytes of an oversized payload kept in its dead letter.
@@ -144,6 +147,41 @@ pub fn decode(root: &str, topic: &str, payload: &[u8], max_payload_bytes: usize)
             }
         }
         TopicKind::Ack => Incoming::Ignored,
+    }
+}
+
+/// [`decode`] after checking the signature of a records envelope against its gateway's keys
+/// (`keys` = `gateway_keys_dir`; `None`: nothing is signed, plain [`decode`]). An unsigned or
+/// badly signed envelope becomes one dead letter, reason `bad signature: …`, with the payload
+/// as received; it is never acked (a forged envelope must not make the aggregator ack seqs of
+/// the real gateway) and never touches the chain. Status messages are not signed (the broker
+/// ACL guards them; docs/security.md).
+pub fn decode_signed(
+    root: &str,
+    topic: &str,
+    payload: &[u8],
+    max_payload_bytes: usize,
+    keys: Option<&GatewayKeys>,
+) -> Incoming {
+    let Some(keys) = keys else {
+        return decode(root, topic, payload, max_payload_bytes);
+    };
+    let t = match Topic::parse(root, topic) {
+        Ok(t) if t.kind == TopicKind::Records && payload.len() <= max_payload_bytes => t,
+        _ => return decode(root, topic, payload, max_payload_bytes),
+    };
+    let verified = keys
+        .get(&t.gateway)
+        .and_then(|ring| ring.verify(Purpose::Envelope, &t.gateway, payload));
+    match verified {
+        Ok(body) => decode(root, topic, body, max_payload_bytes),
+        Err(e) => Incoming::Dead(dead(
+            topic,
+            Some(&t.gateway),
+            DeadLetterKind::BadSignature,
+            format!("bad signature: {e}"),
+            payload,
+        )),
     }
 }
 

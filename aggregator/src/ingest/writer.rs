@@ -14,7 +14,10 @@ use threadline_shared::{Ack, Topic, TopicKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use threadline_shared::signing::Purpose;
+
 use super::decode::Incoming;
+use super::keys::GatewayKeys;
 use super::stats::IngestStats;
 use crate::store::{Batch, BatchOutcome, Db, DeadLetter, DeadLetterKind};
 
@@ -25,6 +28,8 @@ pub enum AckSink {
     Mqtt {
         client: rumqttc::AsyncClient,
         root: String,
+        /// `gateway_keys_dir`: acks are signed with their gateway's key.
+        keys: Option<Arc<GatewayKeys>>,
     },
     /// Handed to a channel (tests, benchmarks): (gateway, ack).
     Channel(mpsc::UnboundedSender<(String, Ack)>),
@@ -59,6 +64,8 @@ pub enum Queued {
 pub struct DecodeConfig {
     pub root: String,
     pub max_payload_bytes: usize,
+    /// `gateway_keys_dir`: envelopes must be signed ([`super::decode::decode_signed`]).
+    pub keys: Option<Arc<GatewayKeys>>,
 }
 
 /// Several writers, each with its own bounded queue; messages are routed by gateway
@@ -181,7 +188,13 @@ async fn run_batcher(
             (m, bytes)
         }
         Queued::Raw { topic, payload } => (
-            super::decode::decode(&decode.root, &topic, &payload, decode.max_payload_bytes),
+            super::decode::decode_signed(
+                &decode.root,
+                &topic,
+                &payload,
+                decode.max_payload_bytes,
+                decode.keys.as_deref(),
+            ),
             payload.len() + topic.len(),
         ),
     };
@@ -448,7 +461,7 @@ fn send_acks(sink: &AckSink, out: &BatchOutcome, stats: &IngestStats) {
         }
         let ack = Ack::from_seqs(*epoch, seqs.iter().copied());
         match sink {
-            AckSink::Mqtt { client, root } => {
+            AckSink::Mqtt { client, root, keys } => {
                 let topic = match Topic::new(root, plant, line, gw, TopicKind::Ack) {
                     Ok(t) => t.to_string(),
                     Err(e) => {
@@ -456,7 +469,15 @@ fn send_acks(sink: &AckSink, out: &BatchOutcome, stats: &IngestStats) {
                         continue;
                     }
                 };
-                let payload = serde_json::to_vec(&ack).unwrap_or_default();
+                let mut payload = serde_json::to_vec(&ack).unwrap_or_default();
+                if let Some(keys) = keys {
+                    match keys.get(gw) {
+                        Ok(ring) => ring.sign_into(Purpose::Ack, gw, &mut payload),
+                        // Only verified envelopes are committed, so the key was there a moment
+                        // ago; unsigned, the gateway ignores this ack and re-sends.
+                        Err(e) => tracing::warn!(gateway = %gw, error = %e, "ack not signed"),
+                    }
+                }
                 // try_publish: the writer must never wait on the MQTT loop, which may itself be
                 // waiting on the writer's channel (back-pressure) — that would deadlock.
                 match client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload) {

@@ -55,13 +55,15 @@ pub enum DeadLetterKind {
     MalformedStatus,
     /// `disassembled` / `unpacked` with no open edge to close (arrived before its assembly?).
     UnmatchedClose,
+    /// An envelope not signed with its gateway's key while `gateway_keys_dir` is set.
+    BadSignature,
     /// A record (or status) the database refused (a NUL character, an id longer than an index
     /// allows, a value out of range): isolated from its batch, which committed without it.
     Refused,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [DeadLetterKind; 10] = [
+    pub const ALL: [DeadLetterKind; 11] = [
         DeadLetterKind::Oversized,
         DeadLetterKind::MalformedEnvelope,
         DeadLetterKind::UnsupportedVersion,
@@ -71,6 +73,7 @@ impl DeadLetterKind {
         DeadLetterKind::InvalidRecord,
         DeadLetterKind::MalformedStatus,
         DeadLetterKind::UnmatchedClose,
+        DeadLetterKind::BadSignature,
         DeadLetterKind::Refused,
     ];
 
@@ -85,6 +88,7 @@ impl DeadLetterKind {
             DeadLetterKind::InvalidRecord => "invalid_record",
             DeadLetterKind::MalformedStatus => "malformed_status",
             DeadLetterKind::UnmatchedClose => "unmatched_close",
+            DeadLetterKind::BadSignature => "bad_signature",
             DeadLetterKind::Refused => "refused",
         }
     }
