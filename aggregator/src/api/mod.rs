@@ -43,5 +43,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outermost: also the 404 of an unmatched route and the 405 of a wrong method.
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
