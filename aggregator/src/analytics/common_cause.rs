@@ -291,7 +291,10 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
                     .or_default()
                     .insert(r);
                 if let Some(s) = &l.supplier {
-                    affected.entry(("supplier", s.clone())).or_default().insert(r);
+                    affected
+                        .entry(("supplier", s.clone()))
+                        .or_default()
+                        .insert(r);
                 }
                 if let Some(b) = &l.supplier_batch {
                     affected
@@ -322,7 +325,10 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
                 ("equipment", o.equipment),
                 ("operator", o.operator),
                 ("recipe", o.recipe),
-                ("station_hour", Some(station_hour(&o.station, &o.completed_at))),
+                (
+                    "station_hour",
+                    Some(station_hour(&o.station, &o.completed_at)),
+                ),
             ] {
                 if let Some(v) = v {
                     affected.entry((kind, v)).or_default().insert(o.unit_id);
@@ -342,7 +348,7 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
                     origin
                         .entry(lid)
                         .or_default()
-                        .push(((kind, id.clone()), *kind == "lot"));
+                        .push(((*kind, id.clone()), *kind == "lot"));
                 }
             }
             "supplier" | "supplier_batch" => {
@@ -356,7 +362,10 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
                 ))
                 .bind(id.as_str());
                 for r in db.fetch_all::<IdRow>(q).await? {
-                    origin.entry(r.id).or_default().push(((kind, id.clone()), false));
+                    origin
+                        .entry(r.id)
+                        .or_default()
+                        .push(((*kind, id.clone()), false));
                 }
             }
             _ => {}
@@ -496,7 +505,10 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
 
 /// `{station}@{YYYY-MM-DDTHH}` of a canonical completion time.
 fn station_hour(station: &str, completed_at: &str) -> String {
-    format!("{station}@{}", completed_at.get(..13).unwrap_or(completed_at))
+    format!(
+        "{station}@{}",
+        completed_at.get(..13).unwrap_or(completed_at)
+    )
 }
 
 /// Walks up from the origin lots: their consumers get the lot's factors, the consumers'

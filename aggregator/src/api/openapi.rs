@@ -25,6 +25,7 @@ use crate::trace;
         super::trace::recall,
         super::trace::operations,
         super::trace::readings,
+        super::analytics::common_cause,
         super::ops::healthz,
         super::ops::metrics,
         super::ops::gateways,
@@ -59,6 +60,10 @@ use crate::trace;
         trace::OperationRow,
         trace::ReadingPage,
         trace::ReadingRow,
+        crate::analytics::CommonCauseRequest,
+        crate::analytics::PopulationSpec,
+        crate::analytics::CommonCause,
+        crate::analytics::Factor,
     ))
 )]
 pub struct ApiDoc;

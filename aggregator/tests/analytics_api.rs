@@ -164,10 +164,7 @@ async fn post(app: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
     let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
         .await
         .expect("body");
-    (
-        status,
-        serde_json::from_slice(&bytes).expect("JSON answer"),
-    )
+    (status, serde_json::from_slice(&bytes).expect("JSON answer"))
 }
 
 fn factor<'a>(v: &'a Value, kind: &str, id: &str) -> &'a Value {
@@ -191,7 +188,9 @@ const ROUTE: &str = "/api/v1/analysis/common-cause";
 async fn common_cause_ranks_the_shared_batch_first() {
     each_backend(|app, be| async move {
         // 7 of 8 complaint units carry BRG-2; U01 carries BRG-1; NOPE does not exist.
-        let units = ["U01", "U21", "U22", "U23", "U25", "U27", "U29", "U38", "NOPE", "U21"];
+        let units = [
+            "U01", "U21", "U22", "U23", "U25", "U27", "U29", "U38", "NOPE", "U21",
+        ];
         let (st, v) = post(&app, ROUTE, json!({"units": units, "limit": 100})).await;
         assert_eq!(st, StatusCode::OK, "[{be}] {v}");
         assert_eq!(v["units"], 8, "[{be}] duplicates count once");
@@ -200,42 +199,96 @@ async fn common_cause_ranks_the_shared_batch_first() {
         assert_eq!(v["population"], 38, "[{be}] {v}");
         assert_eq!(v["population_parts"], json!(["FG-1"]), "[{be}]");
 
-        // Top: the bearing lot and its batch (same units, tie broken by kind).
-        let top: Vec<(&str, &str)> = v["factors"].as_array().unwrap()[..2]
+        // Top: the hour U21–U23 were pressed in (3 of 3: the strongest evidence here), then
+        // the bearing lot, its batch and the work order (the same 7 units: tied, by kind).
+        let top: Vec<(&str, &str)> = v["factors"].as_array().unwrap()[..4]
             .iter()
             .map(|f| (f["kind"].as_str().unwrap(), f["id"].as_str().unwrap()))
             .collect();
-        assert_eq!(top, [("lot", "BRG-2"), ("supplier_batch", "B-2")], "[{be}] {v}");
+        assert_eq!(
+            top,
+            [
+                ("station_hour", "ST10@2026-03-01T13"),
+                ("lot", "BRG-2"),
+                ("supplier_batch", "B-2"),
+                ("work_order", "WO-2")
+            ],
+            "[{be}] {v}"
+        );
         for (kind, id) in [("lot", "BRG-2"), ("supplier_batch", "B-2")] {
             let f = factor(&v, kind, id);
-            assert_eq!((f["affected"].as_u64(), f["population_with"].as_u64()), (Some(7), Some(19)), "[{be}] {f}");
+            assert_eq!(
+                (f["affected"].as_u64(), f["population_with"].as_u64()),
+                (Some(7), Some(19)),
+                "[{be}] {f}"
+            );
             // scipy: hypergeom.sf(6, 38, 19, 8) = 0.021122295315843705; table [[7,1],[12,18]].
             close(&f["p_value"], 0.021122295315843705);
             let lift = f["lift"].as_f64().unwrap();
-            assert!((lift - (7.0 / 8.0) / (19.0 / 38.0)).abs() < 1e-12, "[{be}] {lift}");
+            assert!(
+                (lift - (7.0 / 8.0) / (19.0 / 38.0)).abs() < 1e-12,
+                "[{be}] {lift}"
+            );
         }
         // Grease of the sub-assembly: a component lot (U22, U38 are even).
         let g = factor(&v, "component_lot", "GRS-1");
-        assert_eq!((g["affected"].as_u64(), g["population_with"].as_u64()), (Some(2), Some(19)), "[{be}] {g}");
+        assert_eq!(
+            (g["affected"].as_u64(), g["population_with"].as_u64()),
+            (Some(2), Some(19)),
+            "[{be}] {g}"
+        );
         // scipy: hypergeom.sf(1, 38, 19, 8) = 0.9788777046841562.
         close(&g["p_value"], 0.9788777046841562);
-        assert!(v["factors"].as_array().unwrap().iter().all(|f| !(f["kind"] == "lot" && f["id"] == "GRS-1")), "[{be}] grease is not a direct lot");
+        assert!(
+            v["factors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| !(f["kind"] == "lot" && f["id"] == "GRS-1")),
+            "[{be}] grease is not a direct lot"
+        );
         // A factor every unit has: p = 1, lift 1.
         let skf = factor(&v, "supplier", "SKF");
-        assert_eq!((skf["affected"].as_u64(), skf["population_with"].as_u64()), (Some(8), Some(38)), "[{be}]");
+        assert_eq!(
+            (skf["affected"].as_u64(), skf["population_with"].as_u64()),
+            (Some(8), Some(38)),
+            "[{be}]"
+        );
         close(&skf["p_value"], 1.0);
         // Process factors: PRESS-2 has U30..U38 in the span, one complaint unit.
         let p2 = factor(&v, "equipment", "PRESS-2");
-        assert_eq!((p2["affected"].as_u64(), p2["population_with"].as_u64()), (Some(1), Some(9)), "[{be}]");
+        assert_eq!(
+            (p2["affected"].as_u64(), p2["population_with"].as_u64()),
+            (Some(1), Some(9)),
+            "[{be}]"
+        );
         // scipy: hypergeom.sf(0, 38, 9, 8) = 0.9122323411996837.
         close(&p2["p_value"], 0.9122323411996837);
         let wo = factor(&v, "work_order", "WO-2");
-        assert_eq!((wo["affected"].as_u64(), wo["population_with"].as_u64()), (Some(7), Some(19)), "[{be}]");
+        assert_eq!(
+            (wo["affected"].as_u64(), wo["population_with"].as_u64()),
+            (Some(7), Some(19)),
+            "[{be}]"
+        );
         let sh = factor(&v, "station_hour", "ST10@2026-03-01T13");
         // U21 (13:00), U22 (13:20), U23 (13:40) are all in that hour and so is nobody else.
-        assert_eq!((sh["affected"].as_u64(), sh["population_with"].as_u64()), (Some(3), Some(3)), "[{be}] {sh}");
-        let ps: Vec<f64> = v["factors"].as_array().unwrap().iter().map(|f| f["p_value"].as_f64().unwrap()).collect();
-        assert!(ps.windows(2).all(|w| w[0] <= w[1]), "[{be}] ranked by p_value: {ps:?}");
+        assert_eq!(
+            (sh["affected"].as_u64(), sh["population_with"].as_u64()),
+            (Some(3), Some(3)),
+            "[{be}] {sh}"
+        );
+        // scipy: hypergeom.sf(2, 38, 3, 8) = 0.006638217164532954.
+        close(&sh["p_value"], 0.006638217164532954);
+        let ps: Vec<f64> = v["factors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["p_value"].as_f64().unwrap())
+            .collect();
+        assert!(
+            ps.windows(2).all(|w| w[0] <= w[1]),
+            "[{be}] ranked by p_value: {ps:?}"
+        );
     })
     .await;
 }
