@@ -1,5 +1,6 @@
 //! Threadline aggregator: MQTT ingest → hash-chained event log → genealogy projections → HTTP API.
 
+pub mod analytics;
 pub mod api;
 pub mod config;
 pub mod ingest;

@@ -4,6 +4,7 @@
 //! the ingest side) and `trace` (unit report, trace, recall, operations, readings — the query
 //! side). `openapi` merges both groups' utoipa descriptions.
 
+pub mod analytics;
 pub mod auth;
 pub mod error;
 pub mod openapi;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(trace::routes())
         .merge(crate::routing::api::routes())
+        .merge(analytics::routes())
         .merge(openapi::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

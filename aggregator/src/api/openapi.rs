@@ -25,6 +25,7 @@ use crate::trace;
         super::trace::recall,
         super::trace::operations,
         super::trace::readings,
+        super::analytics::common_cause,
         super::ops::healthz,
         super::ops::metrics,
         super::ops::gateways,
@@ -64,6 +65,10 @@ use crate::trace;
         crate::web::dashboard::LineStats,
         crate::web::dashboard::StationStats,
         crate::web::dashboard::GatewayStats,
+        crate::analytics::CommonCauseRequest,
+        crate::analytics::PopulationSpec,
+        crate::analytics::CommonCause,
+        crate::analytics::Factor,
     ))
 )]
 pub struct ApiDoc;
