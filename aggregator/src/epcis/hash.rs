@@ -262,7 +262,7 @@ mod tests {
     }
 
     /// A worked example: the pre-hash string of an ObjectEvent built by hand from the algorithm
-    /// (see the module doc); its hash is pinned so a change to the canonicalisation shows.
+    /// (see the module doc), confirmed by the reference implementation; its hash is pinned.
     #[test]
     fn pre_hash_of_a_known_event() {
         let t = threadline_shared::time::parse("2026-01-01T10:00:00.123456Z").expect("time");
@@ -292,6 +292,12 @@ mod tests {
              destinationListtype=https://ref.gs1.org/cbv/SDT-owning_party\
              destination=https://x.example/party/ACME\
              {https://x.example/voc/}operator=OP1"
+        );
+        // What the GS1 reference implementation (epcis-event-hash-generator 1.9.3) computes for
+        // the JSON-LD of this event: it gave the pre-hash string above, byte for byte.
+        assert_eq!(
+            event_hash(&e, "https://x.example/voc/"),
+            "ni:///sha-256;c309f66ae90fbd28274cd1aa2bef4c0b6dfdf456eeab4f4c39b85153262a18eb?ver=CBV2.0"
         );
     }
 }
