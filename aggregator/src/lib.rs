@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod epcis;
 pub mod ingest;
 pub mod store;
 pub mod trace;

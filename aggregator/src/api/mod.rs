@@ -5,6 +5,7 @@
 //! side). `openapi` merges both groups' utoipa descriptions.
 
 pub mod auth;
+pub mod epcis;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(ops::routes())
         .merge(trace::routes())
+        .merge(epcis::routes())
         .merge(openapi::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -25,6 +25,8 @@ use crate::trace;
         super::trace::recall,
         super::trace::operations,
         super::trace::readings,
+        super::epcis::events,
+        super::epcis::unit_document,
         super::ops::healthz,
         super::ops::metrics,
         super::ops::gateways,

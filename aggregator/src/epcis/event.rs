@@ -239,7 +239,12 @@ impl Serialize for Sensors<'_> {
                 }
                 m.serialize_entry(
                     "sensorReport",
-                    &self.0.sensor_reports.iter().map(ReportJson).collect::<Vec<_>>(),
+                    &self
+                        .0
+                        .sensor_reports
+                        .iter()
+                        .map(ReportJson)
+                        .collect::<Vec<_>>(),
                 )?;
                 m.end()
             }

@@ -42,7 +42,8 @@ impl EventQuery {
     pub fn keep(&self, e: &Event) -> bool {
         (self.match_epc.is_empty() || e.epcs().any(|x| self.match_epc.iter().any(|m| m == x)))
             && (self.match_any_epc.is_empty()
-                || e.any_epcs().any(|x| self.match_any_epc.iter().any(|m| m == x)))
+                || e.any_epcs()
+                    .any(|x| self.match_any_epc.iter().any(|m| m == x)))
             && (self.match_any_epc_class.is_empty()
                 || e.any_classes()
                     .any(|x| self.match_any_epc_class.iter().any(|m| m == x)))
@@ -167,7 +168,13 @@ fn keep(sel: &Selection, e: &Event) -> bool {
 }
 
 /// Maps and writes one page; returns how many events were written.
-fn write_page(ids: &Ids, sel: &Selection, rows: &[LogRow], buf: &mut String, first: &mut bool) -> usize {
+fn write_page(
+    ids: &Ids,
+    sel: &Selection,
+    rows: &[LogRow],
+    buf: &mut String,
+    first: &mut bool,
+) -> usize {
     let mut n = 0;
     for row in rows {
         let record = match Record::from_json(&row.body) {

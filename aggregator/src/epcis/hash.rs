@@ -115,9 +115,21 @@ pub fn pre_hash(e: &Event, vocabulary: &str) -> String {
         reports.concat_into(&mut s);
     }
     let mut rest: Vec<String> = Vec::new();
-    typed(&mut rest, "bizTransactionList", "BTT", "bizTransaction", &e.biz_transactions);
+    typed(
+        &mut rest,
+        "bizTransactionList",
+        "BTT",
+        "bizTransaction",
+        &e.biz_transactions,
+    );
     typed(&mut rest, "sourceList", "SDT", "source", &e.sources);
-    typed(&mut rest, "destinationList", "SDT", "destination", &e.destinations);
+    typed(
+        &mut rest,
+        "destinationList",
+        "SDT",
+        "destination",
+        &e.destinations,
+    );
     for x in &e.extensions {
         let mut t = format!("{{{vocabulary}}}{}", x.name);
         push_value(&mut t, "", &x.value);
@@ -267,7 +279,10 @@ mod tests {
     fn pre_hash_of_a_known_event() {
         let t = threadline_shared::time::parse("2026-01-01T10:00:00.123456Z").expect("time");
         let mut e = Event::new(EventType::Object, t);
-        e.epc_list = vec!["https://x.example/unit/B".into(), "https://x.example/unit/A".into()];
+        e.epc_list = vec![
+            "https://x.example/unit/B".into(),
+            "https://x.example/unit/A".into(),
+        ];
         e.action = Some("OBSERVE");
         e.biz_step = Some("inspecting");
         e.read_point = Some("https://x.example/station/QC1".into());

@@ -134,7 +134,10 @@ mod tests {
             ids.lot("https://id.gs1.org/01/09506000134352/10/L42"),
             "https://id.gs1.org/01/09506000134352/10/L42"
         );
-        assert_eq!(ids.lot("STEEL-7"), "https://plant.example.com/tl/lot/STEEL-7");
+        assert_eq!(
+            ids.lot("STEEL-7"),
+            "https://plant.example.com/tl/lot/STEEL-7"
+        );
         assert_eq!(
             ids.container("106141411234567897"),
             "https://id.gs1.org/00/106141411234567897"

@@ -105,7 +105,13 @@ pub fn rec20(unit: &str) -> Option<&'static str> {
 
 /// A sensor report of one named value: numbers as `value`, bools as `booleanValue`, text as
 /// `stringValue`; the unit as a Rec. 20 `uom` when it has one.
-fn report(ids: &Ids, name: &str, value: &TagValue, unit: Option<&str>, device: Option<&str>) -> SensorReport {
+fn report(
+    ids: &Ids,
+    name: &str,
+    value: &TagValue,
+    unit: Option<&str>,
+    device: Option<&str>,
+) -> SensorReport {
     let mut r = SensorReport {
         type_: ids.parameter(name),
         device_id: device.map(|d| ids.equipment(d)),
@@ -218,10 +224,7 @@ pub fn map_record(ids: &Ids, gateway: &str, r: &Record) -> Vec<Event> {
             e.ext("equipment", o.equipment.as_deref());
             e.ext("operator", o.operator.as_deref());
             e.ext("recipe", o.recipe.as_deref());
-            e.ext(
-                "startedAt",
-                o.started_at.as_ref().map(event::time_ms),
-            );
+            e.ext("startedAt", o.started_at.as_ref().map(event::time_ms));
             if !o.materials.is_empty() {
                 let mut t = Event::new(EventType::Transformation, r.ts);
                 t.input_quantity_list = o
@@ -251,7 +254,11 @@ pub fn map_record(ids: &Ids, gateway: &str, r: &Record) -> Vec<Event> {
             child(ids, &mut e, a.child.kind, &a.child.id, a.qty);
             e.action = Some(if add { "ADD" } else { "DELETE" });
             e.biz_step = Some(if add { "assembling" } else { "disassembling" });
-            e.disposition = Some(if add { "in_progress" } else { "needs_replacement" });
+            e.disposition = Some(if add {
+                "in_progress"
+            } else {
+                "needs_replacement"
+            });
             e.read_point = station(&a.station);
             e.ext("operator", a.operator.as_deref());
             e.ext("reason", a.reason.as_deref());
@@ -282,7 +289,8 @@ pub fn map_record(ids: &Ids, gateway: &str, r: &Record) -> Vec<Event> {
             e.biz_step = Some("shipping");
             e.disposition = Some("in_transit");
             e.read_point = station(&s.station);
-            e.biz_transactions.push(("desadv", ids.shipment(&s.shipment)));
+            e.biz_transactions
+                .push(("desadv", ids.shipment(&s.shipment)));
             if let Some(c) = &s.customer {
                 e.destinations.push(("owning_party", ids.party(c)));
             }
@@ -328,13 +336,20 @@ fn child(ids: &Ids, e: &mut Event, kind: ItemKind, id: &str, qty: Option<f64>) {
 }
 
 /// The record types that can yield an event of this type / business step (an SQL pre-filter).
-pub fn record_types(event_type: Option<&[EventType]>, biz_step: Option<&[String]>) -> Vec<&'static str> {
+pub fn record_types(
+    event_type: Option<&[EventType]>,
+    biz_step: Option<&[String]>,
+) -> Vec<&'static str> {
     const ALL: [(&str, EventType, &[&str]); 10] = [
         ("lot_received", EventType::Object, &["receiving"]),
         ("material_loaded", EventType::Object, &["dispensing"]),
         ("unit_started", EventType::Object, &["commissioning"]),
         ("operation_completed", EventType::Object, &["inspecting"]),
-        ("operation_completed", EventType::Transformation, &["assembling"]),
+        (
+            "operation_completed",
+            EventType::Transformation,
+            &["assembling"],
+        ),
         ("assembled", EventType::Aggregation, &["assembling"]),
         ("disassembled", EventType::Aggregation, &["disassembling"]),
         ("packed", EventType::Aggregation, &["packing"]),
