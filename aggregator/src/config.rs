@@ -33,6 +33,10 @@ pub struct AggregatorSection {
     /// Records written per database transaction, at most.
     #[serde(default = "default_batch_max_records")]
     pub batch_max_records: usize,
+    /// Bytes (of MQTT payloads) per database transaction, at most, in MiB: with
+    /// `batch_max_records` it bounds the writer's memory (5,000 records of 4 MiB would not fit).
+    #[serde(default = "default_batch_max_mb")]
+    pub batch_max_mb: usize,
     /// A partial batch is written after this long.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
@@ -46,6 +50,10 @@ pub struct AggregatorSection {
     /// half of `database.max_connections` if that is less (the HTTP API needs the rest).
     #[serde(default)]
     pub writers: Option<usize>,
+    /// A seq gap (records of a gateway epoch missing below the highest seq stored) open longer
+    /// than this makes `/healthz` fail, naming it.
+    #[serde(default = "default_gap_alarm_s")]
+    pub gap_alarm_s: u64,
 }
 
 impl Default for AggregatorSection {
@@ -53,9 +61,11 @@ impl Default for AggregatorSection {
         AggregatorSection {
             id: default_id(),
             batch_max_records: default_batch_max_records(),
+            batch_max_mb: default_batch_max_mb(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
             max_payload_kb: default_max_payload_kb(),
             writers: None,
+            gap_alarm_s: default_gap_alarm_s(),
         }
     }
 }
@@ -65,6 +75,12 @@ fn default_id() -> String {
 }
 fn default_batch_max_records() -> usize {
     5000
+}
+fn default_batch_max_mb() -> usize {
+    64
+}
+fn default_gap_alarm_s() -> u64 {
+    crate::ingest::stats::DEFAULT_GAP_ALARM_S
 }
 fn default_batch_max_wait_ms() -> u64 {
     50
@@ -109,6 +125,14 @@ pub struct HttpSection {
     /// No tokens = no authentication (loopback installs).
     #[serde(default)]
     pub token: Vec<TokenConfig>,
+    /// API queries run on their own connection pool; on PostgreSQL each statement is cancelled
+    /// after this long (answered 503 with the JSON error shape), so no query can starve ingest.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+}
+
+fn default_query_timeout_ms() -> u64 {
+    30_000
 }
 
 impl Default for HttpSection {
@@ -116,6 +140,7 @@ impl Default for HttpSection {
         HttpSection {
             listen: default_http_listen(),
             token: Vec::new(),
+            query_timeout_ms: default_query_timeout_ms(),
         }
     }
 }
@@ -206,6 +231,12 @@ impl Validate for AggregatorConfig {
         }
         if let Some(problem) = self.epcis.check() {
             v.error("epcis.id_base", problem);
+        }
+        if self.aggregator.gap_alarm_s == 0 {
+            v.error("aggregator.gap_alarm_s", "must be at least 1 (seconds)");
+        }
+        if self.aggregator.batch_max_mb == 0 {
+            v.error("aggregator.batch_max_mb", "must be at least 1");
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.http.token.iter().enumerate() {

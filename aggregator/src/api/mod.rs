@@ -33,10 +33,7 @@ pub struct AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/",
-            axum::routing::get(|| async { axum::response::Html(crate::web::index()) }),
-        )
+        .merge(crate::web::routes())
         .merge(ops::routes())
         .merge(trace::routes())
         .merge(epcis::routes())
@@ -45,5 +42,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outermost: also the 404 of an unmatched route and the 405 of a wrong method.
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }

@@ -35,6 +35,7 @@ use crate::trace;
         super::ops::post_lots,
         super::ops::post_work_orders,
         super::ops::post_shipments,
+        crate::web::dashboard::dashboard,
     ),
     components(schemas(
         super::error::ErrorBody,
@@ -61,6 +62,10 @@ use crate::trace;
         trace::OperationRow,
         trace::ReadingPage,
         trace::ReadingRow,
+        crate::web::dashboard::Dashboard,
+        crate::web::dashboard::LineStats,
+        crate::web::dashboard::StationStats,
+        crate::web::dashboard::GatewayStats,
     ))
 )]
 pub struct ApiDoc;

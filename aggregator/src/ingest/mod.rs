@@ -7,6 +7,7 @@
 //! - [`config`]: `[mqtt]`; the broker connection (URL, credentials, TLS, keep-alive) is the
 //!   shared [`threadline_shared::mqtt`] setup, the same as the gateway's;
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for one-box installs;
+//! - [`gaps`]: seq gaps per gateway and epoch (`/api/v1/gateways`, `/metrics`, `/healthz`);
 //! - [`stats`]: [`IngestStats`], shared with `/healthz` and `/metrics`.
 //!
 //! Data path and back-pressure: the MQTT loop decodes each PUBLISH and `send`s it into a bounded
@@ -18,6 +19,7 @@
 pub mod broker;
 pub mod config;
 pub mod decode;
+pub mod gaps;
 pub mod mqtt;
 pub mod stats;
 pub mod writer;

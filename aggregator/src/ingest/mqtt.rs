@@ -74,6 +74,7 @@ pub async fn run(
         &stats,
         &WriterConfig {
             batch_max_records: cfg.aggregator.batch_max_records,
+            batch_max_bytes: cfg.aggregator.batch_max_mb << 20,
             batch_max_wait: Duration::from_millis(cfg.aggregator.batch_max_wait_ms),
         },
         &cancel,
