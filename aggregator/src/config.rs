@@ -18,6 +18,9 @@ pub struct AggregatorConfig {
     pub database: DatabaseSection,
     #[serde(default)]
     pub http: HttpSection,
+    /// `[epcis]`: the EPCIS 2.0 export (see `docs/epcis.md`).
+    #[serde(default)]
+    pub epcis: crate::epcis::EpcisSection,
 }
 
 /// `[aggregator]`.
@@ -246,6 +249,9 @@ impl Validate for AggregatorConfig {
         }
         if self.aggregator.batch_max_records == 0 {
             v.error("aggregator.batch_max_records", "must be at least 1");
+        }
+        if let Some(problem) = self.epcis.check() {
+            v.error("epcis.id_base", problem);
         }
         if self.aggregator.gap_alarm_s == 0 {
             v.error("aggregator.gap_alarm_s", "must be at least 1 (seconds)");

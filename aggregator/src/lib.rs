@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod api;
 pub mod config;
+pub mod epcis;
 pub mod ingest;
 pub mod routing;
 pub mod security;

@@ -441,7 +441,10 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
         db: query_db,
         ingest: stats.clone(),
         tokens,
-    });
+    })
+    .layer(axum::Extension(api::epcis::EpcisIds(std::sync::Arc::new(
+        threadline_aggregator::epcis::Ids::new(&cfg.epcis.id_base),
+    ))));
     tracing::info!(%http_addr, "HTTP API listening");
     let shutdown = cancel.clone();
     tokio::spawn(async move {

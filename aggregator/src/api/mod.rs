@@ -6,6 +6,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod epcis;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(trace::routes())
         .merge(crate::routing::api::routes())
         .merge(analytics::routes())
+        .merge(epcis::routes())
         .merge(openapi::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

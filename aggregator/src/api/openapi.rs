@@ -26,6 +26,8 @@ use crate::trace;
         super::trace::operations,
         super::trace::readings,
         super::analytics::common_cause,
+        super::epcis::events,
+        super::epcis::unit_document,
         super::ops::healthz,
         super::ops::metrics,
         super::ops::gateways,
