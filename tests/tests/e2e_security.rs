@@ -360,6 +360,27 @@ async fn forged_records_are_dead_lettered_and_the_chain_is_unchanged() -> Result
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+    // An operator replaying every dead letter must not let the forgeries in.
+    let replay = Command::new(&env.bins.aggregator)
+        .args(["dead-letters", "replay", "--all", "--config"])
+        .arg(&env.agg_cfg)
+        .output()?;
+    assert_eq!(replay.status.code(), Some(1), "{replay:?}");
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM dead_letters WHERE kind = 'bad_signature'")
+            .fetch_all(&pool)
+            .await?;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter().all(|r| r.contains("never replayed")),
+        "{kept:?}"
+    );
+    assert_eq!(head().await?, before, "replay moved the chain");
+    let fake: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE ext_id = 'FAKE-1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0);
+    assert_eq!(fake, 0, "a replayed forgery entered the genealogy");
     gw.terminate(Duration::from_secs(10));
     agg.terminate(Duration::from_secs(10));
     Ok(())

@@ -18,12 +18,15 @@ use threadline_shared::signing::{KeyRing, VerifyError};
 /// How long a read key file (or its absence) is trusted before it is read again.
 pub const RELOAD: Duration = Duration::from_secs(10);
 
+/// A gateway's keys as last read: when, and the keys or why there are none.
+type CachedKeys = (Instant, Result<Arc<KeyRing>, String>);
+
 /// The keys of every gateway, read from a directory on demand.
 #[derive(Debug)]
 pub struct GatewayKeys {
     dir: PathBuf,
     /// Per gateway: when read, and the keys (or why there are none, for the dead letter).
-    cache: Mutex<HashMap<String, (Instant, Result<Arc<KeyRing>, String>)>>,
+    cache: Mutex<HashMap<String, CachedKeys>>,
 }
 
 impl GatewayKeys {

@@ -178,7 +178,9 @@ async fn append(db: &Db, entries: &[Entry]) -> Result<Vec<i64>, RoutingError> {
         };
         let now = threadline_shared::time::now();
         let ts = sql::time_text(&now);
-        let mut owned: Vec<(i64, String, Vec<u8>, Vec<u8>, &'static str)> = Vec::new();
+        // (seq, body, prev_hash, hash, type) of each new chain entry.
+        type Entry = (i64, String, Vec<u8>, Vec<u8>, &'static str);
+        let mut owned: Vec<Entry> = Vec::new();
         let mut projections = Vec::new();
         for e in entries {
             seq += 1;

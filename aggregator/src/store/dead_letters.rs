@@ -62,25 +62,46 @@ impl Db {
         max_payload_bytes: usize,
     ) -> sqlx::Result<Replayed> {
         let mut batch = Batch::default();
-        let refusal = match decode(root, &d.topic, &d.payload, max_payload_bytes) {
-            Incoming::Dead(x) => Some((x.kind, x.reason)),
-            Incoming::Records(_, deads) if !deads.is_empty() => Some((
-                deads[0].kind,
-                deads
-                    .iter()
-                    .map(|x| x.reason.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+        // An envelope whose signature failed is what a forger sends: replaying it (unsigned,
+        // decoded as plain JSON) would let it into the chain. It stays; the real gateway
+        // re-sends its own records, signed.
+        let decoded = if d.kind == DeadLetterKind::BadSignature.as_str() {
+            None
+        } else {
+            Some(decode(root, &d.topic, &d.payload, max_payload_bytes))
+        };
+        let refusal = match decoded {
+            None => Some((
+                DeadLetterKind::BadSignature,
+                format!(
+                    "{} (never replayed: a badly signed envelope may be forged; the gateway \
+                     re-sends its own records, signed)",
+                    d.reason
+                        .split(" (never replayed")
+                        .next()
+                        .unwrap_or_default()
+                ),
             )),
-            Incoming::Records(e, _) => {
-                batch.envelopes.push(e);
-                None
-            }
-            Incoming::Status(s) => {
-                batch.statuses.push(s);
-                None
-            }
-            Incoming::Ignored => None,
+            Some(decoded) => match decoded {
+                Incoming::Dead(x) => Some((x.kind, x.reason)),
+                Incoming::Records(_, deads) if !deads.is_empty() => Some((
+                    deads[0].kind,
+                    deads
+                        .iter()
+                        .map(|x| x.reason.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )),
+                Incoming::Records(e, _) => {
+                    batch.envelopes.push(e);
+                    None
+                }
+                Incoming::Status(s) => {
+                    batch.statuses.push(s);
+                    None
+                }
+                Incoming::Ignored => None,
+            },
         };
         let refusal = match refusal {
             Some(r) => Some(r),
