@@ -141,6 +141,7 @@ async fn writer_rate(db: &Db, writers: usize, msgs: Vec<Incoming>) -> f64 {
     let stats = Arc::new(IngestStats::default());
     let cfg = WriterConfig {
         batch_max_records: 5000,
+        batch_max_bytes: 64 << 20,
         batch_max_wait: Duration::from_millis(50),
     };
     let start = Instant::now();
@@ -151,6 +152,7 @@ async fn writer_rate(db: &Db, writers: usize, msgs: Vec<Incoming>) -> f64 {
         DecodeConfig {
             root: ROOT.to_owned(),
             max_payload_bytes: 64 << 20,
+            keys: None,
         },
         &AckSink::None,
         &stats,

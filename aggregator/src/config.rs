@@ -18,6 +18,9 @@ pub struct AggregatorConfig {
     pub database: DatabaseSection,
     #[serde(default)]
     pub http: HttpSection,
+    /// `[epcis]`: the EPCIS 2.0 export (see `docs/epcis.md`).
+    #[serde(default)]
+    pub epcis: crate::epcis::EpcisSection,
 }
 
 /// `[aggregator]`.
@@ -30,6 +33,10 @@ pub struct AggregatorSection {
     /// Records written per database transaction, at most.
     #[serde(default = "default_batch_max_records")]
     pub batch_max_records: usize,
+    /// Bytes (of MQTT payloads) per database transaction, at most, in MiB: with
+    /// `batch_max_records` it bounds the writer's memory (5,000 records of 4 MiB would not fit).
+    #[serde(default = "default_batch_max_mb")]
+    pub batch_max_mb: usize,
     /// A partial batch is written after this long.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
@@ -43,6 +50,10 @@ pub struct AggregatorSection {
     /// half of `database.max_connections` if that is less (the HTTP API needs the rest).
     #[serde(default)]
     pub writers: Option<usize>,
+    /// A seq gap (records of a gateway epoch missing below the highest seq stored) open longer
+    /// than this makes `/healthz` fail, naming it.
+    #[serde(default = "default_gap_alarm_s")]
+    pub gap_alarm_s: u64,
 }
 
 impl Default for AggregatorSection {
@@ -50,9 +61,11 @@ impl Default for AggregatorSection {
         AggregatorSection {
             id: default_id(),
             batch_max_records: default_batch_max_records(),
+            batch_max_mb: default_batch_max_mb(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
             max_payload_kb: default_max_payload_kb(),
             writers: None,
+            gap_alarm_s: default_gap_alarm_s(),
         }
     }
 }
@@ -62,6 +75,12 @@ fn default_id() -> String {
 }
 fn default_batch_max_records() -> usize {
     5000
+}
+fn default_batch_max_mb() -> usize {
+    64
+}
+fn default_gap_alarm_s() -> u64 {
+    crate::ingest::stats::DEFAULT_GAP_ALARM_S
 }
 fn default_batch_max_wait_ms() -> u64 {
     50
@@ -103,9 +122,22 @@ fn default_max_connections() -> u32 {
 pub struct HttpSection {
     #[serde(default = "default_http_listen")]
     pub listen: String,
-    /// No tokens = no authentication (loopback installs).
+    /// No tokens = no authentication: allowed on a loopback `listen` only, unless
+    /// `allow_anonymous = true` (docs/security.md).
     #[serde(default)]
     pub token: Vec<TokenConfig>,
+    /// Serve the API without tokens on a non-loopback address (an explicit opt-out, e.g.
+    /// behind an authenticating reverse proxy).
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// API queries run on their own connection pool; on PostgreSQL each statement is cancelled
+    /// after this long (answered 503 with the JSON error shape), so no query can starve ingest.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+}
+
+fn default_query_timeout_ms() -> u64 {
+    30_000
 }
 
 impl Default for HttpSection {
@@ -113,6 +145,8 @@ impl Default for HttpSection {
         HttpSection {
             listen: default_http_listen(),
             token: Vec::new(),
+            allow_anonymous: false,
+            query_timeout_ms: default_query_timeout_ms(),
         }
     }
 }
@@ -189,17 +223,41 @@ impl Validate for AggregatorConfig {
             );
         }
         crate::ingest::config::validate(&self.mqtt, v);
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            v.error(
+        match self.http.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => v.error(
                 "http.listen",
                 format!(
                     "{:?} is not a socket address like 127.0.0.1:8080",
                     self.http.listen
                 ),
-            );
+            ),
+            // Anyone who reaches the port could read the genealogy (customers included).
+            Ok(addr)
+                if !addr.ip().is_loopback()
+                    && self.http.token.is_empty()
+                    && !self.http.allow_anonymous =>
+            {
+                v.error(
+                    "http.listen",
+                    format!(
+                        "{addr} is reachable from other machines and no token is configured: \
+                         set [[http.token]] or [http] allow_anonymous = true"
+                    ),
+                );
+            }
+            Ok(_) => {}
         }
         if self.aggregator.batch_max_records == 0 {
             v.error("aggregator.batch_max_records", "must be at least 1");
+        }
+        if let Some(problem) = self.epcis.check() {
+            v.error("epcis.id_base", problem);
+        }
+        if self.aggregator.gap_alarm_s == 0 {
+            v.error("aggregator.gap_alarm_s", "must be at least 1 (seconds)");
+        }
+        if self.aggregator.batch_max_mb == 0 {
+            v.error("aggregator.batch_max_mb", "must be at least 1");
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.http.token.iter().enumerate() {
@@ -216,6 +274,30 @@ impl Validate for AggregatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_loopback_listen_without_tokens_is_refused_unless_anonymous_is_explicit() {
+        let base = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[database]\nurl = \"sqlite://t.db\"\n[http]\n";
+        let errs =
+            AggregatorConfig::parse("agg.toml", &format!("{base}listen = \"0.0.0.0:8080\"\n"))
+                .expect_err("refused")
+                .0;
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 1, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("agg.toml:6:1: http.listen: 0.0.0.0:8080 is reachable")
+                && shown[0].ends_with("set [[http.token]] or [http] allow_anonymous = true"),
+            "{shown:#?}"
+        );
+        for ok in [
+            "listen = \"0.0.0.0:8080\"\nallow_anonymous = true\n",
+            "listen = \"127.0.0.1:8080\"\n",
+            "listen = \"[::1]:8080\"\n",
+            "listen = \"0.0.0.0:8080\"\n[[http.token]]\nname = \"erp\"\ntoken_file = \"/etc/erp.token\"\nscope = \"read\"\n",
+        ] {
+            AggregatorConfig::parse("agg.toml", &format!("{base}{ok}")).expect(ok);
+        }
+    }
 
     #[test]
     fn a_wrong_type_an_unknown_enum_value_and_an_unknown_key_are_all_reported() {

@@ -41,6 +41,50 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write a new random signing key for a gateway into DIR (`[mqtt] gateway_keys_dir`):
+    /// DIR/ID.key, or DIR/ID.key.next when a key exists (a roll-over); mode 0600.
+    Keygen {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print a Mosquitto acl_file confining each gateway user to its own topics.
+    BrokerAcl {
+        /// Gateway ids (= their broker user names), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        gateways: Vec<String>,
+        /// The aggregator's broker user name.
+        #[arg(long, default_value = "threadline-aggregator")]
+        aggregator_user: String,
+        /// The topic root (`[mqtt] topic_root`).
+        #[arg(long, default_value = threadline_shared::topic::DEFAULT_ROOT)]
+        root: String,
+    },
+    /// List or re-ingest the messages and records that could not be stored.
+    #[command(name = "dead-letters", subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// One line per dead letter: id, count, first and last arrival, kind, gateway, reason.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Decode and store dead letters again (after an upgrade that accepts them). Ones that
+    /// store now are removed; the others stay with the new reason. Exit 1 if any still fails.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        /// The dead letter to replay (see `list`).
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<i64>,
+        /// Replay every dead letter, oldest first.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn load(path: &Path) -> Result<AggregatorConfig, ExitCode> {
@@ -65,9 +109,32 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let (path, cmd) = match &cli.command {
+        Command::Keygen { gateway, dir } => return keygen(gateway, dir),
+        Command::BrokerAcl {
+            gateways,
+            aggregator_user,
+            root,
+        } => {
+            return match threadline_aggregator::security::broker_acl(
+                root,
+                aggregator_user,
+                gateways,
+            ) {
+                Ok(acl) => {
+                    outln!("{}", acl.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Run { config } => (config, "run"),
         Command::Check { config } => (config, "check"),
         Command::Verify { config } => (config, "verify"),
+        Command::DeadLetters(DeadLetters::List { config }) => (config, "dead-letters list"),
+        Command::DeadLetters(DeadLetters::Replay { config, .. }) => (config, "dead-letters replay"),
     };
     let cfg = match load(path) {
         Ok(c) => c,
@@ -85,6 +152,13 @@ fn main() -> ExitCode {
     };
     let res = match cmd {
         "verify" => rt.block_on(verify(&cfg)),
+        "dead-letters list" => rt.block_on(dead_letters_list(&cfg)),
+        "dead-letters replay" => {
+            let Command::DeadLetters(DeadLetters::Replay { id, .. }) = &cli.command else {
+                unreachable!("matched above")
+            };
+            rt.block_on(dead_letters_replay(&cfg, *id))
+        }
         _ => rt.block_on(run(cfg)).map(|()| ExitCode::SUCCESS),
     };
     match res {
@@ -92,6 +166,38 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(gateway: &str, dir: &Path) -> ExitCode {
+    match threadline_aggregator::security::keygen(gateway, dir) {
+        Ok(k) => {
+            let p = k.path.display();
+            if k.roll_over {
+                outln!(
+                    "wrote the roll-over key {p} (mode 0600); the aggregator now accepts both keys."
+                );
+                outln!(
+                    "Next: put its line FIRST in the gateway {gateway}'s signing_key_file (keep the old \
+                     line after it), restart the gateway, then move {p} over the .key file \
+                     (docs/security.md, \"Key rotation\")."
+                );
+            } else {
+                outln!("wrote {p} (mode 0600).");
+                outln!(
+                    "Copy it to the gateway {gateway} (e.g. /etc/threadline/signing.key, mode 0600, \
+                     owned by the gateway's user) and set there: [mqtt] signing_key_file = \
+                     \"/etc/threadline/signing.key\". This aggregator reads it from \
+                     [mqtt] gateway_keys_dir = {:?}.",
+                    dir.display().to_string()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -220,6 +326,70 @@ async fn verify(cfg: &AggregatorConfig) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
+async fn dead_letters_list(cfg: &AggregatorConfig) -> anyhow::Result<ExitCode> {
+    let db = Db::connect(&cfg.database.url, 2).await?;
+    let rows = db
+        .dead_letters(None)
+        .await
+        .context("reading dead letters")?;
+    if rows.is_empty() {
+        outln!("no dead letters");
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("id\tcount\tfirst\tlast\tkind\tgateway\treason");
+    for d in &rows {
+        outln!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            d.id,
+            d.count,
+            d.received_at.as_deref().unwrap_or("-"),
+            d.last_received_at.as_deref().unwrap_or("-"),
+            d.kind,
+            d.gateway.as_deref().unwrap_or("-"),
+            d.reason.replace(['\n', '\t'], " ")
+        );
+    }
+    outln!("{} dead letters", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dead_letters_replay(cfg: &AggregatorConfig, id: Option<i64>) -> anyhow::Result<ExitCode> {
+    use threadline_aggregator::store::dead_letters::Replayed;
+    let db = Db::connect(&cfg.database.url, 2).await?;
+    let rows = db.dead_letters(id).await.context("reading dead letters")?;
+    if let (Some(id), true) = (id, rows.is_empty()) {
+        eprintln!("no dead letter with id {id}");
+        return Ok(ExitCode::from(2));
+    }
+    let max_payload = cfg.aggregator.max_payload_kb * 1024;
+    let (mut stored, mut failing) = (0, 0);
+    for d in &rows {
+        match db
+            .replay_dead_letter(d, &cfg.mqtt.topic_root, max_payload)
+            .await
+            .with_context(|| format!("replaying dead letter {}", d.id))?
+        {
+            Replayed::Stored => {
+                stored += 1;
+                outln!("{}: stored (removed from dead letters)", d.id);
+            }
+            Replayed::StillFailing(why) => {
+                failing += 1;
+                outln!("{}: still fails: {why}", d.id);
+            }
+        }
+    }
+    outln!(
+        "replayed {}: {stored} stored, {failing} still failing",
+        rows.len()
+    );
+    Ok(if failing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     // Token files are read first: a missing one refuses the start before anything listens.
     let tokens = Arc::new(
@@ -247,6 +417,7 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
         tracing::info!(%listen, "embedded MQTT broker listening");
     }
     let stats = Arc::new(IngestStats::default());
+    stats.configure_gaps(cfg.aggregator.gap_alarm_s, cfg.mqtt.shared_group.is_none());
     let ingest_task = {
         let (cfg, db, stats, cancel) = (cfg.clone(), db.clone(), stats.clone(), cancel.clone());
         tokio::spawn(async move {
@@ -259,11 +430,21 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     if let Some(days) = cfg.database.readings_retention_days {
         tokio::spawn(retention_loop(db.clone(), days, cancel.clone()));
     }
+    // Queries on a pool of their own, with a statement timeout: none can starve ingest.
+    let query_db = Db::connect_queries(
+        &cfg.database.url,
+        cfg.database.max_connections.div_ceil(2),
+        cfg.http.query_timeout_ms,
+    )
+    .await?;
     let app = api::router(AppState {
-        db: db.clone(),
+        db: query_db,
         ingest: stats.clone(),
         tokens,
-    });
+    })
+    .layer(axum::Extension(api::epcis::EpcisIds(std::sync::Arc::new(
+        threadline_aggregator::epcis::Ids::new(&cfg.epcis.id_base),
+    ))));
     tracing::info!(%http_addr, "HTTP API listening");
     let shutdown = cancel.clone();
     tokio::spawn(async move {

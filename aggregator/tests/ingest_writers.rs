@@ -62,12 +62,14 @@ async fn parallel_writers_share_items_without_conflicts() {
         DecodeConfig {
             root: ROOT.to_owned(),
             max_payload_bytes: 1 << 20,
+            keys: None,
         },
         &AckSink::Channel(ack_tx),
         &stats,
         // Small batches, many transactions: as much overlap between writers as possible.
         &WriterConfig {
             batch_max_records: 80,
+            batch_max_bytes: 64 << 20,
             batch_max_wait: Duration::from_millis(5),
         },
         &CancellationToken::new(),
@@ -120,4 +122,58 @@ async fn parallel_writers_share_items_without_conflicts() {
         lots,
         vec![("LOT-A".to_owned(), false), ("LOT-B".to_owned(), false)]
     );
+}
+
+/// Batches are bounded in bytes as well as records: with a 4 KiB bound, 12 envelopes of about
+/// 1.6 KiB each (well under the record bound) commit in several transactions — at most three
+/// envelopes each — and every record is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded_in_bytes() {
+    let t = sqlite().await;
+    let stats = Arc::new(IngestStats::default());
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let writers = Writers::spawn(
+        &t.db,
+        1,
+        256,
+        DecodeConfig {
+            root: ROOT.to_owned(),
+            max_payload_bytes: 1 << 20,
+            keys: None,
+        },
+        &AckSink::Channel(ack_tx),
+        &stats,
+        &WriterConfig {
+            batch_max_records: 100_000,
+            batch_max_bytes: 4096,
+            // Long enough that only the byte bound can end a batch early.
+            batch_max_wait: Duration::from_millis(500),
+        },
+        &CancellationToken::new(),
+    );
+    let mut sizes = Vec::new();
+    for k in 0..12u64 {
+        let recs = (1..=10)
+            .map(|i| reading(k * 10 + i, (k * 10 + i) as u32, 1.0))
+            .collect();
+        let payload = envelope("gw-bytes", recs);
+        sizes.push(payload.len());
+        writers
+            .send_raw(topic("gw-bytes"), payload.into())
+            .await
+            .unwrap();
+    }
+    writers.join().await;
+    assert!(sizes.iter().all(|s| (1200..2048).contains(s)), "{sizes:?}");
+    let batches = stats.batches.load(Ordering::Relaxed);
+    assert!(
+        batches >= 4,
+        "12 envelopes of ~1.6 KiB under a 4 KiB bound: {batches} batches"
+    );
+    let mut acked = 0;
+    while let Ok((_, ack)) = ack_rx.try_recv() {
+        acked += ack.count();
+    }
+    assert_eq!(acked, 120);
+    assert_eq!(t.db.count("readings").await.unwrap(), 120);
 }

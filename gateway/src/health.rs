@@ -193,6 +193,12 @@ impl HealthState {
             load(&p.acks),
         );
         metric(
+            "threadline_gateway_acks_rejected_total",
+            "counter",
+            "Acks ignored because not signed with this gateway's key (signing_key_file).",
+            load(&p.acks_rejected),
+        );
+        metric(
             "threadline_mqtt_connected",
             "gauge",
             "1 while connected to the broker.",
@@ -260,6 +266,10 @@ impl HealthState {
         let now = now_ms();
         let silence_ms = self.max_device_silence_s.saturating_mul(1000);
         for (id, m) in &self.devices {
+            if m.open.load(Ordering::Relaxed) {
+                // An open scanner nobody uses is idle, not broken.
+                continue;
+            }
             let last_ok = m.last_ok_ms.load(Ordering::Relaxed);
             let since = if last_ok == 0 {
                 self.started_ms

@@ -98,3 +98,47 @@ async fn healthz_names_the_silent_device_and_the_old_outbox() {
     stop.cancel();
     server.await.unwrap();
 }
+
+/// A scanner with its port open and nobody scanning for longer than `max_device_silence_s` is
+/// idle, not broken; once it fails (unplugged) the silence counts again.
+#[tokio::test]
+async fn an_idle_open_scanner_is_healthy_and_a_failed_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(
+        Outbox::open(OutboxOptions {
+            path: dir.path().join("outbox.db"),
+            max_bytes: u64::MAX,
+        })
+        .await
+        .unwrap(),
+    );
+    let scanner = Arc::new(DeviceMetrics::default());
+    // Opened two minutes ago, silent since.
+    scanner.record_open();
+    let two_min_ago = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() - 120_000;
+    scanner
+        .last_ok_ms
+        .store(two_min_ago, std::sync::atomic::Ordering::Relaxed);
+    let state = Arc::new(HealthState {
+        outbox,
+        publish: Arc::new(PublishMetrics::default()),
+        devices: vec![("st110-gun".into(), scanner.clone())],
+        max_device_silence_s: 60,
+        max_outbox_age_s: 30,
+        started_ms: two_min_ago,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, state, stop.clone()));
+
+    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+
+    scanner.record_error("reading /dev/ttyUSB0: end of file (device gone)");
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("device st110-gun: no good poll"), "{body}");
+    assert!(body.contains("device gone"), "{body}");
+    stop.cancel();
+    server.await.unwrap();
+}

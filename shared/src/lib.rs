@@ -8,6 +8,7 @@
 //! - [`config`]: strict TOML loading that reports every problem with file, line, column and field;
 //! - [`mqtt`] (feature `mqtt`): the MQTT client setup both daemons use (URL, credentials, TLS);
 //! - [`signal`] (feature `signal`): waiting for SIGINT / SIGTERM.
+//! - [`signing`] (feature `mqtt`): HMAC-SHA256 signatures of envelopes and acks, key files.
 //! - `testing` (feature `test-support`): helpers for the other crates' integration tests.
 
 pub mod cli;
@@ -19,6 +20,8 @@ pub mod ids;
 pub mod mqtt;
 #[cfg(any(test, feature = "signal"))]
 pub mod signal;
+#[cfg(any(test, feature = "mqtt"))]
+pub mod signing;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod time;

@@ -39,6 +39,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: unknown id.
     NotFound { what: &'static str, id: String },
+    /// 409: the request conflicts with the stored state (a released hold, a used route).
+    Conflict { error: String, detail: Value },
     /// 413: too large.
     TooLarge(String),
     /// 503: a dependency (the database) is down.
@@ -65,6 +67,15 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(d) = &e
+            && d.code().as_deref() == Some("57014")
+        {
+            return ApiError::Unavailable(
+                "query timed out ([http] query_timeout_ms); narrow the request (filters, a \
+                 smaller limit) or raise the timeout"
+                    .to_owned(),
+            );
+        }
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 ApiError::Unavailable("database unavailable".to_owned())
@@ -102,6 +113,10 @@ impl IntoResponse for ApiError {
                 StatusCode::NOT_FOUND,
                 json!({"error": format!("unknown {what}"), "detail": {"id": id}}),
             ),
+            ApiError::Conflict { error, detail } => (
+                StatusCode::CONFLICT,
+                json!({"error": error, "detail": detail}),
+            ),
             ApiError::TooLarge(msg) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": msg, "detail": null}),
@@ -123,4 +138,59 @@ impl IntoResponse for ApiError {
         };
         (status, Json(body)).into_response()
     }
+}
+
+/// Middleware: every error answer is the JSON shape. Answers with status ≥ 400 that are
+/// neither JSON nor an HTML page of the web UI — an unmatched route (404, empty), a wrong
+/// method (405), a body over the limit (413, axum's plain text), an unsupported media type —
+/// are rewritten to `{"error": …, "detail": {"status": …}}`, keeping their status and headers
+/// (`Allow` on a 405).
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let status = res.status();
+    if status.as_u16() < 400 {
+        return res;
+    }
+    let ctype = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ctype.starts_with("application/json") || ctype.starts_with("text/html") {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::NOT_FOUND => format!("no such route: {method} {path}"),
+        StatusCode::METHOD_NOT_ALLOWED => format!("method {method} not allowed on {path}"),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
+        _ if !text.is_empty() => text.clone(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+    };
+    let mut detail = json!({"status": status.as_u16()});
+    if !text.is_empty() && text != error {
+        detail["message"] = Value::String(text);
+    }
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW)
+        && let Ok(a) = allow.to_str()
+    {
+        detail["allow"] = Value::String(a.to_owned());
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::to_vec(&json!({"error": error, "detail": detail})).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

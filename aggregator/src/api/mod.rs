@@ -4,7 +4,9 @@
 //! the ingest side) and `trace` (unit report, trace, recall, operations, readings — the query
 //! side). `openapi` merges both groups' utoipa descriptions.
 
+pub mod analytics;
 pub mod auth;
+pub mod epcis;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -32,16 +34,18 @@ pub struct AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/",
-            axum::routing::get(|| async { axum::response::Html(crate::web::index()) }),
-        )
+        .merge(crate::web::routes())
         .merge(ops::routes())
         .merge(trace::routes())
+        .merge(crate::routing::api::routes())
+        .merge(analytics::routes())
+        .merge(epcis::routes())
         .merge(openapi::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
+        // Outermost: also the 404 of an unmatched route and the 405 of a wrong method.
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }

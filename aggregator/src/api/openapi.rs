@@ -25,6 +25,9 @@ use crate::trace;
         super::trace::recall,
         super::trace::operations,
         super::trace::readings,
+        super::analytics::common_cause,
+        super::epcis::events,
+        super::epcis::unit_document,
         super::ops::healthz,
         super::ops::metrics,
         super::ops::gateways,
@@ -33,6 +36,7 @@ use crate::trace;
         super::ops::post_lots,
         super::ops::post_work_orders,
         super::ops::post_shipments,
+        crate::web::dashboard::dashboard,
     ),
     components(schemas(
         super::error::ErrorBody,
@@ -59,6 +63,14 @@ use crate::trace;
         trace::OperationRow,
         trace::ReadingPage,
         trace::ReadingRow,
+        crate::web::dashboard::Dashboard,
+        crate::web::dashboard::LineStats,
+        crate::web::dashboard::StationStats,
+        crate::web::dashboard::GatewayStats,
+        crate::analytics::CommonCauseRequest,
+        crate::analytics::PopulationSpec,
+        crate::analytics::CommonCause,
+        crate::analytics::Factor,
     ))
 )]
 pub struct ApiDoc;
@@ -68,5 +80,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(<crate::routing::api::RoutingApi as OpenApi>::openapi());
+    Json(doc)
 }

@@ -75,6 +75,9 @@ pub async fn healthz(State(st): State<AppState>) -> Result<Json<Health>, ApiErro
     if !st.db.ping().await {
         return Err(ApiError::Unavailable("database unavailable".to_owned()));
     }
+    if let Some(reason) = st.ingest.gap_alarm_reason() {
+        return Err(ApiError::Unavailable(reason));
+    }
     Ok(Json(Health {
         status: "ok".to_owned(),
         database: st.db.backend().to_owned(),
@@ -98,11 +101,24 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Every gateway: state from its status messages, last record, buffer depth, devices.
+/// Every gateway: state from its status messages, last record, buffer depth, devices, and
+/// `gaps` (seqs missing below the highest seen: `count` and the oldest `ranges`).
 #[utoipa::path(get, path = "/api/v1/gateways", tag = "ops",
     responses((status = 200, body = Vec<GatewayInfo>)))]
 pub async fn gateways(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let gws = st.db.gateways().await?;
+    let mut gaps = st.ingest.gaps();
+    let gws: Vec<Value> = gws
+        .into_iter()
+        .map(|g| {
+            let mut v = serde_json::to_value(&g).unwrap_or(Value::Null);
+            let gap = gaps.remove(&g.id).unwrap_or_default();
+            if let Value::Object(m) = &mut v {
+                m.insert("gaps".to_owned(), json!(gap));
+            }
+            v
+        })
+        .collect();
     Ok(Json(json!({ "gateways": gws })))
 }
 

@@ -47,6 +47,12 @@ pub struct MqttSection {
     pub client_key_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
+    /// Directory of the gateways' signing keys, `DIR/{gateway_id}.key` (and `.key.next` during
+    /// a roll-over), written by `threadline-aggregator keygen`. With it only envelopes signed
+    /// with their gateway's key are ingested (others are dead-lettered, `bad signature`) and
+    /// acks are signed (docs/security.md). Without it nothing is signed, as before.
+    #[serde(default)]
+    pub gateway_keys_dir: Option<PathBuf>,
     /// The connection the keys above describe, loaded once (URL parsed, password and
     /// certificates read) by validation when the file is loaded; see [`MqttSection::client`].
     /// Keys changed after that are not seen: a changed config is loaded anew (`kill -HUP`).
@@ -122,6 +128,11 @@ pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
     }
     if let Err(errors) = mqtt.client() {
         errors.report(v);
+    }
+    if let Some(dir) = &mqtt.gateway_keys_dir
+        && let Err(e) = super::keys::GatewayKeys::open(dir)
+    {
+        v.error("mqtt.gateway_keys_dir", e);
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`mqtt`]: the MQTT client (external broker or the embedded one), subscriptions, acks;
 //! - [`config`]: `[mqtt]`; the broker connection (URL, credentials, TLS, keep-alive) is the
 //!   shared [`threadline_shared::mqtt`] setup, the same as the gateway's;
+//! - [`keys`]: the gateways' signing keys (`gateway_keys_dir`), read on demand;
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for one-box installs;
+//! - [`gaps`]: seq gaps per gateway and epoch (`/api/v1/gateways`, `/metrics`, `/healthz`);
 //! - [`stats`]: [`IngestStats`], shared with `/healthz` and `/metrics`.
 //!
 //! Data path and back-pressure: the MQTT loop decodes each PUBLISH and `send`s it into a bounded
@@ -18,11 +20,14 @@
 pub mod broker;
 pub mod config;
 pub mod decode;
+pub mod gaps;
+pub mod keys;
 pub mod mqtt;
 pub mod stats;
 pub mod writer;
 
-pub use decode::{Incoming, decode};
+pub use decode::{Incoming, decode, decode_signed};
+pub use keys::GatewayKeys;
 pub use mqtt::run;
 pub use stats::IngestStats;
 pub use writer::{AckSink, DecodeConfig, Queued, WriterConfig, Writers, writer_for};

@@ -59,6 +59,16 @@ pub async fn run(
         .ingest_enabled
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let root = cfg.mqtt.topic_root.clone();
+    let keys = match &cfg.mqtt.gateway_keys_dir {
+        None => None,
+        Some(dir) => Some(Arc::new(
+            super::keys::GatewayKeys::open(dir)
+                .map_err(|e| anyhow::anyhow!("[mqtt] gateway_keys_dir: {e}"))?,
+        )),
+    };
+    if let Some(dir) = &cfg.mqtt.gateway_keys_dir {
+        tracing::info!(dir = %dir.display(), "envelopes must be signed with their gateway's key; acks are signed");
+    }
     let writers = Writers::spawn(
         &db,
         cfg.writers(),
@@ -66,14 +76,17 @@ pub async fn run(
         DecodeConfig {
             root: root.clone(),
             max_payload_bytes: cfg.aggregator.max_payload_kb * 1024,
+            keys: keys.clone(),
         },
         &AckSink::Mqtt {
             client: client.clone(),
             root: root.clone(),
+            keys,
         },
         &stats,
         &WriterConfig {
             batch_max_records: cfg.aggregator.batch_max_records,
+            batch_max_bytes: cfg.aggregator.batch_max_mb << 20,
             batch_max_wait: Duration::from_millis(cfg.aggregator.batch_max_wait_ms),
         },
         &cancel,

@@ -4,10 +4,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use threadline_shared::time::Timestamp;
 
+use super::gaps::{GatewayGaps, SeqGaps};
 use crate::store::BatchOutcome;
+
+/// `[aggregator] gap_alarm_s` when not set.
+pub const DEFAULT_GAP_ALARM_S: u64 = 300;
 
 /// Upper bounds (seconds) of the batch latency histogram.
 const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -40,6 +45,12 @@ pub struct IngestStats {
     dead_letters: Mutex<BTreeMap<&'static str, u64>>,
     /// Newest record floor time per gateway (lag = now − this).
     newest: Mutex<BTreeMap<String, Timestamp>>,
+    /// Seq gaps per gateway and epoch (see [`super::gaps`]).
+    gaps: Mutex<SeqGaps>,
+    /// Set for `shared_group` replicas: each sees only part of a gateway's stream.
+    gaps_off: AtomicBool,
+    /// `[aggregator] gap_alarm_s` (0 = the default).
+    gap_alarm_s: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +93,13 @@ impl IngestStats {
                 *d.entry(k.as_str()).or_default() += n;
             }
         }
+        if !self.gaps_off.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut g = lock(&self.gaps);
+            for ((gw, _, _, epoch), seqs) in &out.committed {
+                g.stored(gw, *epoch, seqs, now);
+            }
+        }
         let mut nw = lock(&self.newest);
         for (gw, ts) in &out.newest_ts {
             let e = nw.entry(gw.clone()).or_insert(*ts);
@@ -89,6 +107,25 @@ impl IngestStats {
                 *e = *ts;
             }
         }
+    }
+
+    /// Seq gap tracking: the alarm age, and whether to track at all (not for `shared_group`
+    /// replicas, which each see part of every gateway's stream).
+    pub fn configure_gaps(&self, alarm_s: u64, track: bool) {
+        self.gap_alarm_s.store(alarm_s, Ordering::Relaxed);
+        self.gaps_off.store(!track, Ordering::Relaxed);
+    }
+
+    fn gap_alarm(&self) -> Duration {
+        match self.gap_alarm_s.load(Ordering::Relaxed) {
+            0 => Duration::from_secs(DEFAULT_GAP_ALARM_S),
+            s => Duration::from_secs(s),
+        }
+    }
+
+    /// Open seq gaps per gateway (empty when tracking is off).
+    pub fn gaps(&self) -> BTreeMap<String, GatewayGaps> {
+        lock(&self.gaps).by_gateway(Instant::now())
     }
 
     /// Records a failed batch write (the database is treated as down until the next commit).
@@ -130,6 +167,12 @@ impl IngestStats {
             return Some(format!("MQTT broker not connected: {e}"));
         }
         None
+    }
+
+    /// Seq gaps open longer than `gap_alarm_s`, for `/healthz` (ingest itself still works).
+    pub fn gap_alarm_reason(&self) -> Option<String> {
+        let alarms = lock(&self.gaps).alarms(Instant::now(), self.gap_alarm());
+        (!alarms.is_empty()).then(|| alarms.join("; "))
     }
 
     /// Prometheus text exposition of every counter.
@@ -218,6 +261,18 @@ impl IngestStats {
                 s,
                 "threadline_ingest_lag_seconds{{gateway=\"{}\"}} {lag}",
                 escape(gw)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP threadline_ingest_seq_gap_records Seqs missing below the highest seen, per gateway (all epochs).\n# TYPE threadline_ingest_seq_gap_records gauge"
+        );
+        for (gw, g) in self.gaps() {
+            let _ = writeln!(
+                s,
+                "threadline_ingest_seq_gap_records{{gateway=\"{}\"}} {}",
+                escape(&gw),
+                g.count
             );
         }
         let _ = writeln!(

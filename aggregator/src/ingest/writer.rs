@@ -14,9 +14,12 @@ use threadline_shared::{Ack, Topic, TopicKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use threadline_shared::signing::Purpose;
+
 use super::decode::Incoming;
+use super::keys::GatewayKeys;
 use super::stats::IngestStats;
-use crate::store::{Batch, BatchOutcome, Db};
+use crate::store::{Batch, BatchOutcome, Db, DeadLetter, DeadLetterKind};
 
 /// Where acks go after a commit.
 #[derive(Clone, Debug)]
@@ -25,6 +28,8 @@ pub enum AckSink {
     Mqtt {
         client: rumqttc::AsyncClient,
         root: String,
+        /// `gateway_keys_dir`: acks are signed with their gateway's key.
+        keys: Option<Arc<GatewayKeys>>,
     },
     /// Handed to a channel (tests, benchmarks): (gateway, ack).
     Channel(mpsc::UnboundedSender<(String, Ack)>),
@@ -36,6 +41,9 @@ pub enum AckSink {
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     pub batch_max_records: usize,
+    /// Bytes of payload per batch, at most (`[aggregator] batch_max_mb`); a message larger
+    /// than this alone still makes a batch of its own.
+    pub batch_max_bytes: usize,
     pub batch_max_wait: Duration,
 }
 
@@ -56,6 +64,8 @@ pub enum Queued {
 pub struct DecodeConfig {
     pub root: String,
     pub max_payload_bytes: usize,
+    /// `gateway_keys_dir`: envelopes must be signed ([`super::decode::decode_signed`]).
+    pub keys: Option<Arc<GatewayKeys>>,
 }
 
 /// Several writers, each with its own bounded queue; messages are routed by gateway
@@ -105,6 +115,7 @@ impl Writers {
             )));
             w.tasks.push(tokio::spawn(run_committer(
                 db.clone(),
+                decode.root.clone(),
                 brx,
                 acks.clone(),
                 stats.clone(),
@@ -169,11 +180,23 @@ async fn run_batcher(
     cfg: WriterConfig,
     cancel: CancellationToken,
 ) {
+    // A message and its size in bytes: the payload as received, or an estimate for one
+    // decoded already (tests, benchmarks).
     let take = |q: Queued| match q {
-        Queued::Decoded(m) => m,
-        Queued::Raw { topic, payload } => {
-            super::decode::decode(&decode.root, &topic, &payload, decode.max_payload_bytes)
+        Queued::Decoded(m) => {
+            let bytes = 256 * m.weight();
+            (m, bytes)
         }
+        Queued::Raw { topic, payload } => (
+            super::decode::decode_signed(
+                &decode.root,
+                &topic,
+                &payload,
+                decode.max_payload_bytes,
+                decode.keys.as_deref(),
+            ),
+            payload.len() + topic.len(),
+        ),
     };
     loop {
         let first = tokio::select! {
@@ -181,9 +204,10 @@ async fn run_batcher(
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
         let mut batch = Batch::default();
-        let mut weight = add(&mut batch, take(first));
+        let (m, mut bytes) = take(first);
+        let mut weight = add(&mut batch, m);
         let deadline = tokio::time::Instant::now() + cfg.batch_max_wait;
-        while weight < cfg.batch_max_records {
+        while weight < cfg.batch_max_records && bytes < cfg.batch_max_bytes {
             // Take what is already queued without waiting, then wait up to the deadline.
             let m = match rx.try_recv() {
                 Ok(m) => Some(m),
@@ -195,7 +219,11 @@ async fn run_batcher(
                 },
             };
             match m {
-                Some(m) => weight += add(&mut batch, take(m)),
+                Some(m) => {
+                    let (m, b) = take(m);
+                    bytes += b;
+                    weight += add(&mut batch, m);
+                }
                 None => break,
             }
         }
@@ -214,6 +242,7 @@ async fn run_batcher(
 /// gateways re-send it).
 async fn run_committer(
     db: Db,
+    root: String,
     mut batches: mpsc::Receiver<Batch>,
     acks: AckSink,
     stats: Arc<IngestStats>,
@@ -224,7 +253,7 @@ async fn run_committer(
             _ = cancel.cancelled() => return,
             b = batches.recv() => match b { Some(b) => b, None => return },
         };
-        let Some(out) = write_with_retry(&db, &batch, &stats, &cancel).await else {
+        let Some(out) = write_with_retry(&db, &root, &batch, &stats, &cancel).await else {
             return;
         };
         send_acks(&acks, &out, &stats);
@@ -245,22 +274,88 @@ fn add(batch: &mut Batch, m: Incoming) -> usize {
     w
 }
 
-/// Writes until it commits; `None` when cancelled first.
-async fn write_with_retry(
+/// Writes a batch until it commits; `None` when cancelled first.
+///
+/// Poison isolation: when the database refuses the batch for its data ([`Db::refusal`]: a NUL
+/// character, an id longer than an index allows, a value out of range), the batch is bisected —
+/// each half written in a transaction of its own, in order, halves that fail split again —
+/// until every refused unit (record, status or dead letter) stands alone; each is then
+/// dead-lettered with the database's reason (kind `refused`) and acked. Everything else commits
+/// and is acked as usual. A batch with `k` refused units of `n` costs about `2·k·log2(n)` extra
+/// transactions, only when something is refused. Errors that are not the data's (the database
+/// is down) are retried with backoff, never bisected: nothing valid is ever dead-lettered
+/// because the database was unavailable.
+pub async fn write_with_retry(
     db: &Db,
+    root: &str,
     batch: &Batch,
     stats: &IngestStats,
     cancel: &CancellationToken,
 ) -> Option<BatchOutcome> {
+    let reason = match write_piece(db, batch, stats, cancel).await? {
+        Ok(out) => return Some(out),
+        Err(reason) => reason,
+    };
+    let n = batch.units();
+    tracing::warn!(error = %reason, units = n,
+        "the database refused part of a batch; isolating the refused records");
+    let mut total = BatchOutcome::default();
+    // Ranges of units still to write; the last is written next (the front of the batch first,
+    // so that a gateway's events are chained in order).
+    let mut todo: Vec<(usize, usize, String)> = Vec::new();
+    if n > 1 {
+        todo.push((n / 2, n, String::new()));
+        todo.push((0, n / 2, String::new()));
+    } else {
+        todo.push((0, n, reason));
+    }
+    while let Some((lo, hi, known)) = todo.pop() {
+        let piece = batch.slice(lo, hi);
+        // A single unit that already failed is not written again.
+        let result = if hi - lo == 1 && !known.is_empty() {
+            Err(known)
+        } else {
+            write_piece(db, &piece, stats, cancel).await?
+        };
+        match result {
+            Ok(out) => total.merge(out),
+            Err(_) if hi - lo > 1 => {
+                let mid = lo + (hi - lo) / 2;
+                todo.push((mid, hi, String::new()));
+                todo.push((lo, mid, String::new()));
+            }
+            Err(reason) => {
+                if let Some(out) =
+                    dead_letter_alone(db, root, &piece, &reason, stats, cancel).await?
+                {
+                    total.merge(out);
+                }
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Writes one batch, retrying while the database is unavailable. `Some(Err(reason))` when the
+/// database refused the data; `None` when cancelled.
+async fn write_piece(
+    db: &Db,
+    batch: &Batch,
+    stats: &IngestStats,
+    cancel: &CancellationToken,
+) -> Option<Result<BatchOutcome, String>> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
         match db.write_batch(batch).await {
             Ok(out) => {
                 stats.committed(&out, started.elapsed().as_secs_f64());
-                return Some(out);
+                return Some(Ok(out));
             }
             Err(e) => {
+                if let Some(reason) = db.refusal(&e) {
+                    return Some(Err(reason));
+                }
                 let msg = e.to_string();
                 tracing::warn!(error = %msg, retry_in_ms = backoff.as_millis() as u64,
                     records = batch.record_count(), "batch write failed; not acked, retrying");
@@ -275,6 +370,90 @@ async fn write_with_retry(
     }
 }
 
+/// Dead-letters the one unit of `piece` that the database refused, with its reason, and says
+/// what to ack: a record's seq (with its envelope's dead-lettered seqs). A refused record's
+/// payload is a version-1 envelope holding just that record, so that `dead-letters replay`
+/// can re-ingest it. `Some(None)` when even the dead letter cannot be stored (logged; nothing
+/// acked, so the gateway re-sends it); `None` when cancelled.
+async fn dead_letter_alone(
+    db: &Db,
+    root: &str,
+    piece: &Batch,
+    reason: &str,
+    stats: &IngestStats,
+    cancel: &CancellationToken,
+) -> Option<Option<BatchOutcome>> {
+    // (gateway, plant, line, epoch) → seqs, as in `BatchOutcome::committed`.
+    type Acked = ((String, String, String, uuid::Uuid), Vec<u64>);
+    let mut ack: Option<Acked> = None;
+    let dead = if let Some(s) = piece.statuses.first() {
+        DeadLetter {
+            topic: format!("{root}/{}/{}/{}/status", s.plant, s.line, s.gateway),
+            gateway: Some(s.gateway.clone()),
+            kind: DeadLetterKind::Refused,
+            reason: format!(
+                "status of gateway {} refused by the database: {reason}",
+                s.gateway
+            ),
+            payload: serde_json::to_vec(&s.raw).unwrap_or_default(),
+        }
+    } else if let Some(e) = piece.envelopes.first() {
+        let mut seqs = e.dead_seqs.clone();
+        seqs.extend(e.records.iter().map(|r| r.seq));
+        let what = match e.records.first() {
+            Some(r) => format!(
+                "record seq {} ({}) of epoch {}",
+                r.seq,
+                r.type_name(),
+                e.epoch
+            ),
+            None => format!("dead-lettered seqs {:?} of epoch {}", e.dead_seqs, e.epoch),
+        };
+        let envelope = serde_json::json!({
+            "v": threadline_shared::envelope::ENVELOPE_VERSION,
+            "gateway": e.gateway, "plant": e.plant, "line": e.line, "epoch": e.epoch,
+            "records": e.records,
+        });
+        ack = Some((
+            (e.gateway.clone(), e.plant.clone(), e.line.clone(), e.epoch),
+            seqs,
+        ));
+        DeadLetter {
+            topic: format!("{root}/{}/{}/{}/records", e.plant, e.line, e.gateway),
+            gateway: Some(e.gateway.clone()),
+            kind: DeadLetterKind::Refused,
+            reason: format!("{what} refused by the database: {reason}"),
+            payload: serde_json::to_vec(&envelope).unwrap_or_default(),
+        }
+    } else if let Some(d) = piece.dead_letters.first() {
+        DeadLetter {
+            reason: format!("{} (first storing failed: {reason})", d.reason),
+            payload: d.payload.clone(),
+            ..d.clone()
+        }
+    } else {
+        return Some(None);
+    };
+    tracing::warn!(reason = %dead.reason, gateway = ?dead.gateway, "dead-lettered a refused unit");
+    let alone = Batch {
+        dead_letters: vec![dead],
+        ..Batch::default()
+    };
+    match write_piece(db, &alone, stats, cancel).await? {
+        Ok(mut out) => {
+            if let Some((k, seqs)) = ack {
+                out.committed.entry(k).or_default().extend(seqs);
+            }
+            Some(Some(out))
+        }
+        Err(again) => {
+            tracing::error!(error = %again, "a dead letter could not be stored; not acked");
+            stats.write_failed(&again);
+            Some(None)
+        }
+    }
+}
+
 fn send_acks(sink: &AckSink, out: &BatchOutcome, stats: &IngestStats) {
     for ((gw, plant, line, epoch), seqs) in &out.committed {
         if seqs.is_empty() {
@@ -282,7 +461,7 @@ fn send_acks(sink: &AckSink, out: &BatchOutcome, stats: &IngestStats) {
         }
         let ack = Ack::from_seqs(*epoch, seqs.iter().copied());
         match sink {
-            AckSink::Mqtt { client, root } => {
+            AckSink::Mqtt { client, root, keys } => {
                 let topic = match Topic::new(root, plant, line, gw, TopicKind::Ack) {
                     Ok(t) => t.to_string(),
                     Err(e) => {
@@ -290,7 +469,15 @@ fn send_acks(sink: &AckSink, out: &BatchOutcome, stats: &IngestStats) {
                         continue;
                     }
                 };
-                let payload = serde_json::to_vec(&ack).unwrap_or_default();
+                let mut payload = serde_json::to_vec(&ack).unwrap_or_default();
+                if let Some(keys) = keys {
+                    match keys.get(gw) {
+                        Ok(ring) => ring.sign_into(Purpose::Ack, gw, &mut payload),
+                        // Only verified envelopes are committed, so the key was there a moment
+                        // ago; unsigned, the gateway ignores this ack and re-sends.
+                        Err(e) => tracing::warn!(gateway = %gw, error = %e, "ack not signed"),
+                    }
+                }
                 // try_publish: the writer must never wait on the MQTT loop, which may itself be
                 // waiting on the writer's channel (back-pressure) — that would deadlock.
                 match client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload) {

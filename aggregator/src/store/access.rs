@@ -197,7 +197,8 @@ impl Db {
     /// Counts rows of a table (tests and `check`).
     pub async fn count(&self, table: &str) -> sqlx::Result<i64> {
         // Table names cannot be bound; only identifiers we know are accepted.
-        const TABLES: [&str; 11] = [
+        const TABLES: [&str; 12] = [
+            "pending_closes",
             "events",
             "readings",
             "items",

@@ -53,8 +53,47 @@ macro_rules! item_upsert_set {
 }
 pub(crate) use item_upsert_set;
 
+/// Longest text (in bytes) of a dead letter's topic, gateway or reason as stored.
+pub(crate) const DEAD_LETTER_TEXT_MAX: usize = 2048;
+
+/// A dead letter's text as any database stores it: NUL escaped as `\u0000`, cut to
+/// [`DEAD_LETTER_TEXT_MAX`] bytes (on a char boundary, marked `…`). The payload is stored as
+/// bytes, unchanged: the dead letter of a refused record must never be refused itself.
+pub(crate) fn storable(s: &str) -> String {
+    let mut out = if s.contains('\0') {
+        s.replace('\0', "\\u0000")
+    } else {
+        s.to_owned()
+    };
+    if out.len() > DEAD_LETTER_TEXT_MAX {
+        let mut cut = DEAD_LETTER_TEXT_MAX - '…'.len_utf8();
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// A dead letter's identity: SHA-256 of its (stored) topic, a 0 byte, its payload.
+pub(crate) fn dead_letter_hash(topic: &str, payload: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(topic.as_bytes());
+    h.update([0]);
+    h.update(payload);
+    h.finalize().to_vec()
+}
+
 /// An open write transaction of one backend.
 pub(crate) trait WriteTx: Sized {
+    /// SQLite: the connection's `PRAGMA synchronous` (what the commit will use); `None`
+    /// elsewhere.
+    async fn synchronous(&mut self) -> sqlx::Result<Option<i64>> {
+        Ok(None)
+    }
+
     /// Runs one shared statement; rows affected.
     async fn execute(&mut self, q: Sql<'_>) -> sqlx::Result<u64>;
 
@@ -157,40 +196,142 @@ pub(crate) trait WriteTx: Sized {
             .collect())
     }
 
-    /// Closes the oldest open edge matching the close; false when none is open.
+    /// Closes the oldest edge matching the close that was open at its time (`valid_from <=
+    /// at`, still open); false when there is none — the close is then kept pending
+    /// ([`WriteTx::insert_pending_close`]).
     async fn close_edge(&mut self, c: &EdgeClose, ids: &ItemIds) -> sqlx::Result<bool> {
+        let (p, ch) = (ids.of(&c.parent)?, ids.of(&c.child)?);
+        self.close_open_edge(p, ch, c.relation, c.at, &c.reason)
+            .await
+    }
+
+    /// Closes the oldest open `relation` edge `parent → child` with `valid_from <= at`.
+    async fn close_open_edge(
+        &mut self,
+        parent: i64,
+        child: i64,
+        relation: &str,
+        at: Timestamp,
+        reason: &str,
+    ) -> sqlx::Result<bool> {
         let n = self
             .execute(
                 Sql::new(
                     "UPDATE edges SET valid_to = $4, closed_reason = $5
                      WHERE id = (SELECT id FROM edges WHERE parent_id = $1 AND child_id = $2
-                                   AND relation = $3 AND valid_to IS NULL ORDER BY id LIMIT 1)",
+                                   AND relation = $3 AND valid_to IS NULL AND valid_from <= $4
+                                 ORDER BY id LIMIT 1)",
                 )
-                .bind(ids.of(&c.parent)?)
-                .bind(ids.of(&c.child)?)
-                .bind(c.relation)
-                .bind(c.at)
-                .bind(&c.reason),
+                .bind(parent)
+                .bind(child)
+                .bind(relation)
+                .bind(at)
+                .bind(reason),
             )
             .await?;
         Ok(n > 0)
+    }
+
+    /// Keeps a close that found nothing to close, until its edge arrives.
+    async fn insert_pending_close(&mut self, c: &EdgeClose, ids: &ItemIds) -> sqlx::Result<()> {
+        self.execute(
+            Sql::new(
+                "INSERT INTO pending_closes (parent_id, child_id, relation, at, reason, event_id,
+                                             gateway)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(ids.of(&c.parent)?)
+            .bind(ids.of(&c.child)?)
+            .bind(c.relation)
+            .bind(c.at)
+            .bind(&c.reason)
+            .bind(c.event_id)
+            .bind(&c.gateway),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether any close is pending (the common answer, no, spares a look per new edge).
+    async fn has_pending_closes(&mut self) -> sqlx::Result<bool> {
+        #[derive(sqlx::FromRow)]
+        struct One {
+            #[allow(dead_code)]
+            id: i64,
+        }
+        Ok(!self
+            .fetch_all::<One>(Sql::new("SELECT id FROM pending_closes LIMIT 1"))
+            .await?
+            .is_empty())
+    }
+
+    /// Applies to a newly inserted edge the oldest pending close of its parent, child and
+    /// relation at or after its `valid_from`, and forgets that close.
+    async fn apply_pending_close(&mut self, e: &EdgeInsert, ids: &ItemIds) -> sqlx::Result<()> {
+        #[derive(sqlx::FromRow)]
+        struct Pending {
+            id: i64,
+            #[sqlx(try_from = "super::sql::Time")]
+            at: String,
+            reason: String,
+        }
+        let (p, ch) = (ids.of(&e.parent)?, ids.of(&e.child)?);
+        let found: Vec<Pending> = self
+            .fetch_all(
+                Sql::new(
+                    "SELECT id, at, reason FROM pending_closes
+                     WHERE parent_id = $1 AND child_id = $2 AND relation = $3 AND at >= $4
+                     ORDER BY at, id LIMIT 1",
+                )
+                .bind(p)
+                .bind(ch)
+                .bind(e.relation)
+                .bind(e.valid_from),
+            )
+            .await?;
+        let Some(pc) = found.into_iter().next() else {
+            return Ok(());
+        };
+        let at = threadline_shared::time::parse(&pc.at)
+            .map_err(|err| sqlx::Error::Decode(err.to_string().into()))?;
+        if self
+            .close_open_edge(p, ch, e.relation, at, &pc.reason)
+            .await?
+        {
+            self.execute(Sql::new("DELETE FROM pending_closes WHERE id = $1").bind(pc.id))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stores the dead letters, received now.
     async fn insert_dead_letters(&mut self, rows: &[DeadLetter]) -> sqlx::Result<()> {
         let now = threadline_shared::time::now();
         for d in rows {
+            let (topic, gateway, reason) = (
+                storable(&d.topic),
+                d.gateway.as_deref().map(storable),
+                storable(&d.reason),
+            );
+            let hash = dead_letter_hash(&topic, &d.payload);
+            // Once per payload: a gateway re-sending the same unusable message bumps `count`.
             self.execute(
                 Sql::new(
-                    "INSERT INTO dead_letters (received_at, topic, gateway, reason, kind, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO dead_letters (received_at, last_received_at, topic, gateway,
+                                               reason, kind, payload, payload_hash)
+                     VALUES ($1, $1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (payload_hash) DO UPDATE SET
+                         count = dead_letters.count + 1,
+                         last_received_at = excluded.last_received_at,
+                         reason = excluded.reason, kind = excluded.kind",
                 )
                 .bind(now)
-                .bind(&d.topic)
-                .bind(&d.gateway)
-                .bind(&d.reason)
+                .bind(&topic)
+                .bind(&gateway)
+                .bind(&reason)
                 .bind(d.kind.as_str())
-                .bind(super::sql::Bind::Bytes(&d.payload)),
+                .bind(super::sql::Bind::Bytes(&d.payload))
+                .bind(super::sql::Bind::Bytes(&hash)),
             )
             .await?;
         }

@@ -59,6 +59,46 @@ impl Db {
         Ok(db)
     }
 
+    /// The pool of the HTTP API's queries, apart from ingest's: at most `max_connections`
+    /// connections (ingest keeps its own), and on PostgreSQL a `statement_timeout` of
+    /// `timeout_ms` on each — a slow query is cancelled (SQLSTATE 57014) instead of holding
+    /// connections ingest needs. SQLite has no statement timeout; its readers never block the
+    /// writer (WAL). Call after [`Db::connect`] (which migrates).
+    pub async fn connect_queries(
+        url: &str,
+        max_connections: u32,
+        timeout_ms: u64,
+    ) -> anyhow::Result<Db> {
+        use anyhow::Context as _;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts: sqlx::postgres::PgConnectOptions = url
+                .parse()
+                .with_context(|| format!("bad PostgreSQL url {}", redact(url)))?;
+            let opts = opts.options([("statement_timeout", timeout_ms.to_string())]);
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+            Ok(Db::Postgres(pool))
+        } else {
+            let opts: SqliteConnectOptions = url
+                .parse::<SqliteConnectOptions>()
+                .with_context(|| format!("bad SQLite url {url:?}"))?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("opening SQLite database {url:?}"))?;
+            Ok(Db::Sqlite(pool))
+        }
+    }
+
     /// Runs the embedded migrations of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
@@ -98,7 +138,34 @@ impl Db {
             Db::Postgres(p) => {
                 write::write_and_commit(PgWrite::begin(p, batch).await?, batch).await
             }
-            Db::Sqlite(p) => write::write_and_commit(SqliteWrite::begin(p).await?, batch).await,
+            Db::Sqlite(p) => {
+                let mut conn = p.acquire().await?;
+                let tx = SqliteWrite::begin(&mut conn, batch.needs_full_sync()).await?;
+                write::write_and_commit(tx, batch).await
+            }
+        }
+    }
+
+    /// Why the database refused what it was given — the data, not the database being
+    /// unavailable: `Some(reason)` for errors that writing the same rows again can never fix
+    /// (PostgreSQL SQLSTATE class 22 data exception — a NUL character, a value out of range —,
+    /// 23 integrity constraint, 54 program limit exceeded — an index row too big; SQLite
+    /// `TOOBIG`, `CONSTRAINT`, `MISMATCH`, `RANGE`; a value that cannot be encoded). `None` for
+    /// everything else (connection lost, disk full, lock timeout, …): those are retried.
+    pub fn refusal(&self, e: &sqlx::Error) -> Option<String> {
+        match e {
+            sqlx::Error::Database(d) => {
+                let code = d.code()?;
+                let refused = match self {
+                    Db::Postgres(_) => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
+                    Db::Sqlite(_) => code
+                        .parse::<i64>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25)),
+                };
+                refused.then(|| format!("{} (code {code})", d.message()))
+            }
+            sqlx::Error::Encode(e) => Some(format!("cannot encode a value: {e}")),
+            _ => None,
         }
     }
 

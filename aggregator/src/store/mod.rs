@@ -18,6 +18,7 @@ pub mod access;
 pub(crate) mod backend;
 pub mod chain;
 pub mod db;
+pub mod dead_letters;
 pub mod model;
 pub(crate) mod postgres;
 pub(crate) mod projection;

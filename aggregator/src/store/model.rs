@@ -55,10 +55,15 @@ pub enum DeadLetterKind {
     MalformedStatus,
     /// `disassembled` / `unpacked` with no open edge to close (arrived before its assembly?).
     UnmatchedClose,
+    /// An envelope not signed with its gateway's key while `gateway_keys_dir` is set.
+    BadSignature,
+    /// A record (or status) the database refused (a NUL character, an id longer than an index
+    /// allows, a value out of range): isolated from its batch, which committed without it.
+    Refused,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [DeadLetterKind; 9] = [
+    pub const ALL: [DeadLetterKind; 11] = [
         DeadLetterKind::Oversized,
         DeadLetterKind::MalformedEnvelope,
         DeadLetterKind::UnsupportedVersion,
@@ -68,6 +73,8 @@ impl DeadLetterKind {
         DeadLetterKind::InvalidRecord,
         DeadLetterKind::MalformedStatus,
         DeadLetterKind::UnmatchedClose,
+        DeadLetterKind::BadSignature,
+        DeadLetterKind::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +88,8 @@ impl DeadLetterKind {
             DeadLetterKind::InvalidRecord => "invalid_record",
             DeadLetterKind::MalformedStatus => "malformed_status",
             DeadLetterKind::UnmatchedClose => "unmatched_close",
+            DeadLetterKind::BadSignature => "bad_signature",
+            DeadLetterKind::Refused => "refused",
         }
     }
 }
@@ -117,6 +126,72 @@ impl Batch {
         self.envelopes.is_empty() && self.dead_letters.is_empty() && self.statuses.is_empty()
     }
 
+    /// The batch's units of isolation: each status, each record (an envelope without records
+    /// but with dead-lettered seqs counts as one), each dead letter. See [`Batch::slice`].
+    pub fn units(&self) -> usize {
+        self.statuses.len()
+            + self
+                .envelopes
+                .iter()
+                .map(|e| e.records.len().max(usize::from(!e.dead_seqs.is_empty())))
+                .sum::<usize>()
+            + self.dead_letters.len()
+    }
+
+    /// The units `lo..hi` (in the order statuses, records in envelope order, dead letters) as a
+    /// batch of their own. An envelope's dead-lettered seqs go with its first unit. Slicing
+    /// `0..n` at any cut points yields batches that together hold exactly this batch, in order.
+    pub fn slice(&self, lo: usize, hi: usize) -> Batch {
+        let mut out = Batch::default();
+        let mut at = 0;
+        let take = |at: usize, n: usize| (at.max(lo), (at + n).min(hi));
+        let (a, b) = take(at, self.statuses.len());
+        if a < b {
+            out.statuses
+                .extend_from_slice(&self.statuses[a - at..b - at]);
+        }
+        at += self.statuses.len();
+        for e in &self.envelopes {
+            let n = e.records.len().max(usize::from(!e.dead_seqs.is_empty()));
+            let (a, b) = take(at, n);
+            if a < b {
+                let first = a == at;
+                out.envelopes.push(EnvelopeRecords {
+                    gateway: e.gateway.clone(),
+                    plant: e.plant.clone(),
+                    line: e.line.clone(),
+                    epoch: e.epoch,
+                    records: e.records
+                        [(a - at).min(e.records.len())..(b - at).min(e.records.len())]
+                        .to_vec(),
+                    dead_seqs: if first {
+                        e.dead_seqs.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+            at += n;
+        }
+        let (a, b) = take(at, self.dead_letters.len());
+        if a < b {
+            out.dead_letters
+                .extend_from_slice(&self.dead_letters[a - at..b - at]);
+        }
+        out
+    }
+
+    /// Whether committing the batch must survive a power cut before its ack (SQLite
+    /// `synchronous = FULL`): it holds trace events or dead letters. Readings and statuses only
+    /// may commit `NORMAL` (WAL: a power cut may roll back the last commits, never corrupt).
+    pub fn needs_full_sync(&self) -> bool {
+        !self.dead_letters.is_empty()
+            || self
+                .envelopes
+                .iter()
+                .any(|e| !e.dead_seqs.is_empty() || e.records.iter().any(|r| !r.body.is_reading()))
+    }
+
     /// Floor times of the batch's readings (PostgreSQL makes their day partitions first).
     pub fn reading_times(&self) -> impl Iterator<Item = Timestamp> + '_ {
         self.envelopes
@@ -130,6 +205,10 @@ impl Batch {
 /// What a committed batch did.
 #[derive(Debug, Clone, Default)]
 pub struct BatchOutcome {
+    /// SQLite: `PRAGMA synchronous` of the connection as read just before the commit (2 = FULL
+    /// for any batch with trace events or dead letters, 1 = NORMAL for readings only); `None`
+    /// on PostgreSQL. Merged: the strongest.
+    pub sqlite_synchronous: Option<i64>,
     /// Per (gateway, plant, line, epoch): every seq now durably stored — new, duplicate or
     /// dead-lettered. This is what gets acked.
     pub committed: BTreeMap<(String, String, String, Uuid), Vec<u64>>,
@@ -141,6 +220,29 @@ pub struct BatchOutcome {
     pub dead_letters: BTreeMap<DeadLetterKind, u64>,
     /// Newest record timestamp per gateway in this batch.
     pub newest_ts: BTreeMap<String, Timestamp>,
+}
+
+impl BatchOutcome {
+    /// Adds what another (later) transaction did: a batch written in pieces.
+    pub fn merge(&mut self, o: BatchOutcome) {
+        self.sqlite_synchronous = self.sqlite_synchronous.max(o.sqlite_synchronous);
+        for (k, v) in o.committed {
+            self.committed.entry(k).or_default().extend(v);
+        }
+        for (k, v) in o.new_by_type {
+            *self.new_by_type.entry(k).or_default() += v;
+        }
+        self.duplicates += o.duplicates;
+        for (k, v) in o.dead_letters {
+            *self.dead_letters.entry(k).or_default() += v;
+        }
+        for (k, v) in o.newest_ts {
+            let e = self.newest_ts.entry(k).or_insert(v);
+            if v > *e {
+                *e = v;
+            }
+        }
+    }
 }
 
 /// The first broken link of a hash chain.
@@ -239,4 +341,72 @@ pub struct EventsPage {
     pub events: Vec<EventRow>,
     /// Pass as `after_id` for the next page; null when this page was the last.
     pub next_after: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64) -> Record {
+        Record::from_json(&format!(
+            r#"{{"seq":{seq},"ts":"2026-11-25T08:00:00Z","type":"reading","device":"d","tag":"t","quality":"good"}}"#
+        ))
+        .unwrap()
+    }
+
+    fn env(gw: &str, seqs: &[u64], dead: &[u64]) -> EnvelopeRecords {
+        EnvelopeRecords {
+            gateway: gw.into(),
+            plant: "p".into(),
+            line: "l".into(),
+            epoch: Uuid::nil(),
+            records: seqs.iter().map(|s| rec(*s)).collect(),
+            dead_seqs: dead.to_vec(),
+        }
+    }
+
+    fn seqs(b: &Batch) -> Vec<(String, u64)> {
+        b.envelopes
+            .iter()
+            .flat_map(|e| {
+                e.dead_seqs
+                    .iter()
+                    .chain(e.records.iter().map(|r| &r.seq))
+                    .map(|s| (e.gateway.clone(), *s))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slices_at_any_cut_hold_the_batch_in_order() {
+        let dl = DeadLetter {
+            topic: "t".into(),
+            gateway: None,
+            kind: DeadLetterKind::BadTopic,
+            reason: "r".into(),
+            payload: vec![],
+        };
+        let b = Batch {
+            envelopes: vec![
+                env("a", &[1, 2, 3], &[9]),
+                env("b", &[], &[4]),
+                env("a", &[5], &[]),
+            ],
+            dead_letters: vec![dl.clone(), dl],
+            statuses: vec![],
+        };
+        assert_eq!(b.units(), 3 + 1 + 1 + 2);
+        let whole = seqs(&b);
+        for cut in 0..=b.units() {
+            let (l, r) = (b.slice(0, cut), b.slice(cut, b.units()));
+            assert_eq!(l.units() + r.units(), b.units(), "cut {cut}");
+            let mut joined = seqs(&l);
+            joined.extend(seqs(&r));
+            assert_eq!(joined, whole, "cut {cut}");
+            assert_eq!(l.dead_letters.len() + r.dead_letters.len(), 2);
+        }
+        for i in 0..b.units() {
+            assert_eq!(b.slice(i, i + 1).units(), 1, "unit {i}");
+        }
+    }
 }

@@ -83,14 +83,7 @@ impl Projection {
     }
 
     /// Adds what one new trace event implies.
-    pub(crate) fn add(
-        &mut self,
-        event_id: i64,
-        gateway: &str,
-        line: &str,
-        rec: &Record,
-        body: &str,
-    ) {
+    pub(crate) fn add(&mut self, event_id: i64, gateway: &str, line: &str, rec: &Record) {
         let ts = rec.ts;
         let defined = |f: ItemFill| ItemFill {
             placeholder: false,
@@ -225,7 +218,6 @@ impl Projection {
                         .unwrap_or_else(|| "disassembled".to_owned()),
                     event_id,
                     gateway: gateway.to_owned(),
-                    body: body.to_owned(),
                 });
             }
             RecordBody::Packed(p) => {
@@ -259,7 +251,6 @@ impl Projection {
                     reason: "unpacked".to_owned(),
                     event_id,
                     gateway: gateway.to_owned(),
-                    body: body.to_owned(),
                 });
             }
             RecordBody::Shipped(s) => {
@@ -363,7 +354,7 @@ mod tests {
     fn project(recs: &[Record]) -> Projection {
         let mut p = Projection::default();
         for (i, r) in recs.iter().enumerate() {
-            p.add(i as i64 + 1, "gw-1", "L1", r, &format!("body-{}", i + 1));
+            p.add(i as i64 + 1, "gw-1", "L1", r);
         }
         p
     }
@@ -610,7 +601,7 @@ mod tests {
         );
         assert_eq!(p.edges[3].station.as_deref(), Some("DOCK"));
 
-        let closes: Vec<(&str, &str, &str, i64, &str)> = p
+        let closes: Vec<(&str, &str, &str, i64)> = p
             .closes
             .iter()
             .map(|c| {
@@ -619,16 +610,15 @@ mod tests {
                     c.child.1.as_str(),
                     c.reason.as_str(),
                     c.event_id,
-                    c.body.as_str(),
                 )
             })
             .collect();
         assert_eq!(
             closes,
             [
-                ("assembled", "SUB1", "disassembled", 2, "body-2"),
-                ("assembled", "LOT-B", "rework", 3, "body-3"),
-                ("packed", "SN1", "unpacked", 5, "body-5"),
+                ("assembled", "SUB1", "disassembled", 2),
+                ("assembled", "LOT-B", "rework", 3),
+                ("packed", "SN1", "unpacked", 5),
             ]
         );
         assert_eq!(

@@ -107,9 +107,8 @@ pub(crate) struct EdgeClose {
     pub(crate) at: Timestamp,
     pub(crate) reason: String,
     pub(crate) event_id: i64,
-    /// Gateway and body of the closing event, for the dead letter when nothing is open.
+    /// Gateway of the closing event (kept with a pending close).
     pub(crate) gateway: String,
-    pub(crate) body: String,
 }
 
 /// An `operations` row; `event_id` links its parameters and materials to it.

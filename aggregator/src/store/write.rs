@@ -23,7 +23,8 @@ pub(crate) async fn write_and_commit<T: WriteTx>(
     mut tx: T,
     batch: &Batch,
 ) -> sqlx::Result<BatchOutcome> {
-    let out = write_batch(&mut tx, batch).await?;
+    let mut out = write_batch(&mut tx, batch).await?;
+    out.sqlite_synchronous = tx.synchronous().await?;
     tx.commit().await?;
     Ok(out)
 }
@@ -157,25 +158,23 @@ async fn write_batch<T: WriteTx>(tx: &mut T, batch: &Batch) -> sqlx::Result<Batc
         let mut proj = Projection::default();
         for ((ev, id), (gw, line, rec)) in events.iter().zip(&ids).zip(&event_src) {
             *out.new_by_type.entry(ev.type_).or_default() += 1;
-            proj.add(*id, gw, line, rec, ev.body.as_str());
+            proj.add(*id, gw, line, rec);
         }
         let ids = tx.upsert_items(&proj.items).await?;
         if !proj.edges.is_empty() {
             tx.insert_edges(&proj.edges, &ids).await?;
+            // Closes that arrived before these edges (backlog and live interleaved, resends).
+            if tx.has_pending_closes().await? {
+                for e in &proj.edges {
+                    tx.apply_pending_close(e, &ids).await?;
+                }
+            }
         }
         for c in &proj.closes {
             if !tx.close_edge(c, &ids).await? {
-                dead.push(DeadLetter {
-                    topic: String::new(),
-                    gateway: Some(c.gateway.clone()),
-                    kind: DeadLetterKind::UnmatchedClose,
-                    reason: format!(
-                        "event {}: no open {} edge {} {} → {} {} to close (arrived before the \
-                         event that opened it?); the event itself is stored in the log",
-                        c.event_id, c.relation, c.parent.0, c.parent.1, c.child.0, c.child.1
-                    ),
-                    payload: c.body.clone().into_bytes(),
-                });
+                // Nothing open to close (yet): kept pending, applied when the edge arrives —
+                // the genealogy is the same whatever the arrival order.
+                tx.insert_pending_close(c, &ids).await?;
             }
         }
         if !proj.ops.operations.is_empty() {

@@ -11,7 +11,21 @@
 
 use super::{Recall, UnitReport};
 
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first; a customer
+/// named `=HYPERLINK(…)`), prefixed with `'` so it shows as text. Deliberate deviation: a plain
+/// number (`-0.5`, `+3`, `-1e-3` — anything Rust parses as `f64`) stays a number, since
+/// measured values and limits must stay numeric in the sheet and a number runs nothing.
+fn neutralised(v: &str) -> std::borrow::Cow<'_, str> {
+    let risky = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && v.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{v}"))
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
+}
+
 fn field(out: &mut String, v: &str) {
+    let v = &*neutralised(v);
     if v.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&v.replace('"', "\"\""));
@@ -139,6 +153,29 @@ pub fn recall(r: &Recall) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn formula_cells_are_neutralised_numbers_kept() {
+        let mut out = String::new();
+        super::row(
+            &mut out,
+            &[
+                "=HYPERLINK(\"http://x\")",
+                "+1+1",
+                "-2+3",
+                "@SUM(A1)",
+                "\tx",
+                "\rx",
+                "-0.5",
+                "+3",
+                "a=b",
+            ],
+        );
+        assert_eq!(
+            out,
+            "\"'=HYPERLINK(\"\"http://x\"\")\",'+1+1,'-2+3,'@SUM(A1),'\tx,\"'\rx\",-0.5,+3,a=b\r\n"
+        );
+    }
+
     #[test]
     fn quotes_only_when_needed() {
         let mut s = String::new();

@@ -33,6 +33,11 @@ pub struct UnitReport {
     /// Innermost first: case, then pallet.
     pub containers: Vec<Container>,
     pub shipment: Option<Shipment>,
+    /// Active holds covering the unit (on itself, its part, a lot or sub-assembly in it, a
+    /// container holding it).
+    pub holds: Vec<crate::routing::UnitHold>,
+    /// Quality decisions on the unit, oldest first (the last is the current one).
+    pub dispositions: Vec<crate::routing::Disposition>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -234,10 +239,18 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
         quality_checks: quality_checks(db, uid).await?,
         containers: Vec::new(),
         shipment: None,
+        holds: Vec::new(),
+        dispositions: Vec::new(),
     };
     let holders;
     (report.containers, holders) = containers(db, uid).await?;
     report.shipment = shipment(db, &holders).await?;
+    report.holds = crate::routing::holds_for_unit(db, serial)
+        .await
+        .map_err(routing_error)?;
+    report.dispositions = crate::routing::dispositions_for_unit(db, serial)
+        .await
+        .map_err(routing_error)?;
     Ok(report)
 }
 
@@ -466,4 +479,12 @@ async fn shipment(db: &Db, holders: &[i64]) -> Result<Option<Shipment>, QueryErr
             id_list(holders)
         )))
         .await?)
+}
+
+fn routing_error(e: crate::routing::RoutingError) -> QueryError {
+    match e {
+        crate::routing::RoutingError::Db(e) => QueryError::Db(e),
+        crate::routing::RoutingError::Query(q) => q,
+        other => QueryError::Data(other.to_string()),
+    }
 }

@@ -1,6 +1,16 @@
-//! Server-rendered pages: the printable unit report an auditor asks for (no scripts) and the start
-//! page (one inline line of script for its form). No external assets; every piece of text from
-//! the database is HTML-escaped.
+//! The web UI, served by the aggregator on the API's port: server-rendered pages (every piece of
+//! text from the database HTML-escaped here) with small vanilla scripts for the genealogy graph,
+//! the dashboard's polling and the charts. No external assets: CSS and scripts are embedded in
+//! the binary (`layout`), so the UI works offline. See docs/ui.md.
+//!
+//! This file holds the escaping helpers and the unit report's sections, shared by the printable
+//! report (`/api/v1/units/{serial}?format=html`, no scripts) and the unit page.
+
+pub mod dashboard;
+pub mod data;
+pub mod layout;
+pub mod pages;
+pub mod search;
 
 use std::fmt::Write as _;
 
@@ -20,6 +30,72 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Percent-encodes a path segment or query value (RFC 3986 unreserved characters stay).
+pub fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The UI page of an item (`kind`: unit | lot | container | shipment).
+pub fn href(kind: &str, id: &str) -> String {
+    let base = match kind {
+        "lot" => "/ui/lots/",
+        "container" => "/ui/containers/",
+        "shipment" => "/ui/shipments/",
+        _ => "/ui/units/",
+    };
+    format!("{base}{}", url_escape(id))
+}
+
+/// A link to an item's page, its text the escaped id.
+pub fn link(kind: &str, id: &str) -> String {
+    format!("<a href=\"{}\">{}</a>", href(kind, id), escape(id))
+}
+
+/// The UI's routes (mounted by `api::router`, behind the same authentication).
+pub fn routes() -> axum::Router<crate::api::AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/", get(pages::search_page))
+        .route("/ui", get(pages::search_page))
+        .route("/ui/assets/{name}", get(layout::asset))
+        .route("/ui/units/{serial}", get(pages::unit_page))
+        .route("/ui/lots/{lot}", get(pages::lot_page))
+        .route("/ui/containers/{id}", get(pages::container_page))
+        .route("/ui/shipments/{id}", get(pages::shipment_page))
+        .route("/ui/operations", get(pages::operations_page))
+        .route("/ui/dashboard", get(pages::dashboard_page))
+        .route("/ui/spc", get(pages::spc_page))
+        .route("/ui/analysis", get(pages::analysis_page))
+        .route("/ui/{*rest}", get(pages::unknown_page))
+        .route("/api/v1/dashboard", get(dashboard::dashboard))
+}
+
+/// Whether the API document lists `path` (features other parts of the aggregator add, such as
+/// holds or SPC, appear in the UI once their routes exist).
+pub fn has_route(path: &str) -> bool {
+    use utoipa::OpenApi as _;
+    static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PATHS
+        .get_or_init(|| {
+            crate::api::openapi::ApiDoc::openapi()
+                .paths
+                .paths
+                .keys()
+                .cloned()
+                .collect()
+        })
+        .iter()
+        .any(|p| p == path)
 }
 
 fn o(v: &Option<String>) -> String {
@@ -75,15 +151,25 @@ fn table<const N: usize>(
 
 /// The unit report as a self-contained HTML page.
 pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
-    let mut h = String::new();
     let s = escape(&r.serial);
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unit {s}</title><style>{STYLE}</style></head><body>\
+         <h1>Unit {s}</h1><p>Generated {} by Threadline.</p>{}</body></html>\n",
+        escape(generated_at),
+        report_sections(r, &|_, id| escape(id)),
+    )
+}
+
+/// The report's sections (summary table, materials, components, operations, quality checks).
+/// `link(kind, id)` renders a raw id as HTML (escaping it) — plain text in the printable report,
+/// a link in the UI.
+pub fn report_sections(r: &UnitReport, link: &dyn Fn(&str, &str) -> String) -> String {
+    let mut h = String::new();
     // `write!` into a String cannot fail; the results are ignored deliberately.
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unit {s}</title><style>{STYLE}</style></head><body>\
-         <h1>Unit {s}</h1><p>Generated {} by Threadline.</p>\
-         <table><tr><th>Part</th><td>{}</td></tr><tr><th>Work order</th><td>{}</td></tr><tr><th>Line</th><td>{}</td></tr>",
-        escape(generated_at),
+        "<table class=\"summary\"><tr><th>Serial</th><td>{}</td></tr><tr><th>Part</th><td>{}</td></tr><tr><th>Work order</th><td>{}</td></tr><tr><th>Line</th><td>{}</td></tr>",
+        escape(&r.serial),
         o(&r.part),
         o(&r.work_order),
         o(&r.line)
@@ -91,7 +177,7 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
     let containers: Vec<String> = r
         .containers
         .iter()
-        .map(|c| format!("{} ({})", escape(&c.id), o(&c.level)))
+        .map(|c| format!("{} ({})", link("container", &c.id), o(&c.level)))
         .collect();
     let _ = write!(
         h,
@@ -107,7 +193,7 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
             let _ = write!(
                 h,
                 "<tr><th>Shipment</th><td>{} to {} at {}</td></tr>",
-                escape(&sh.id),
+                link("shipment", &sh.id),
                 o(&sh.customer),
                 o(&sh.shipped_at)
             );
@@ -119,7 +205,7 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
     h.push_str("<h2>Materials</h2>");
     let direct = r.materials.iter().map(|m| {
         let removed = if m.closed { " (removed)" } else { "" };
-        let lot = format!("{}{removed}", escape(&m.lot));
+        let lot = format!("{}{removed}", link("lot", &m.lot));
         (
             lot,
             &m.part,
@@ -130,8 +216,15 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
         )
     });
     let via = r.component_materials.iter().map(|m| {
-        let lot = escape(&m.lot);
-        (lot, &m.part, &m.supplier, m.qty, &m.station, escape(&m.via))
+        let lot = link("lot", &m.lot);
+        (
+            lot,
+            &m.part,
+            &m.supplier,
+            m.qty,
+            &m.station,
+            link("unit", &m.via),
+        )
     });
     table(
         &mut h,
@@ -152,7 +245,7 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
         ["Serial", "Part", "Station", "Assembled", "Removed"],
         r.components.iter().map(|c| {
             let cells = [
-                escape(&c.serial),
+                link("unit", &c.serial),
                 o(&c.part),
                 o(&c.station),
                 escape(&c.assembled_at),
@@ -197,7 +290,6 @@ pub fn unit_report(r: &UnitReport, generated_at: &str) -> String {
             (cls, cells)
         }),
     );
-    h.push_str("</body></html>\n");
     h
 }
 
@@ -254,18 +346,8 @@ fn operation(h: &mut String, op: &Operation) {
 
 /// `GET /`: a start page for a person who opens the aggregator in a browser — what is here and
 /// how to ask it, with a form for the unit report (the API itself is JSON).
-pub fn index() -> String {
-    r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Threadline aggregator</title>
-<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;line-height:1.45}
-code{background:#f3f3f3;padding:0 .2rem}li{margin:.2rem 0}</style></head>
-<body>
-<h1>Threadline aggregator</h1>
-<p>Product genealogy, trace and recall. Look up a finished unit:</p>
-<form action="/api/v1/units/" onsubmit="location.href='/api/v1/units/'+encodeURIComponent(this.serial.value)+'?format=html';return false">
-<input name="serial" placeholder="serial, e.g. SN0000000002" size="30" autofocus> <button>unit report</button>
-</form>
-<h2>API</h2>
+pub fn api_help() -> &'static str {
+    r#"<h2>API</h2>
 <ul>
 <li><code>GET /api/v1/units/{serial}</code> — the trace report (<code>?format=html</code>, <code>?format=csv</code>)</li>
 <li><code>GET /api/v1/trace/{kind}/{id}?direction=backward|forward</code> — genealogy (kind: unit, lot, container, shipment)</li>
@@ -275,10 +357,7 @@ code{background:#f3f3f3;padding:0 .2rem}li{margin:.2rem 0}</style></head>
 <li><a href="/api/v1/events?limit=50">/api/v1/events</a> — the raw event log, paged</li>
 <li><a href="/api/v1/audit/verify">/api/v1/audit/verify</a> — recompute the hash chains</li>
 <li><a href="/healthz">/healthz</a>, <a href="/metrics">/metrics</a>, <a href="/api/openapi.json">/api/openapi.json</a></li>
-</ul>
-</body></html>
-"#
-    .to_owned()
+</ul>"#
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 pub mod config;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use threadline_shared::event::{Quality, TagValue};
 use threadline_shared::time::Timestamp;
@@ -86,6 +86,9 @@ pub struct DeviceMetrics {
     pub values: AtomicU64,
     /// Last error text, for status and logs.
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// A scanner holding its device open: it is healthy while idle, however long nobody scans.
+    /// Polled devices never set it (their silence is a fault).
+    pub open: AtomicBool,
 }
 
 impl DeviceMetrics {
@@ -99,7 +102,14 @@ impl DeviceMetrics {
         }
     }
 
+    /// A reader opened its device: ok now, and silence is not a fault until it fails.
+    pub fn record_open(&self) {
+        self.record_ok(0);
+        self.open.store(true, Ordering::Relaxed);
+    }
+
     pub fn record_error(&self, error: impl Into<String>) {
+        self.open.store(false, Ordering::Relaxed);
         self.polls.fetch_add(1, Ordering::Relaxed);
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut e) = self.last_error.lock() {

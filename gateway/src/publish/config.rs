@@ -3,11 +3,12 @@
 //! delivery limits of the publisher.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use threadline_shared::config::Validator;
 use threadline_shared::mqtt::{ClientKeys, ClientSettings, KeyErrors};
+use threadline_shared::signing::KeyRing;
 
 /// `[mqtt]`: the broker the gateway publishes to.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,11 +45,19 @@ pub struct MqttSection {
     pub ack_timeout_ms: u64,
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
+    /// Key file of this gateway (written by `threadline-aggregator keygen`): with it every
+    /// envelope is signed and only acks signed with one of its keys are obeyed
+    /// (docs/security.md). Read at load; the first key signs, every key verifies acks.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
     /// The connection the keys above describe, loaded once (URL parsed, password and
     /// certificates read) by validation when the file is loaded; see [`MqttSection::client`].
     /// Keys changed after that are not seen: a changed config is loaded anew (`kill -HUP`).
     #[serde(skip)]
     client: OnceLock<Result<ClientSettings, KeyErrors>>,
+    /// The keys of `signing_key_file`, read once by validation like the password.
+    #[serde(skip)]
+    signing: OnceLock<Result<Option<Arc<KeyRing>>, String>>,
 }
 
 fn default_topic_root() -> String {
@@ -85,12 +94,28 @@ impl MqttSection {
             })
             .as_ref()
     }
+
+    /// The signing keys (`None` without `signing_key_file`): read at the first call
+    /// (validation), then kept.
+    pub fn signing(&self) -> Result<Option<&Arc<KeyRing>>, &str> {
+        let loaded = self.signing.get_or_init(|| match &self.signing_key_file {
+            None => Ok(None),
+            Some(p) => KeyRing::read(&[p.as_path()]).map(|k| Some(Arc::new(k))),
+        });
+        match loaded {
+            Ok(k) => Ok(k.as_ref()),
+            Err(e) => Err(e.as_str()),
+        }
+    }
 }
 
 /// The checks of `[mqtt]`: the connection (every problem on its key) and the delivery limits.
 pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
     if let Err(errors) = mqtt.client() {
         errors.report(v);
+    }
+    if let Err(e) = mqtt.signing() {
+        v.error("mqtt.signing_key_file", e.to_owned());
     }
     if mqtt.batch_max_records == 0 {
         v.error("mqtt.batch_max_records", "must be at least 1");

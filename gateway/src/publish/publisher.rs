@@ -8,6 +8,10 @@
 //! - After every (re)connect everything in the outbox is unacked by definition and is sent
 //!   again from the oldest record, while records appended after the connect (the *live tail*)
 //!   are sent in alternation with that backlog, so that neither starves the other.
+//! - With `signing_key_file` every envelope carries an HMAC-SHA256 trailer and an ack is obeyed
+//!   only when signed with one of the gateway's keys (`threadline_shared::signing`); any other
+//!   ack is ignored, counted (`threadline_gateway_acks_rejected_total`) and logged at most once a
+//!   minute — a forged ack must never delete the backlog.
 //! - A retained `…/status` (online) is published on connect and every `status_interval`; the
 //!   last will is the retained offline status; a graceful stop publishes it explicitly.
 
@@ -20,6 +24,7 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS};
 use threadline_shared::envelope::{Ack, DeviceHealth, GatewayState, Status};
 use threadline_shared::mqtt::KeyErrors;
+use threadline_shared::signing::{KeyRing, Purpose};
 use threadline_shared::time::Timestamp;
 use threadline_shared::topic::{Topic, TopicKind};
 use tokio::sync::mpsc;
@@ -79,6 +84,8 @@ pub struct PublishMetrics {
     pub pubacks: AtomicU64,
     /// Ack messages from the aggregator.
     pub acks: AtomicU64,
+    /// Acks ignored because unsigned or not signed with our key (signing configured).
+    pub acks_rejected: AtomicU64,
     pub connects: AtomicU64,
     pub connected: AtomicBool,
 }
@@ -115,6 +122,11 @@ pub struct Publisher {
     ack_topic: String,
     /// `{"v":1,…,"records":[` — everything of an envelope before the records.
     envelope_prefix: String,
+    /// `signing_key_file`'s keys: sign envelopes, verify acks; `None` = unsigned (as before).
+    keys: Option<Arc<KeyRing>>,
+    /// When a rejected ack was last logged (at most one line a minute: a flood of forged acks
+    /// must not flood the log).
+    rejected_logged: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The loop's mutable state.
@@ -159,7 +171,11 @@ impl Publisher {
             json(&cfg.line),
             outbox.epoch()
         );
+        // Validation loaded the key file; a config built without validation (tests) loads here.
+        let keys = cfg.mqtt.signing().ok().flatten().cloned();
         Ok(Publisher {
+            keys,
+            rejected_logged: std::sync::Mutex::new(None),
             records_topic: topic.to_string(),
             status_topic: topic.with_kind(TopicKind::Status).to_string(),
             ack_topic: topic.with_kind(TopicKind::Ack).to_string(),
@@ -185,18 +201,41 @@ impl Publisher {
         serde_json::to_vec(&status).unwrap_or_default()
     }
 
-    fn envelope(&self, records: &[StoredRecord]) -> String {
+    /// The envelope of `records` as sent: the JSON, signed when a key is configured.
+    fn envelope(&self, records: &[StoredRecord]) -> Vec<u8> {
         let len: usize = records.iter().map(|r| r.payload.len() + 1).sum();
-        let mut s = String::with_capacity(self.envelope_prefix.len() + len + 2);
-        s.push_str(&self.envelope_prefix);
+        let mut s = Vec::with_capacity(
+            self.envelope_prefix.len() + len + 2 + threadline_shared::signing::TRAILER_LEN,
+        );
+        s.extend_from_slice(self.envelope_prefix.as_bytes());
         for (i, r) in records.iter().enumerate() {
             if i > 0 {
-                s.push(',');
+                s.push(b',');
             }
-            s.push_str(&r.payload);
+            s.extend_from_slice(r.payload.as_bytes());
         }
-        s.push_str("]}");
+        s.extend_from_slice(b"]}");
+        if let Some(k) = &self.keys {
+            k.sign_into(Purpose::Envelope, &self.cfg.gateway, &mut s);
+        }
         s
+    }
+
+    /// Counts a rejected ack and logs it, at most once a minute.
+    fn reject_ack(&self, why: &str) {
+        let n = self.metrics.acks_rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self
+            .rejected_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                rejected_total = n,
+                "ignoring an ack that is {why}; nothing deleted (is the aggregator's \
+                 gateway_keys_dir key the same as signing_key_file? see docs/security.md)"
+            );
+        }
     }
 
     /// Runs until `stop`, then keeps delivering for at most `drain_timeout` (until the outbox is
@@ -390,6 +429,16 @@ impl Publisher {
     }
 
     async fn on_ack(&self, payload: &[u8], st: &mut State) {
+        let payload = match &self.keys {
+            None => payload,
+            Some(k) => match k.verify(Purpose::Ack, &self.cfg.gateway, payload) {
+                Ok(body) => body,
+                Err(e) => {
+                    self.reject_ack(&e.to_string());
+                    return;
+                }
+            },
+        };
         let ack: Ack = match serde_json::from_slice(payload) {
             Ok(a) => a,
             Err(e) => {

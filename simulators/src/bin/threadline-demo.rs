@@ -193,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         truth: Some(truth_path.clone()),
     };
     outln!("Threadline demo");
+    outln!("  web UI        {api}/   (dashboard {api}/ui/dashboard)");
     outln!("  MQTT broker   mqtt://{mqtt_addr} (embedded)");
     outln!(
         "  database      {}",
@@ -208,7 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .join(", ")
     );
     outln!("  ground truth  {}", truth_path.display());
-    outln!("  open          {api}/   (stop with Ctrl-C)");
+    outln!("  API           {api}/api/openapi.json   (stop with Ctrl-C)");
     outln!("  plant running; example queries follow after the first finished units …");
 
     if let Some(secs) = cli.duration {
@@ -339,6 +340,7 @@ async fn start_aggregator(
     )
     .map_err(|e| anyhow::anyhow!("{e:#}; choose another port with --mqtt-port"))?;
     let stats = Arc::new(IngestStats::default());
+    stats.configure_gaps(cfg.aggregator.gap_alarm_s, cfg.mqtt.shared_group.is_none());
     let ingest_task = {
         let (cfg, db, stats, cancel) = (cfg.clone(), db.clone(), stats.clone(), cancel.clone());
         tokio::spawn(async move {
@@ -347,8 +349,15 @@ async fn start_aggregator(
             }
         })
     };
+    // Queries on their own pool with a statement timeout, as `threadline-aggregator run`.
+    let query_db = Db::connect_queries(
+        &cfg.database.url,
+        cfg.database.max_connections.div_ceil(2),
+        cfg.http.query_timeout_ms,
+    )
+    .await?;
     let app = api::router(AppState {
-        db,
+        db: query_db,
         ingest: stats,
         tokens: Arc::new(api::auth::Tokens::load(&cfg.http.token)?),
     });

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteQueryResult};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteQueryResult};
 use sqlx::{Arguments as _, Sqlite, Transaction};
 use threadline_shared::event::ItemKind;
 use threadline_shared::time::Timestamp;
@@ -59,9 +59,22 @@ impl Driver for Sqlite {
 /// A batch's write transaction on SQLite.
 pub(crate) struct SqliteWrite<'c>(Transaction<'c, Sqlite>);
 
-impl SqliteWrite<'static> {
-    pub(crate) async fn begin(pool: &SqlitePool) -> sqlx::Result<Self> {
-        Ok(SqliteWrite(pool.begin_with("BEGIN IMMEDIATE").await?))
+impl<'c> SqliteWrite<'c> {
+    /// Begins the batch's transaction on `conn` with the durability it needs:
+    /// `synchronous = FULL` when `full` (trace events: acked only once a power cut cannot roll
+    /// them back), `NORMAL` otherwise. Set before every batch (SQLite refuses to change it inside
+    /// a transaction), since pooled connections keep the last setting.
+    pub(crate) async fn begin(conn: &'c mut SqliteConnection, full: bool) -> sqlx::Result<Self> {
+        sqlx::query(if full {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        })
+        .execute(&mut *conn)
+        .await?;
+        Ok(SqliteWrite(
+            sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?,
+        ))
     }
 }
 
@@ -76,6 +89,13 @@ impl WriteTx for SqliteWrite<'_> {
 
     async fn commit(self) -> sqlx::Result<()> {
         self.0.commit().await
+    }
+
+    async fn synchronous(&mut self) -> sqlx::Result<Option<i64>> {
+        let v: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok(Some(v))
     }
 
     async fn insert_events(&mut self, rows: &[EventInsert]) -> sqlx::Result<Vec<i64>> {

@@ -46,7 +46,7 @@ pub async fn run_scanner(cfg: ScannerConfig, ctx: DriverContext) {
                 // Open and grabbed: the status shows ok (and the last error cleared) before the
                 // first code. The backoff is reset only by data (a FIFO without a writer opens
                 // fine and ends at once).
-                ctx.metrics.record_ok(0);
+                ctx.metrics.record_open();
                 d
             }
             Err(msg) => {

@@ -92,7 +92,7 @@ pub async fn run_scanner(cfg: ScannerConfig, ctx: DriverContext) {
                 reopen.healthy();
                 // The reader is back: its status shows ok (and the last error cleared) even
                 // before the first code.
-                ctx.metrics.record_ok(0);
+                ctx.metrics.record_open();
                 p
             }
             Err(e) => {
