@@ -68,7 +68,7 @@ pub fn spawn(
     let sp = cfg.sparkplug.as_ref().filter(|s| s.enabled)?.clone();
     let opts = match cfg.mqtt.client() {
         Ok(c) => c.options(
-            sp.client_id
+            &sp.client_id
                 .clone()
                 .unwrap_or_else(|| format!("{}-spb", cfg.client_id())),
         ),
@@ -84,15 +84,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE);
     let metrics = Arc::new(SparkplugMetrics::default());
     let bdseq_file = cfg.gateway.data_dir.join("sparkplug.bdseq");
-    let task = tokio::spawn(run(
-        sp,
-        node,
-        opts,
-        bdseq_file,
-        rx,
-        metrics.clone(),
-        stop,
-    ));
+    let task = tokio::spawn(run(sp, node, opts, bdseq_file, rx, metrics.clone(), stop));
     Some((
         Sender {
             tx,
@@ -153,7 +145,12 @@ async fn run(
         let bd_seq = next_bdseq(&bdseq_file);
         let mut opts = base.clone();
         let will = node.ndeath(bd_seq, now_ms());
-        opts.set_last_will(LastWill::new(will.topic, will.payload, QoS::AtLeastOnce, false));
+        opts.set_last_will(LastWill::new(
+            will.topic,
+            will.payload,
+            QoS::AtLeastOnce,
+            false,
+        ));
         opts.set_clean_session(true);
         opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
         opts.set_request_channel_capacity(1024);

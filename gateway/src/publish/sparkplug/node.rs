@@ -302,6 +302,7 @@ impl EdgeNode {
 
     fn dbirth(&mut self, i: usize, now_ms: u64) -> Outgoing {
         let seq = self.next_seq();
+        let topic = self.topic("DBIRTH", Some(&self.devices[i].id));
         let d = &mut self.devices[i];
         d.alive = true;
         d.pending.clear();
@@ -326,7 +327,7 @@ impl EdgeNode {
             ..Default::default()
         };
         Outgoing {
-            topic: self.topic("DBIRTH", Some(&d.id)),
+            topic,
             payload: payload.encode_to_vec(),
         }
     }
@@ -416,6 +417,7 @@ impl EdgeNode {
                 continue;
             }
             let seq = self.next_seq();
+            let topic = self.topic("DDATA", Some(&self.devices[i].id));
             let d = &mut self.devices[i];
             let metrics = d
                 .pending
@@ -432,7 +434,7 @@ impl EdgeNode {
                 ..Default::default()
             };
             out.push(Outgoing {
-                topic: self.topic("DDATA", Some(&d.id)),
+                topic,
                 payload: payload.encode_to_vec(),
             });
         }

@@ -139,22 +139,41 @@ fn data_goes_by_alias_with_the_source_timestamp_one_ddata_per_device() {
     let mut n = node();
     n.births(0, 1000);
     let g = Quality::Good;
-    n.update(&reading("pressure", "plc", Some(TagValue::Float(2.5)), g), 1500, false);
-    n.update(&reading("count", "plc", Some(TagValue::Int(-3)), g), 1501, false);
-    n.update(&reading("count", "plc", Some(TagValue::Int(-4)), g), 1502, false);
+    n.update(
+        &reading("pressure", "plc", Some(TagValue::Float(2.5)), g),
+        1500,
+        false,
+    );
+    n.update(
+        &reading("count", "plc", Some(TagValue::Int(-3)), g),
+        1501,
+        false,
+    );
+    n.update(
+        &reading("count", "plc", Some(TagValue::Int(-4)), g),
+        1502,
+        false,
+    );
     let out = n.flush(1600);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].topic, "spBv1.0/plant-a/DDATA/gw-1/plc");
     let p = decode(&out[0].payload);
     assert_eq!(p.seq, Some(3));
-    assert_eq!(p.metrics.len(), 2, "the latest value of each changed metric");
+    assert_eq!(
+        p.metrics.len(),
+        2,
+        "the latest value of each changed metric"
+    );
     assert!(p.metrics.iter().all(|m| m.name.is_none()));
     assert_eq!(p.metrics[0].alias, Some(1));
     assert_eq!(p.metrics[0].value, Some(MetricValue::FloatValue(2.5)));
     assert_eq!(p.metrics[0].timestamp, Some(1500));
     assert_eq!(p.metrics[1].alias, Some(2));
     // Int32 −4 as two's complement in the uint32 field.
-    assert_eq!(p.metrics[1].value, Some(MetricValue::IntValue((-4i32) as u32)));
+    assert_eq!(
+        p.metrics[1].value,
+        Some(MetricValue::IntValue((-4i32) as u32))
+    );
     assert_eq!(p.metrics[1].timestamp, Some(1502));
     // Nothing changed: nothing to send.
     assert!(n.flush(1700).is_empty());
@@ -271,7 +290,10 @@ fn values_encode_in_the_field_of_their_datatype() {
         encode_value(DataType::Boolean, &TagValue::Bool(true)),
         Some(BooleanValue(true))
     );
-    assert_eq!(encode_value(DataType::UInt16, &TagValue::Text("x".into())), None);
+    assert_eq!(
+        encode_value(DataType::UInt16, &TagValue::Text("x".into())),
+        None
+    );
     assert_eq!(encode_value(DataType::UInt16, &TagValue::Int(-1)), None);
 }
 
