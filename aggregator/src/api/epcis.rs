@@ -142,7 +142,7 @@ impl EpcisEventsQuery {
 /// matching every given parameter, in log order. The mapping of each record type is in
 /// `docs/epcis.md`; `eventID` is the GS1 event hash.
 #[utoipa::path(
-    get, path = "/api/v1/epcis/events", tag = "epcis", params(EpcisEventsQuery),
+    get, path = "/api/v1/epcis/events", tag = "epcis", operation_id = "epcis_events", params(EpcisEventsQuery),
     responses(
         (status = 200, description = "EPCISQueryDocument", content_type = "application/ld+json", body = Object),
         BadRequest
