@@ -86,9 +86,17 @@ fn three_mistakes_give_three_precise_messages() {
         .0;
     let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
     assert_eq!(errs.len(), 3, "every problem at once: {shown:#?}");
+    // The line of the first mistake, counted in the example itself (comments there may grow).
+    let line = text[..text
+        .find("  scan_ms = 100\n  deadband = 0.5")
+        .expect("example has the tag")]
+        .lines()
+        .count()
+        + 1;
     assert!(
-        shown[0]
-            .starts_with("line-1.toml:43:3: device[0].tag[0].scan_msec: unknown field `scan_msec`"),
+        shown[0].starts_with(&format!(
+            "line-1.toml:{line}:3: device[0].tag[0].scan_msec: unknown field `scan_msec`"
+        )),
         "{}",
         shown[0]
     );
