@@ -91,6 +91,13 @@ pub async fn run(
         },
         &cancel,
     );
+    tokio::spawn(crate::routing::publish::run(
+        db.clone(),
+        client.clone(),
+        root.clone(),
+        stats.clone(),
+        cancel.clone(),
+    ));
     let filters = vec![
         Topic::filter(&root, TopicKind::Records, cfg.mqtt.shared_group.as_deref()),
         Topic::filter(&root, TopicKind::Status, cfg.mqtt.shared_group.as_deref()),
