@@ -454,17 +454,17 @@ async fn a_multi_page_export_streams_a_whole_document() {
         .await
         .unwrap();
     let mut frames = res.into_body().into_data_stream();
-    let (mut n, mut largest, mut total) = (0usize, 0usize, 0usize);
+    let (mut frames_n, mut largest, mut total) = (0usize, 0usize, 0usize);
     while let Some(f) = futures::StreamExt::next(&mut frames).await {
         let f = f.unwrap();
-        n += 1;
+        frames_n += 1;
         largest = largest.max(f.len());
         total += f.len();
     }
     assert!(total > 1 << 20, "{total} bytes");
     assert!(
-        n >= 5 && largest <= total / 4,
-        "{n} frames, largest {largest} of {total} bytes"
+        frames_n >= 5 && largest <= total / 4,
+        "{frames_n} frames, largest {largest} of {total} bytes"
     );
     let doc: Value = serde_json::from_str(&body).unwrap();
     let evs = events_of(&doc);
