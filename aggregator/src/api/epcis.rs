@@ -1,4 +1,5 @@
-//! EPCIS 2.0 routes: the event query, one unit's document (both streamed JSON-LD).
+//! EPCIS 2.0 routes: the event query, one unit's document (both streamed JSON-LD), and the
+//! capture of a supplier's document.
 //! `[epcis] id_base` reaches the handlers as an [`EpcisIds`] extension (`main` adds it;
 //! without one, the default `id_base` is used).
 
@@ -6,10 +7,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
@@ -17,7 +19,9 @@ use utoipa::IntoParams;
 use super::error::{BadRequest, NotFound};
 use super::params::{Asked, Params, Time};
 use super::{ApiError, AppState};
+use crate::epcis::capture;
 use crate::epcis::export::{self, EventQuery, Selection};
+use crate::epcis::supplier::{self, CaptureReport};
 use crate::epcis::{EventType, Ids, bare_biz_step};
 use crate::trace::{self, ItemKind};
 
@@ -35,6 +39,18 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/epcis/events", get(events))
         .route("/api/v1/units/{serial}/epcis", get(unit_document))
+        .route(
+            "/api/v1/epcis/capture",
+            post(capture).layer(DefaultBodyLimit::max(CAPTURE_MAX_BYTES)),
+        )
+}
+
+/// Largest capture body (a bigger delivery is split by the sender).
+pub const CAPTURE_MAX_BYTES: usize = 64 << 20;
+
+/// The URI builder of the request (for handlers of other modules that show supplier events).
+pub fn ids_of(ext: Option<axum::Extension<EpcisIds>>) -> Arc<Ids> {
+    ids(ext)
 }
 
 /// The ids the handler should use (the configured ones, or the default).
@@ -194,4 +210,42 @@ pub async fn unit_document(
         (*ids).clone(),
         Selection::Ids { ids: log_ids, epc },
     ))))
+}
+
+/// EPCIS capture: a supplier's `EPCISDocument` (JSON-LD, EPCIS 2.0). Its shape is checked (a
+/// 400 names the JSON path, what was expected and what was given); every event is stored once
+/// by its `eventID` (without one: by its canonical content), so a re-capture stores nothing
+/// new; each is linked to the lots of ours it names (LGTIN / lot Digital Link / lot URI in any
+/// id list or quantity list; the rule is in `docs/epcis.md`) and shown in their backward trace,
+/// the unit report and the lot page. Needs a write-scope token when tokens are configured.
+#[utoipa::path(
+    post, path = "/api/v1/epcis/capture", tag = "epcis", operation_id = "epcis_capture",
+    request_body(content = Object, content_type = "application/ld+json",
+        description = "an EPCISDocument (EPCIS 2.0 JSON-LD)"),
+    responses(
+        (status = 200, description = "what was stored and linked", body = CaptureReport),
+        BadRequest,
+        (status = 413, description = "body over 64 MiB")
+    )
+)]
+pub async fn capture(
+    State(st): State<AppState>,
+    ext: Option<axum::Extension<EpcisIds>>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<CaptureReport>, ApiError> {
+    let doc = capture::parse_document(&body).map_err(|e| {
+        ApiError::bad_request(
+            e.message(),
+            json!({"path": e.path, "expected": e.expected, "given": e.given}),
+        )
+    })?;
+    let ids = ids(ext);
+    let report = supplier::store(&st.db, &ids, &doc).await?;
+    tracing::info!(
+        events = report.events,
+        captured = report.captured,
+        duplicates = report.duplicates,
+        "EPCIS document captured"
+    );
+    Ok(axum::Json(report))
 }

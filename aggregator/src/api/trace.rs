@@ -89,9 +89,11 @@ pub struct UnitReportQuery {
 )]
 pub async fn unit_report(
     State(st): State<AppState>,
+    ext: Option<axum::Extension<super::epcis::EpcisIds>>,
     Asked(serial, q): Asked<String, UnitReportQuery>,
 ) -> Result<Response, ApiError> {
-    let report = trace::unit_report(&st.db, &serial).await?;
+    let mut report = trace::unit_report(&st.db, &serial).await?;
+    trace::supplier::fill_report(&st.db, &super::epcis::ids_of(ext), &mut report).await?;
     Ok(match q.format.unwrap_or_default() {
         ReportFormat::Json => Json(report).into_response(),
         ReportFormat::Csv => csv_response(
@@ -128,7 +130,9 @@ pub struct TraceQuery {
     pub as_of: Option<Time>,
 }
 
-/// Transitive genealogy of a unit, lot, container or shipment.
+/// Transitive genealogy of a unit, lot, container or shipment. A backward trace also lists
+/// `supplier_events`: events captured from suppliers' EPCIS documents that name a lot of the
+/// graph (`POST /api/v1/epcis/capture`).
 #[utoipa::path(
     get, path = "/api/v1/trace/{kind}/{id}", tag = "trace",
     params(
@@ -140,6 +144,7 @@ pub struct TraceQuery {
 )]
 pub async fn trace_graph(
     State(st): State<AppState>,
+    ext: Option<axum::Extension<super::epcis::EpcisIds>>,
     Asked((kind, id), q): Asked<(String, String), TraceQuery>,
 ) -> Result<Json<TraceGraph>, ApiError> {
     let kind = ItemKind::parse(&kind).ok_or_else(|| {
@@ -152,7 +157,9 @@ pub async fn trace_graph(
     req.max_depth = q.max_depth.map_or(DEFAULT_MAX_DEPTH, |b| b.0);
     req.max_nodes = q.max_nodes.map_or(DEFAULT_MAX_NODES, |b| b.0);
     req.as_of = q.as_of.map(|t| t.0);
-    Ok(Json(trace::trace(&st.db, &req).await?))
+    let mut graph = trace::trace(&st.db, &req).await?;
+    trace::supplier::fill_graph(&st.db, &super::epcis::ids_of(ext), &mut graph).await?;
+    Ok(Json(graph))
 }
 
 /// Query of `GET /api/v1/lots/{lot}/recall`.

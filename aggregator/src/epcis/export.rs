@@ -1,6 +1,7 @@
 //! Streamed EPCIS documents. The event log is read in keyset pages of [`PAGE`] rows (no
 //! connection is held between pages, nothing is buffered beyond one page); each page's events are
-//! mapped, filtered and written as JSON text into a bounded channel that the HTTP body drains.
+//! mapped, filtered and written as JSON text in frames of about [`CHUNK`] bytes into a bounded
+//! channel (4 frames) that the HTTP body drains.
 //! A database error mid-stream ends the body early (the client sees a truncated document, never
 //! a complete-looking wrong one) and is logged.
 
@@ -17,7 +18,7 @@ use crate::store::sql::{Bind, Sql};
 /// Event log rows read per query.
 pub const PAGE: i64 = 2000;
 /// A chunk is sent once it holds this many bytes.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// The filters of `GET /api/v1/epcis/events` (EPCIS 2.0 SimpleEventQuery parameters).
 #[derive(Debug, Clone, Default)]
@@ -228,11 +229,14 @@ pub fn stream(
             };
             after = last;
             chunk += PAGE as usize;
-            write_page(&ids, &sel, &rows, &mut buf, &mut first);
-            if buf.len() >= CHUNK {
-                let out = std::mem::take(&mut buf);
-                if tx.send(Ok(Bytes::from(out))).await.is_err() {
-                    return; // the client went away
+            // A few rows at a time, so a frame is about CHUNK bytes whatever the page holds.
+            for rows in rows.chunks(64) {
+                write_page(&ids, &sel, rows, &mut buf, &mut first);
+                if buf.len() >= CHUNK {
+                    let out = std::mem::replace(&mut buf, String::with_capacity(CHUNK + 8192));
+                    if tx.send(Ok(Bytes::from(out))).await.is_err() {
+                        return; // the client went away
+                    }
                 }
             }
             if matches!(sel, Selection::Query(_)) && (rows.len() as i64) < PAGE {
@@ -245,7 +249,11 @@ pub fn stream(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
-/// The log ids of the events that may name a unit (its operations, links, checks and start).
+/// The log ids of the events that may name a unit: its operations, links, checks and start,
+/// and the closes (`disassembled` / `unpacked`) of its links — an edge keeps the id of its
+/// opening event only, its close is the close event at its `valid_to` (a close still waiting for
+/// its edge is in `pending_closes` with its event id). [`keep`] then drops any event of the same
+/// instant that does not name the unit.
 pub async fn unit_event_ids(db: &Db, item_id: i64) -> sqlx::Result<Vec<i64>> {
     #[derive(sqlx::FromRow)]
     struct Id {
@@ -259,7 +267,11 @@ pub async fn unit_event_ids(db: &Db, item_id: i64) -> sqlx::Result<Vec<i64>> {
                    WHERE (parent_id = $1 OR child_id = $1) AND event_id IS NOT NULL
                  UNION SELECT event_id FROM quality_checks WHERE unit_id = $1 AND event_id IS NOT NULL
                  UNION SELECT e.id FROM items i JOIN events e ON e.ts = i.first_seen_at
-                   WHERE i.id = $1 AND e.type = 'unit_started'",
+                   WHERE i.id = $1 AND e.type = 'unit_started'
+                 UNION SELECT e.id FROM edges g JOIN events e ON e.ts = g.valid_to
+                   WHERE (g.parent_id = $1 OR g.child_id = $1) AND g.valid_to IS NOT NULL
+                     AND e.type IN ('disassembled', 'unpacked')
+                 UNION SELECT event_id FROM pending_closes WHERE parent_id = $1 OR child_id = $1",
             )
             .bind(item_id),
         )

@@ -5,12 +5,16 @@
 //! - [`hash`]: the event hash (`eventID`);
 //! - [`map`](map_record): one stored record → its EPCIS events (the table in `docs/epcis.md`);
 //! - [`export`]: the streamed documents behind `GET /api/v1/epcis/events` and
-//!   `GET /api/v1/units/{serial}/epcis`.
+//!   `GET /api/v1/units/{serial}/epcis`;
+//! - [`capture`], [`supplier`]: `POST /api/v1/epcis/capture` — a supplier's document checked,
+//!   keyed and stored, linked to our lots (read back by `trace::supplier`).
 
+pub mod capture;
 pub mod event;
 pub mod export;
 pub mod hash;
 pub mod ids;
+pub mod supplier;
 
 use threadline_shared::event::{ItemKind, Record, RecordBody, TagValue, Verdict};
 

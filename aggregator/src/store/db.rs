@@ -213,6 +213,28 @@ impl Db {
         }
     }
 
+    /// Runs the statements in one transaction (all or nothing); rows affected by each.
+    pub(crate) async fn execute_each(&self, qs: Vec<Sql<'_>>) -> sqlx::Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(qs.len());
+        match self {
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                for q in qs {
+                    out.push(sql::execute(&mut *tx, q).await?);
+                }
+                tx.commit().await?;
+            }
+            Db::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                for q in qs {
+                    out.push(sql::execute(&mut *tx, q).await?);
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Every row of `q`.
     pub(crate) async fn fetch_all<T: Rows>(&self, q: Sql<'_>) -> sqlx::Result<Vec<T>> {
         match self {

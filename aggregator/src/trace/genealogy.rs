@@ -109,6 +109,9 @@ pub struct TraceGraph {
     pub edges: Vec<TraceEdge>,
     /// More nodes or levels exist beyond max_nodes / max_depth.
     pub truncated: bool,
+    /// Backward traces: the suppliers' part of the history — events captured from their EPCIS
+    /// documents that name a lot of the graph (see `docs/epcis.md`, capture), oldest first.
+    pub supplier_events: Vec<super::supplier::SupplierEvent>,
 }
 
 /// An edge leaving the frontier, with its far end's item.
@@ -262,6 +265,7 @@ pub async fn trace(db: &Db, req: &TraceRequest) -> Result<TraceGraph, QueryError
         nodes,
         edges,
         truncated,
+        supplier_events: Vec::new(),
     })
 }
 

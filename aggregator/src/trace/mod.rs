@@ -11,6 +11,7 @@ pub mod genealogy;
 pub mod internal;
 pub mod recall;
 pub mod report;
+pub mod supplier;
 
 pub use genealogy::{Direction, TraceEdge, TraceGraph, TraceNode, TraceRequest, trace};
 pub use internal::{
@@ -22,6 +23,7 @@ pub use report::{
     Captured, Component, ComponentMaterial, Container, EnvValue, Material, Operation,
     OperationSummary, Parameter, QualityCheck, Shipment, UnitReport, unit_report,
 };
+pub use supplier::SupplierEvent;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -38,6 +38,9 @@ pub struct UnitReport {
     pub holds: Vec<crate::routing::UnitHold>,
     /// Quality decisions on the unit, oldest first (the last is the current one).
     pub dispositions: Vec<crate::routing::Disposition>,
+    /// The suppliers' part of the history: events captured from their EPCIS documents that name
+    /// a lot in this unit or its sub-assemblies, oldest first.
+    pub supplier_history: Vec<super::supplier::SupplierEvent>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -241,6 +244,7 @@ pub async fn unit_report(db: &Db, serial: &str) -> Result<UnitReport, QueryError
         shipment: None,
         holds: Vec::new(),
         dispositions: Vec::new(),
+        supplier_history: Vec::new(),
     };
     let holders;
     (report.containers, holders) = containers(db, uid).await?;

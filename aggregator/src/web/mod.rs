@@ -290,7 +290,57 @@ pub fn report_sections(r: &UnitReport, link: &dyn Fn(&str, &str) -> String) -> S
             (cls, cells)
         }),
     );
+
+    if !r.supplier_history.is_empty() {
+        h.push_str(
+            "<h2>Supplier history (EPCIS)</h2><p class=\"hint\">Events from suppliers' EPCIS \
+             documents that name a lot in this unit (captured with POST /api/v1/epcis/capture).</p>",
+        );
+        supplier_table(&mut h, &r.supplier_history, link);
+    }
     h
+}
+
+/// The suppliers' events of lots (unit report, lot page), one row each, oldest first.
+pub fn supplier_table(
+    h: &mut String,
+    evs: &[crate::trace::SupplierEvent],
+    link: &dyn Fn(&str, &str) -> String,
+) {
+    let _ = write!(h, "<table class=\"supplier-events\"><tr>");
+    for th in [
+        "Time",
+        "Lot",
+        "Event",
+        "Action",
+        "Business step",
+        "Disposition",
+        "Read point",
+        "Supplier",
+        "Matched",
+        "Event ID",
+    ] {
+        let _ = write!(h, "<th>{th}</th>");
+    }
+    h.push_str("</tr>");
+    for e in evs {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td><code>{}</code></td></tr>",
+            escape(&e.event_time),
+            link("lot", &e.lot),
+            escape(&e.event_type),
+            o(&e.action),
+            o(&e.biz_step),
+            o(&e.disposition),
+            o(&e.read_point.clone().or_else(|| e.biz_location.clone())),
+            o(&e.source),
+            escape(&e.matched),
+            escape(&e.matched_by),
+            escape(&e.event_id),
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// One operation: its head, its parameters against their limits, its environment.

@@ -284,14 +284,19 @@ fn depth_of(q: &HashMap<String, String>) -> u32 {
 /// `GET /ui/units/{serial}`.
 pub async fn unit_page(
     State(st): State<AppState>,
+    ext: Option<axum::Extension<crate::api::epcis::EpcisIds>>,
     Path(serial): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let report = match trace::unit_report(&st.db, &serial).await {
+    let mut report = match trace::unit_report(&st.db, &serial).await {
         Ok(r) => r,
         Err(QueryError::NotFound { .. }) => return not_found("unit", &serial),
         Err(e) => return failure(e),
     };
+    let ids = crate::api::epcis::ids_of(ext);
+    if let Err(e) = trace::supplier::fill_report(&st.db, &ids, &mut report).await {
+        return failure(e);
+    }
     let graph = match graph_data(&st, ItemKind::Unit, &serial, depth_of(&q)).await {
         Ok(g) => g,
         Err(e) => return failure(e),
@@ -333,6 +338,7 @@ pub async fn unit_page(
 /// `GET /ui/lots/{lot}?page=`.
 pub async fn lot_page(
     State(st): State<AppState>,
+    ext: Option<axum::Extension<crate::api::epcis::EpcisIds>>,
     Path(lot): Path<String>,
     Query(q): Q,
 ) -> Response {
@@ -368,6 +374,23 @@ pub async fn lot_page(
         },
         opt(&info.first_seen_at),
     );
+    let ids = crate::api::epcis::ids_of(ext);
+    match trace::supplier::for_lots(&st.db, &ids, std::slice::from_ref(&lot)).await {
+        Ok(evs) => {
+            b.push_str("<h2>Supplier history (EPCIS)</h2>");
+            if evs.is_empty() {
+                b.push_str(
+                    "<p id=\"supplier-events\">No supplier events captured for this lot \
+                     (POST /api/v1/epcis/capture).</p>",
+                );
+            } else {
+                b.push_str("<div id=\"supplier-events\">");
+                super::supplier_table(&mut b, &evs, &link);
+                b.push_str("</div>");
+            }
+        }
+        Err(e) => return failure(e),
+    }
     b.push_str("<h2>Consumption</h2><table id=\"consumption\"><tr><th>Station</th><th>Links</th><th>Quantity</th><th>First</th><th>Last</th></tr>");
     for c in &cons {
         let _ = write!(
