@@ -656,6 +656,9 @@ async fn openapi_lists_every_route() {
         "/api/v1/events",
         "/api/v1/audit/verify",
         "/api/v1/dashboard",
+        "/api/v1/spc",
+        "/api/v1/suppliers/scorecard",
+        "/api/v1/analysis/yield",
     ] {
         assert!(v["paths"][p]["get"].is_object(), "openapi lacks GET {p}");
     }
@@ -680,6 +683,7 @@ async fn openapi_lists_every_route() {
         "/api/v1/lots/{lot}/recall/hold",
         "/api/v1/units/{serial}/disposition",
         "/api/v1/routes",
+        "/api/v1/analysis/common-cause",
     ] {
         assert!(v["paths"][p]["post"].is_object(), "openapi lacks POST {p}");
     }
