@@ -21,6 +21,18 @@ pub struct AggregatorConfig {
     /// `[epcis]`: the EPCIS 2.0 export (see `docs/epcis.md`).
     #[serde(default)]
     pub epcis: crate::epcis::EpcisSection,
+    /// `[routing]`: routes loaded at start (see `docs/routing.md`).
+    #[serde(default)]
+    pub routing: RoutingSection,
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// A TOML file of `[[route]]` tables (part, version, `[[route.operation]]`) stored at start,
+    /// for plants that keep their routes in a file rather than send them from the ERP.
+    pub routes_file: Option<PathBuf>,
 }
 
 /// `[aggregator]`.
@@ -252,6 +264,14 @@ impl Validate for AggregatorConfig {
         }
         if let Some(problem) = self.epcis.check() {
             v.error("epcis.id_base", problem);
+        }
+        if let Some(f) = &self.routing.routes_file
+            && let Err(e) = std::fs::metadata(f)
+        {
+            v.error(
+                "routing.routes_file",
+                format!("cannot read {}: {e}", f.display()),
+            );
         }
         if self.aggregator.gap_alarm_s == 0 {
             v.error("aggregator.gap_alarm_s", "must be at least 1 (seconds)");

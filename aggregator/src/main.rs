@@ -408,6 +408,10 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
         backend = db.backend(),
         "database ready (migrations applied)"
     );
+    if let Some(f) = &cfg.routing.routes_file {
+        let n = threadline_aggregator::routing::routes::load_routes_file(&db, f).await?;
+        tracing::info!(file = %f.display(), changed = n, "routes file loaded");
+    }
     if cfg.mqtt.embedded {
         let listen = cfg.mqtt.listen.parse().context("mqtt.listen")?;
         ingest::broker::start_embedded(

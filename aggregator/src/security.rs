@@ -63,7 +63,8 @@ pub fn keygen(gateway: &str, dir: &Path) -> Result<NewKey, String> {
 
 /// The Mosquitto `acl_file` (see the module docs): the aggregator user reads every gateway's
 /// records and status and writes acks; each gateway user (named like its gateway id) writes
-/// only its own records and status and reads only its own ack and the plant's holds.
+/// only its own records and status and reads only its own ack, the plant's holds and the
+/// aggregators' online status (`{root}/_aggregator/{id}/status`, which makes it re-send).
 pub fn broker_acl(
     root: &str,
     aggregator_user: &str,
@@ -93,7 +94,8 @@ pub fn broker_acl(
          topic read {root}/+/+/+/records\n\
          topic read {root}/+/+/+/status\n\
          topic write {root}/+/+/+/ack\n\
-         topic readwrite {root}/+/holds\n"
+         topic readwrite {root}/+/holds\n\
+         topic readwrite {root}/_aggregator/+/status\n"
     ));
     for g in gateways {
         s.push_str(&format!(
@@ -102,7 +104,8 @@ pub fn broker_acl(
              topic write {root}/+/+/{g}/records\n\
              topic readwrite {root}/+/+/{g}/status\n\
              topic read {root}/+/+/{g}/ack\n\
-             topic read {root}/+/holds\n"
+             topic read {root}/+/holds\n\
+             topic read {root}/_aggregator/+/status\n"
         ));
     }
     Ok(s)

@@ -76,8 +76,64 @@ fn plant() -> Vec<String> {
     s
 }
 
+/// Quality data on top of the plant, for SPC, scorecard and yield (kept apart so the
+/// common-cause tests above see the plant alone):
+/// - every ST10 press operation measured `st10.pressure` = the first 40 piston-ring diameters of
+///   Montgomery's Table 6.3 (U00 gets the first), spec 73.95–74.05;
+/// - an end-of-line test at ST30 for every unit (EOL-1 for U00–U29, EOL-2 for U30–U39) at
+///   minute 40 of its slot: U05 and U20–U27 fail it first and pass the retest at second 50;
+/// - sub-assembly S03 has a failed quality check.
+fn quality() -> Vec<String> {
+    let mut s = Vec::new();
+    let first_fail = |i: usize| i == 5 || (20..28).contains(&i);
+    for i in 0..40 {
+        s.push(format!(
+            "INSERT INTO operation_parameters (operation_id, name, value_num, unit, lsl, usl, in_spec) VALUES \
+             ({}, 'st10.pressure', {}, 'mm', 73.95, 74.05, TRUE)",
+            1000 + i,
+            PISTON_40[i]
+        ));
+        let eq = if i < 30 { "EOL-1" } else { "EOL-2" };
+        let result = if first_fail(i) { "fail" } else { "pass" };
+        s.push(format!(
+            "INSERT INTO operations (id, unit_id, station, operation, equipment, completed_at, result, out_of_spec, environment, gateway) VALUES \
+             ({}, {}, 'ST30', 'eol-test', '{eq}', '{}', '{result}', FALSE, '[]', 'gw-1')",
+            2000 + i,
+            100 + i,
+            ts(i, 40)
+        ));
+        if first_fail(i) {
+            s.push(format!(
+                "INSERT INTO operations (id, unit_id, station, operation, equipment, completed_at, result, out_of_spec, environment, gateway) VALUES \
+                 ({}, {}, 'ST30', 'eol-test', '{eq}', '{}', 'pass', FALSE, '[]', 'gw-1')",
+                3000 + i,
+                100 + i,
+                ts(i, 50)
+            ));
+        }
+    }
+    s.push(format!(
+        "INSERT INTO quality_checks (unit_id, characteristic, value_num, result, checked_at) VALUES \
+         (203, 'runout', 0.09, 'fail', '{}')",
+        ts(3, 5)
+    ));
+    s
+}
+
+/// Montgomery, Introduction to Statistical Quality Control, Table 6.3, samples 1–8.
+const PISTON_40: [f64; 40] = [
+    74.030, 74.002, 74.019, 73.992, 74.008, 73.995, 73.992, 74.001, 74.011, 74.004, 73.998, 74.024,
+    74.021, 74.005, 74.002, 74.002, 73.996, 73.993, 74.015, 74.009, 73.992, 74.007, 74.015, 73.989,
+    74.014, 74.009, 73.994, 73.997, 73.985, 73.993, 73.995, 74.006, 73.994, 74.000, 74.005, 73.985,
+    74.003, 73.993, 74.015, 73.988,
+];
+
 async fn load(db: &Db) {
-    for sql in plant() {
+    run_all(db, plant()).await;
+}
+
+async fn run_all(db: &Db, stmts: Vec<String>) {
+    for sql in stmts {
         match db {
             Db::Postgres(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
                 .execute(p)
@@ -132,14 +188,28 @@ where
     F: Fn(Router, &'static str) -> Fut,
     Fut: Future<Output = ()>,
 {
+    each_backend_with(false, body).await;
+}
+
+async fn each_backend_with<F, Fut>(with_quality: bool, body: F)
+where
+    F: Fn(Router, &'static str) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let fill = |db: Db| async move {
+        load(&db).await;
+        if with_quality {
+            run_all(&db, quality()).await;
+        }
+        db
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let db = Db::connect(&url, 2).await.expect("sqlite");
-    load(&db).await;
+    let db = fill(Db::connect(&url, 2).await.expect("sqlite")).await;
     body(app(db), "sqlite").await;
     if let Some((db, admin, name)) = postgres_db().await {
         use sqlx::Connection as _;
-        load(&db).await;
+        let db = fill(db).await;
         body(app(db.clone()), "postgres").await;
         if let Db::Postgres(p) = db {
             p.close().await;
@@ -152,6 +222,16 @@ where
             .await;
         }
     }
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let req = Request::get(uri).body(Body::empty()).expect("request");
+    let resp = app.clone().oneshot(req).await.expect("router");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .expect("body");
+    (status, serde_json::from_slice(&bytes).expect("JSON answer"))
 }
 
 async fn post(app: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
@@ -329,6 +409,279 @@ async fn common_cause_explicit_population_single_unit_and_bad_input() {
         assert_eq!(st, StatusCode::OK, "[{be}] {v}");
         assert_eq!((v["units"].as_u64(), v["population"].as_u64()), (Some(0), Some(0)), "[{be}]");
         assert_eq!(v["missing"], json!(["X1", "X2"]), "[{be}]");
+    })
+    .await;
+}
+
+#[track_caller]
+fn near(v: &Value, want: f64, tol: f64) {
+    let g = v.as_f64().unwrap_or(f64::NAN);
+    assert!((g - want).abs() <= tol, "{v}: want {want} ± {tol}");
+}
+
+#[tokio::test]
+async fn spc_charts_the_press_parameter_with_its_units() {
+    each_backend_with(true, |app, be| async move {
+        let (st, v) = get(&app, "/api/v1/spc?station=ST10&parameter=st10.pressure").await;
+        assert_eq!(st, StatusCode::OK, "[{be}] {v}");
+        assert_eq!((v["chart"].as_str(), v["n"].as_u64()), (Some("imr"), Some(40)), "[{be}]");
+        // numpy, scripts/spc_reference.py "imr_40".
+        near(&v["mean"], 74.00245, 1e-9);
+        near(&v["center"], 74.00245, 1e-9);
+        near(&v["sigma_within"], 0.011092925986542351, 1e-9);
+        near(&v["sigma_overall"], 0.010900364613991066, 1e-12);
+        near(&v["ucl"], 74.03572877795962, 1e-9);
+        near(&v["lcl"], 73.96917122204037, 1e-9);
+        near(&v["cp"], 1.5024590163934461, 1e-6);
+        near(&v["cpk"], 1.4288385245902813, 1e-6);
+        near(&v["pp"], 1.5290008414281269, 1e-9);
+        near(&v["ppk"], 1.4540798001982647, 1e-9);
+        assert_eq!((v["lsl"].as_f64(), v["usl"].as_f64()), (Some(73.95), Some(74.05)), "[{be}]");
+        let pts = v["points"].as_array().unwrap();
+        assert_eq!(pts.len(), 40, "[{be}]");
+        // Time order, each point with its unit and its value.
+        for (i, p) in pts.iter().enumerate() {
+            assert_eq!(p["unit"], format!("U{i:02}"), "[{be}] {p}");
+            assert_eq!(p["completed_at"], ts(i, 30), "[{be}] {p}");
+            near(&p["value"], PISTON_40[i], 1e-12);
+            assert!(p["violations"].is_array(), "[{be}] {p}");
+        }
+
+        // X̄-R in subgroups of 5: numpy "xbar_r_40"; the point names its units.
+        let (st, v) = get(&app, "/api/v1/spc?station=ST10&parameter=st10.pressure&chart=xbar-r&subgroup=5").await;
+        assert_eq!(st, StatusCode::OK, "[{be}] {v}");
+        assert_eq!((v["n"].as_u64(), v["subgroup"].as_u64()), (Some(40), Some(5)), "[{be}]");
+        near(&v["center"], 74.00245, 1e-9);
+        near(&v["range_center"], 0.024625, 1e-9);
+        near(&v["ucl"], 74.016658625, 1e-9);
+        near(&v["lcl"], 73.988241375, 1e-9);
+        near(&v["sigma_within"], 0.01058684436801314, 1e-9);
+        near(&v["cpk"], 1.4971411167513906, 1e-6);
+        let p = &v["points"][1];
+        assert_eq!(p["units"], json!(["U05", "U06", "U07", "U08", "U09"]), "[{be}] {p}");
+        assert_eq!(p["unit"], "U09", "[{be}]");
+
+        // A window: only U10..U19 (completed at minute 30 of their slots).
+        let (st, v) = get(&app, &format!("/api/v1/spc?station=ST10&parameter=st10.pressure&from={}&to={}", ts(10, 0), ts(20, 0))).await;
+        assert_eq!(st, StatusCode::OK, "[{be}] {v}");
+        assert_eq!(v["n"], 10, "[{be}] {v}");
+        assert_eq!(v["points"][0]["unit"], "U10", "[{be}]");
+
+        // Nothing measured: an answer with n = 0, not an error.
+        let (st, v) = get(&app, "/api/v1/spc?station=ST99&parameter=st10.pressure").await;
+        assert_eq!((st, v["n"].as_u64()), (StatusCode::OK, Some(0)), "[{be}] {v}");
+        assert_eq!(v["ucl"], Value::Null, "[{be}]");
+
+        // Bad input: 400 with the reason.
+        for (uri, says) in [
+            ("/api/v1/spc?station=ST10", "parameter parameter is required"),
+            ("/api/v1/spc?parameter=st10.pressure", "parameter station is required"),
+            ("/api/v1/spc?station=ST10&parameter=p&chart=pareto", "bad parameter chart"),
+            ("/api/v1/spc?station=ST10&parameter=p&chart=xbar-r&subgroup=11", "subgroup must be from 2 to 10"),
+            ("/api/v1/spc?station=ST10&parameter=p&subgroup=5", "subgroup applies to chart=xbar-r only"),
+            ("/api/v1/spc?station=ST10&parameter=p&stations=x", "unknown parameter stations"),
+            ("/api/v1/spc?station=ST10&parameter=p&from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z", "from must be before to"),
+        ] {
+            let (st, v) = get(&app, uri).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "[{be}] {uri}: {v}");
+            assert!(v["error"].as_str().unwrap_or("").contains(says), "[{be}] {uri}: {v}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scorecard_counts_failures_at_every_bom_level() {
+    each_backend_with(true, |app, be| async move {
+        let (st, v) = get(&app, "/api/v1/suppliers/scorecard").await;
+        assert_eq!(st, StatusCode::OK, "[{be}] {v}");
+        let sup: Vec<(&str, u64, u64, u64)> = v["suppliers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                assert_eq!(s["n"], s["units"], "[{be}] {s}");
+                (
+                    s["supplier"].as_str().unwrap(),
+                    s["lots"].as_u64().unwrap(),
+                    s["n"].as_u64().unwrap(),
+                    s["failed_units"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // SKF's bearings: U00–U39, failed U05 and U20–U27 (9 of 40). Klueber's grease reaches
+        // the sub-assemblies and their units (80): U05, U20–U27 and S03 (its check failed).
+        assert_eq!(
+            sup,
+            [("SKF", 2, 40, 9), ("Klueber", 2, 80, 10)],
+            "[{be}] {v}"
+        );
+        near(&v["suppliers"][0]["ppm"], 225_000.0, 1e-6);
+        near(&v["suppliers"][1]["ppm"], 125_000.0, 1e-6);
+        let worst: Vec<(&str, u64, u64)> = v["suppliers"][0]["worst_lots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["lot"].as_str().unwrap(),
+                    l["n"].as_u64().unwrap(),
+                    l["failed_units"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(worst, [("BRG-2", 20, 8), ("BRG-1", 20, 1)], "[{be}]");
+        assert_eq!(
+            v["suppliers"][0]["worst_lots"][0]["supplier_batch"], "B-2",
+            "[{be}]"
+        );
+        let grease: Vec<(&str, u64, u64)> = v["suppliers"][1]["worst_lots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["lot"].as_str().unwrap(),
+                    l["n"].as_u64().unwrap(),
+                    l["failed_units"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(grease, [("GRS-2", 40, 6), ("GRS-1", 40, 4)], "[{be}]");
+
+        // A window on first sighting: U20–U29 and S20–S29 only.
+        let (st, v) = get(
+            &app,
+            &format!(
+                "/api/v1/suppliers/scorecard?from={}&to={}",
+                ts(20, 0),
+                ts(30, 0)
+            ),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "[{be}] {v}");
+        let skf = &v["suppliers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["supplier"] == "SKF")
+            .unwrap();
+        assert_eq!(
+            (
+                skf["n"].as_u64(),
+                skf["failed_units"].as_u64(),
+                skf["lots"].as_u64()
+            ),
+            (Some(10), Some(8), Some(1)),
+            "[{be}] {v}"
+        );
+        let (st, v) = get(&app, "/api/v1/suppliers/scorecard?from=yesterday").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "[{be}] {v}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn first_pass_yield_by_lot_equipment_and_work_order() {
+    each_backend_with(true, |app, be| async move {
+        let groups = |v: &Value| -> Vec<(String, u64, u64)> {
+            v["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| {
+                    let (n, p) = (g["n"].as_u64().unwrap(), g["first_pass"].as_u64().unwrap());
+                    near(&g["fpy"], p as f64 / n as f64, 1e-12);
+                    (g["group"].as_str().unwrap_or("-").to_owned(), n, p)
+                })
+                .collect()
+        };
+        let (st, v) = get(&app, "/api/v1/analysis/yield?station=ST30&by=lot").await;
+        assert_eq!(st, StatusCode::OK, "[{be}] {v}");
+        // Retests are not first passes: 40 units, 9 failed their first test.
+        assert_eq!(
+            (v["n"].as_u64(), v["first_pass"].as_u64()),
+            (Some(40), Some(31)),
+            "[{be}]"
+        );
+        near(&v["fpy"], 31.0 / 40.0, 1e-12);
+        // Lots at every BOM level (grease through the sub-assembly), worst first.
+        let want = [
+            ("BRG-2", 20, 12),
+            ("GRS-2", 20, 15),
+            ("GRS-1", 20, 16),
+            ("BRG-1", 20, 19),
+        ]
+        .map(|(g, n, p)| (g.to_owned(), n, p));
+        assert_eq!(groups(&v), want, "[{be}] {v}");
+        assert_eq!(
+            (
+                v["groups"][0]["supplier"].as_str(),
+                v["groups"][0]["supplier_batch"].as_str()
+            ),
+            (Some("SKF"), Some("B-2")),
+            "[{be}]"
+        );
+
+        let (_, v) = get(&app, "/api/v1/analysis/yield?station=ST30&by=equipment").await;
+        assert_eq!(
+            groups(&v),
+            [("EOL-1".to_owned(), 30, 21), ("EOL-2".to_owned(), 10, 10)],
+            "[{be}] {v}"
+        );
+        let (_, v) = get(&app, "/api/v1/analysis/yield?station=ST30&by=work_order").await;
+        assert_eq!(
+            groups(&v),
+            [("WO-2".to_owned(), 20, 12), ("WO-1".to_owned(), 20, 19)],
+            "[{be}] {v}"
+        );
+        let (_, v) = get(&app, "/api/v1/analysis/yield?station=ST30&by=hour").await;
+        let total: u64 = groups(&v).iter().map(|g| g.1).sum();
+        assert_eq!(total, 40, "[{be}] {v}");
+        // Slots 20 minutes apart from 06:00: U18–U20 are tested in hour 12.
+        let h12 = groups(&v)
+            .into_iter()
+            .find(|g| g.0 == "2026-03-01T12")
+            .unwrap();
+        assert_eq!((h12.1, h12.2), (3, 2), "[{be}] {v}");
+
+        // A window starting between U20's first test and its retest: the retest is not a
+        // first operation, so U20 is not counted at all.
+        let (_, v) = get(
+            &app,
+            &format!(
+                "/api/v1/analysis/yield?station=ST30&by=equipment&from={}",
+                ts(20, 45)
+            ),
+        )
+        .await;
+        assert_eq!(
+            (v["n"].as_u64(), v["first_pass"].as_u64()),
+            (Some(19), Some(12)),
+            "[{be}] {v}"
+        );
+
+        for (uri, says) in [
+            (
+                "/api/v1/analysis/yield?by=lot",
+                "parameter station is required",
+            ),
+            (
+                "/api/v1/analysis/yield?station=ST30",
+                "parameter by is required",
+            ),
+            (
+                "/api/v1/analysis/yield?station=ST30&by=shift",
+                "bad parameter by",
+            ),
+        ] {
+            let (st, v) = get(&app, uri).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "[{be}] {uri}: {v}");
+            assert!(
+                v["error"].as_str().unwrap_or("").contains(says),
+                "[{be}] {uri}: {v}"
+            );
+        }
     })
     .await;
 }

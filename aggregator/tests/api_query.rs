@@ -656,6 +656,9 @@ async fn openapi_lists_every_route() {
         "/api/v1/events",
         "/api/v1/audit/verify",
         "/api/v1/dashboard",
+        "/api/v1/spc",
+        "/api/v1/suppliers/scorecard",
+        "/api/v1/analysis/yield",
     ] {
         assert!(v["paths"][p]["get"].is_object(), "openapi lacks GET {p}");
     }
@@ -663,6 +666,11 @@ async fn openapi_lists_every_route() {
         "/api/v1/holds",
         "/api/v1/units/{serial}/holds",
         "/api/v1/units/{serial}/disposition",
+        "/api/v1/routes/{part}",
+        "/api/v1/routes/{part}/{version}",
+        "/api/v1/units/{serial}/route-status",
+        "/api/v1/wip",
+        "/api/v1/work-orders/{id}",
     ] {
         assert!(v["paths"][p]["get"].is_object(), "openapi lacks GET {p}");
     }
@@ -674,6 +682,8 @@ async fn openapi_lists_every_route() {
         "/api/v1/holds/{hold_id}/release",
         "/api/v1/lots/{lot}/recall/hold",
         "/api/v1/units/{serial}/disposition",
+        "/api/v1/routes",
+        "/api/v1/analysis/common-cause",
     ] {
         assert!(v["paths"][p]["post"].is_object(), "openapi lacks POST {p}");
     }

@@ -525,8 +525,46 @@ async fn web_ui_in_headless_chromium() {
         )
         .await;
     assert_eq!(pts, json!(UNITS + UNITS / 5));
-    d.screenshot("spc").await;
-    d.goto(&format!("{base}/ui/analysis")).await;
+    // The control chart: spec and control limits drawn, the points the API flags marked (as
+    // many as it says), Cp/Cpk shown, a click on a point opens its unit.
+    let spc = api("/api/v1/spc?station=ST30&parameter=leak.rate".to_owned()).await;
+    let lines = d
+        .js("return Array.from(document.querySelectorAll('#chart line')).map(l => l.getAttribute('class'))")
+        .await;
+    for cls in ["lim", "ctl", "ctr"] {
+        assert!(
+            lines.as_array().is_some_and(|a| a.iter().any(|c| c == cls)),
+            "no {cls} line in {lines}"
+        );
+    }
+    let marked = d
+        .js("return document.querySelectorAll('#chart circle.bad').length")
+        .await;
+    assert_eq!(marked, spc["violating_points"], "{spc}");
+    assert!(d.text("#chart-stats").await.contains("Cpk"));
+    let first = spc["points"][0]["unit"].as_str().expect("unit").to_owned();
+    d.js("document.querySelector('#chart circle').dispatchEvent(new MouseEvent('click', {bubbles: true})); return 1")
+        .await;
+    d.wait_for("return location.pathname", 5, |v| {
+        v.as_str() == Some(&format!("/ui/units/{first}"))
+    })
+    .await;
+    // Common-cause analysis from a stable URL: the page analyses ?units= on load.
+    d.goto(&format!(
+        "{base}/ui/analysis?units=UT-0000,UT-0005,UT-0010,UT-0015"
+    ))
+    .await;
+    let rows = d
+        .wait_for(
+            "return document.querySelectorAll('#factors tr').length",
+            5,
+            |v| v.as_u64().unwrap_or(0) > 1,
+        )
+        .await;
+    assert!(rows.as_u64().unwrap_or(0) > 1);
+    // UT-0000…0015 all consumed LOT-A (20 of 40 units): it is among the factors.
+    assert!(d.text("#factors").await.contains("LOT-A"));
+    d.screenshot("analysis").await;
     d.assert_no_console_errors("operations, spc, analysis")
         .await;
 

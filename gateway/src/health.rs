@@ -175,6 +175,12 @@ impl HealthState {
             load(&p.resent_batches),
         );
         metric(
+            "threadline_publish_aggregator_onlines_total",
+            "counter",
+            "Aggregators seen coming online (each re-sent the envelopes in flight).",
+            load(&p.aggregator_onlines),
+        );
+        metric(
             "threadline_publish_inflight_batches",
             "gauge",
             "Envelopes waiting for the aggregator's ack.",

@@ -99,7 +99,9 @@ fn sim_vars() -> Vec<(String, SimValue)> {
         ("Oven.Running".into(), SimValue::Bool(true)),
         ("Oven.Count".into(), SimValue::Int32(-3)),
         ("Oven.Program".into(), SimValue::UInt16(7)),
-        ("Oven.Pressure".into(), SimValue::Float(1.25)),
+        // An OPC UA Float (f32) that binary cannot hold exactly: carried as written, 21.7, not
+        // the widened 21.700000762939453.
+        ("Oven.Pressure".into(), SimValue::Float(21.7)),
         ("Oven.Recipe".into(), SimValue::String("R-100".into())),
     ]
 }
@@ -165,7 +167,7 @@ offset = 1.0
         ("running", TagValue::Bool(true)),
         ("count", TagValue::Int(-3)),
         ("program", TagValue::UInt(7)),
-        ("pressure", TagValue::Float(1.25)),
+        ("pressure", TagValue::Float(21.7)),
         ("recipe", TagValue::Text("R-100".into())),
         ("count_scaled", TagValue::Float(-5.0)),
     ])

@@ -28,6 +28,9 @@ impl TopicKind {
     }
 }
 
+/// The level under the root that holds the aggregators' own topics.
+pub const AGGREGATOR_LEVEL: &str = "_aggregator";
+
 /// A parsed or to-be-built topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Topic {
@@ -142,6 +145,36 @@ impl Topic {
         }
     }
 
+    /// The retained online/offline status of aggregator `id` (`{root}/_aggregator/{id}/status`,
+    /// a [`Status`](crate::envelope::Status) with `state` and `since`; the last will is the
+    /// offline one). Published after the aggregator has subscribed, so a gateway that sees it
+    /// arrive live knows that what it publishes from then on is heard — and re-sends the
+    /// window it published while no aggregator was listening (after a broker restart the
+    /// gateway may reconnect first). Three levels under `root`: no gateway filter
+    /// (`{root}/+/+/+/…`) matches it.
+    pub fn aggregator_status(root: &str, id: &str) -> String {
+        format!(
+            "{}/{AGGREGATOR_LEVEL}/{id}/status",
+            root.trim_end_matches('/')
+        )
+    }
+
+    /// The filter of every aggregator's status ([`Topic::aggregator_status`]).
+    pub fn aggregator_status_filter(root: &str) -> String {
+        Topic::aggregator_status(root, "+")
+    }
+
+    /// True when `topic` is an aggregator's status under `root`.
+    pub fn is_aggregator_status(root: &str, topic: &str) -> bool {
+        topic
+            .strip_prefix(root.trim_end_matches('/'))
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_prefix(AGGREGATOR_LEVEL))
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_suffix("/status"))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+    }
+
     /// The subscription filter for every gateway's messages of `kind` under `root`
     /// (`{root}/+/+/+/{kind}`), optionally as an MQTT 5 / Mosquitto shared subscription.
     pub fn filter(root: &str, kind: TopicKind, shared_group: Option<&str>) -> String {
@@ -170,6 +203,26 @@ impl fmt::Display for Topic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregator_status_topics() {
+        let t = Topic::aggregator_status("threadline/v1/", "agg-1");
+        assert_eq!(t, "threadline/v1/_aggregator/agg-1/status");
+        assert!(Topic::is_aggregator_status("threadline/v1", &t));
+        assert_eq!(
+            Topic::aggregator_status_filter("threadline/v1"),
+            "threadline/v1/_aggregator/+/status"
+        );
+        assert!(!Topic::is_aggregator_status(
+            "threadline/v1",
+            "threadline/v1/_aggregator/a/b/status"
+        ));
+        assert!(!Topic::is_aggregator_status(
+            "threadline/v1",
+            "threadline/v1/plant/line/gw/status"
+        ));
+        assert!(!Topic::is_aggregator_status("other", &t));
+    }
 
     #[test]
     fn builds_and_parses() {

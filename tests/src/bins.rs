@@ -37,6 +37,8 @@ pub fn binaries() -> Result<Bins> {
 
 fn build_binaries() -> Result<Bins> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // THREADLINE_E2E_RELEASE=1: release binaries (the benchmarks that run through these tests).
+    let release = std::env::var("THREADLINE_E2E_RELEASE").is_ok_and(|v| v == "1");
     let status = Command::new(&cargo)
         .current_dir(workspace_root())
         .args([
@@ -49,6 +51,7 @@ fn build_binaries() -> Result<Bins> {
             "-p",
             "threadline-simulators",
         ])
+        .args(release.then_some("--release"))
         .status()
         .with_context(|| format!("running {cargo} build"))?;
     if !status.success() {
@@ -57,7 +60,7 @@ fn build_binaries() -> Result<Bins> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let dir = target.join("debug");
+    let dir = target.join(if release { "release" } else { "debug" });
     let bins = Bins {
         gateway: dir.join("threadline-gateway"),
         aggregator: dir.join("threadline-aggregator"),

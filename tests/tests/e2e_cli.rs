@@ -61,6 +61,67 @@ fn e2e_every_cli_exits_quietly_on_a_closed_stdout() {
         &bins.aggregator,
         &["check", "--config", "config/aggregator.example.toml"],
     );
+    quiet_on_closed_stdout(&bins.aggregator, &["--help"]);
+    // Every other subcommand of both binaries that prints to stdout.
+    let agg_cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &agg_cfg,
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[database]\nurl = \"sqlite://{}\"\n",
+            dir.path().join("agg.db").display()
+        ),
+    )
+    .expect("aggregator config");
+    let agg_cfg = agg_cfg.to_str().expect("utf-8 path");
+    quiet_on_closed_stdout(&bins.aggregator, &["verify", "--config", agg_cfg]);
+    quiet_on_closed_stdout(
+        &bins.aggregator,
+        &["dead-letters", "list", "--config", agg_cfg],
+    );
+    quiet_on_closed_stdout(
+        &bins.aggregator,
+        &["dead-letters", "replay", "--all", "--config", agg_cfg],
+    );
+    let keys = dir.path().join("keys");
+    quiet_on_closed_stdout(
+        &bins.aggregator,
+        &[
+            "keygen",
+            "--gateway",
+            "gw-1",
+            "--dir",
+            keys.to_str().expect("utf-8 path"),
+        ],
+    );
+    quiet_on_closed_stdout(&bins.aggregator, &["broker-acl", "--gateways", "gw-a,gw-b"]);
+    let gw_cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &gw_cfg,
+        format!(
+            "[gateway]\nid = \"gw-1\"\nplant = \"p\"\nline = \"l\"\ndata_dir = \"{}\"\n\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n",
+            dir.path().join("gw").display()
+        ),
+    )
+    .expect("gateway config");
+    let gw_cfg = gw_cfg.to_str().expect("utf-8 path");
+    quiet_on_closed_stdout(&bins.gateway, &["buffer", "stats", "--config", gw_cfg]);
+    {
+        // `probe` against the Modbus simulator.
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let sim = rt
+            .block_on(threadline_simulators::modbus::TcpSim::start(
+                "127.0.0.1:0".parse().expect("addr"),
+                threadline_simulators::modbus::SimBank::new(),
+            ))
+            .expect("modbus simulator");
+        let target = format!("modbus-tcp://{}", sim.local_addr());
+        quiet_on_closed_stdout(
+            &bins.gateway,
+            &["probe", &target, "--holding", "0", "--count", "20"],
+        );
+        drop(sim);
+    }
     let truth = dir.path().join("truth.json");
     quiet_on_closed_stdout(
         &bins.sim,

@@ -67,8 +67,10 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // PostgreSQL's `statement_timeout` (SQLSTATE 57014) and the SQLite query pool's
+        // deadline (`SQLITE_INTERRUPT`, 9; a SQLSTATE always has five characters).
         if let sqlx::Error::Database(d) = &e
-            && d.code().as_deref() == Some("57014")
+            && matches!(d.code().as_deref(), Some("57014" | "9"))
         {
             return ApiError::Unavailable(
                 "query timed out ([http] query_timeout_ms); narrow the request (filters, a \

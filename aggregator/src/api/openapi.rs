@@ -26,6 +26,9 @@ use crate::trace;
         super::trace::operations,
         super::trace::readings,
         super::analytics::common_cause,
+        super::analytics::spc_chart,
+        super::analytics::scorecard,
+        super::analytics::yield_report,
         super::epcis::events,
         super::epcis::unit_document,
         super::epcis::capture,
@@ -75,6 +78,15 @@ use crate::trace;
         crate::analytics::PopulationSpec,
         crate::analytics::CommonCause,
         crate::analytics::Factor,
+        crate::analytics::spc::Spc,
+        crate::analytics::spc::SpcPoint,
+        crate::analytics::spc::ChartKind,
+        crate::analytics::quality::Scorecard,
+        crate::analytics::quality::SupplierScore,
+        crate::analytics::quality::LotScore,
+        crate::analytics::quality::YieldReport,
+        crate::analytics::quality::YieldGroup,
+        crate::analytics::quality::YieldBy,
     ))
 )]
 pub struct ApiDoc;

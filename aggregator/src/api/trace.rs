@@ -50,9 +50,14 @@ impl From<QueryError> for ApiError {
 }
 
 fn csv_response(body: String, filename: &str) -> Response {
+    attachment("text/csv; charset=utf-8", filename, body)
+}
+
+/// A download: `body` with its content type and a safe `Content-Disposition` file name.
+fn attachment(ctype: &'static str, filename: &str, body: impl IntoResponse) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_TYPE, ctype.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
                 format!(
@@ -186,10 +191,22 @@ pub async fn recall(
     State(st): State<AppState>,
     Asked(lot, q): Asked<String, RecallQuery>,
 ) -> Result<Response, ApiError> {
-    let r = trace::recall(&st.db, &lot, q.include_closed.unwrap_or(false)).await?;
+    // Streamed: the database sorts, this process holds a channel of rows and one chunk, so a
+    // recall of a million units costs no more memory than one of ten. Errors before the first
+    // row (unknown lot, timeout, database down) are still the JSON error answer.
+    let mut rows = trace::recall_rows(&st.db, &lot, q.include_closed.unwrap_or(false)).await?;
+    rows.ready().await?;
     Ok(match q.format.unwrap_or_default() {
-        RecallFormat::Csv => csv_response(trace::csv::recall(&r), &format!("recall-{lot}.csv")),
-        RecallFormat::Json => Json(r).into_response(),
+        RecallFormat::Csv => attachment(
+            "text/csv; charset=utf-8",
+            &format!("recall-{lot}.csv"),
+            axum::body::Body::from_stream(rows.into_body(trace::csv::RecallCsv::default())),
+        ),
+        RecallFormat::Json => (
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from_stream(rows.into_body(trace::recall::JsonEncoder::new(&lot))),
+        )
+            .into_response(),
     })
 }
 

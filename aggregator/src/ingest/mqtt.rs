@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
-use threadline_shared::{Topic, TopicKind};
+use threadline_shared::{GatewayState, Status, Topic, TopicKind};
 use tokio_util::sync::CancellationToken;
 
 use super::stats::IngestStats;
@@ -39,12 +39,38 @@ pub fn options(cfg: &AggregatorConfig) -> anyhow::Result<MqttOptions> {
     let client_id = cfg.mqtt.client_id.as_deref().unwrap_or(&cfg.aggregator.id);
     let mut o = client.options(client_id);
     o.set_clean_session(true);
+    // Retained offline status as last will; the online one follows every subscription.
+    o.set_last_will(rumqttc::LastWill::new(
+        Topic::aggregator_status(&cfg.mqtt.topic_root, &cfg.aggregator.id),
+        status_payload(GatewayState::Offline),
+        QoS::AtLeastOnce,
+        true,
+    ));
     let limit = packet_limit(cfg.aggregator.max_payload_kb);
     o.set_max_packet_size(limit, limit);
     o.set_request_channel_capacity(ACK_QUEUE);
     o.set_inflight(1000);
     Ok(o)
 }
+
+/// The aggregator's status message ([`Topic::aggregator_status`]).
+fn status_payload(state: GatewayState) -> Vec<u8> {
+    serde_json::to_vec(&Status {
+        state,
+        since: threadline_shared::time::now(),
+        buffer_depth: 0,
+        devices: Vec::new(),
+        epoch: None,
+        buffer_full: false,
+        readings_dropped: 0,
+    })
+    .unwrap_or_default()
+}
+
+/// Reconnect delays: from `MIN_BACKOFF`, doubling, at most `MAX_BACKOFF` — a broker that comes
+/// back is found within a second (the gateways wait for this aggregator to re-send).
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Runs ingest until `cancel`: the MQTT loop here, the writer on its own task.
 pub async fn run(
@@ -69,6 +95,10 @@ pub async fn run(
     if let Some(dir) = &cfg.mqtt.gateway_keys_dir {
         tracing::info!(dir = %dir.display(), "envelopes must be signed with their gateway's key; acks are signed");
     }
+    // The writers stop on their own token: at shutdown they first write and ack what they hold
+    // while the MQTT connection is still served (see `drain`); only a drain that overruns
+    // `DRAIN` cancels them.
+    let writer_stop = CancellationToken::new();
     let writers = Writers::spawn(
         &db,
         cfg.writers(),
@@ -89,37 +119,119 @@ pub async fn run(
             batch_max_bytes: cfg.aggregator.batch_max_mb << 20,
             batch_max_wait: Duration::from_millis(cfg.aggregator.batch_max_wait_ms),
         },
-        &cancel,
+        &writer_stop,
     );
+    tokio::spawn(crate::routing::publish::run(
+        db.clone(),
+        client.clone(),
+        root.clone(),
+        stats.clone(),
+        cancel.clone(),
+    ));
     let filters = vec![
         Topic::filter(&root, TopicKind::Records, cfg.mqtt.shared_group.as_deref()),
         Topic::filter(&root, TopicKind::Status, cfg.mqtt.shared_group.as_deref()),
     ];
+    let status_topic = Topic::aggregator_status(&root, &cfg.aggregator.id);
+    let mut eventloop = eventloop;
     let res = mqtt_loop(
-        eventloop,
+        &mut eventloop,
         client.clone(),
         &filters,
+        &status_topic,
         &writers,
         &stats,
         &cancel,
     )
     .await;
-    let _ = client.try_disconnect();
     cancel.cancel();
-    writers.join().await;
+    drain(
+        eventloop,
+        &client,
+        &filters,
+        &status_topic,
+        writers,
+        writer_stop,
+    )
+    .await;
     stats.mqtt_state(false, None);
     res
 }
 
-async fn mqtt_loop(
+/// How long a shutdown waits for the writers to commit and ack what they hold.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Shutdown: no more records are taken (unsubscribed; anything still arriving is left to the
+/// gateways' re-send), the writers commit what they hold and their acks are queued and sent on
+/// the still-running event loop, then a clean disconnect. Before this, the event loop was gone
+/// while the last batch committed, and every shutdown under load logged `ack not queued` (the
+/// records were safe — the gateways re-send — but the warning was noise, and each shutdown
+/// cost a window of duplicates).
+async fn drain(
     mut eventloop: EventLoop,
+    client: &AsyncClient,
+    filters: &[String],
+    status_topic: &str,
+    writers: Writers,
+    writer_stop: CancellationToken,
+) {
+    for f in filters {
+        let _ = client.try_unsubscribe(f.clone());
+    }
+    let join = writers.join();
+    tokio::pin!(join);
+    let overrun = tokio::time::sleep(DRAIN);
+    tokio::pin!(overrun);
+    // False once the broker is unreachable: polling would only retry the connection in a loop;
+    // acks then stay queued and the gateways re-send.
+    let mut polling = true;
+    loop {
+        tokio::select! {
+            () = &mut join => break,
+            () = &mut overrun, if !writer_stop.is_cancelled() => {
+                tracing::warn!("writers still busy {DRAIN:?} after the shutdown; stopping them (uncommitted batches are not acked, the gateways re-send)");
+                writer_stop.cancel();
+            }
+            ev = eventloop.poll(), if polling => {
+                if ev.is_err() {
+                    polling = false;
+                }
+            }
+        }
+    }
+    if !polling {
+        return;
+    }
+    // Send the queued acks, the offline status (a clean disconnect suppresses the will), then
+    // the DISCONNECT.
+    let _ = client.try_publish(
+        status_topic,
+        QoS::AtLeastOnce,
+        true,
+        status_payload(GatewayState::Offline),
+    );
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+async fn mqtt_loop(
+    eventloop: &mut EventLoop,
     client: AsyncClient,
     filters: &[String],
+    status_topic: &str,
     writers: &Writers,
     stats: &IngestStats,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = MIN_BACKOFF;
     loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -129,13 +241,24 @@ async fn mqtt_loop(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("MQTT connected; subscribing to {filters:?}");
                 stats.mqtt_state(true, None);
-                backoff = Duration::from_millis(200);
+                backoff = MIN_BACKOFF;
                 // Queued now, sent by the event loop; re-done on every (re)connect because
                 // the session is clean.
                 for f in filters {
                     if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
                         tracing::warn!(error = %e, filter = %f, "subscribe not queued");
                     }
+                }
+                // After the subscriptions (the broker handles a client's packets in order):
+                // a gateway that sees this knows it is heard, and re-sends what it published
+                // while nobody listened.
+                if let Err(e) = client.try_publish(
+                    status_topic,
+                    QoS::AtLeastOnce,
+                    true,
+                    status_payload(GatewayState::Online),
+                ) {
+                    tracing::warn!(error = %e, "online status not queued");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -169,7 +292,7 @@ async fn mqtt_loop(
                     _ = cancel.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -51,6 +51,9 @@ pub struct IngestStats {
     gaps_off: AtomicBool,
     /// `[aggregator] gap_alarm_s` (0 = the default).
     gap_alarm_s: AtomicU64,
+    /// Woken when holds change (or the MQTT session is new): the holds publisher re-publishes
+    /// the retained `{root}/{plant}/holds` messages.
+    pub holds_changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]

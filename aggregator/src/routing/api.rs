@@ -10,8 +10,11 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::routes::{OperationStatus, Route, RouteInput, RouteOperation, RouteStatus, RouteWrite};
+use super::wip::{QueueTime, Wip, WipFilter, WipUnit, WorkOrderProgress};
 use super::{Disposition, Hold, RoutingError, UnitHold};
 use crate::api::error::{BadRequest, NotFound};
+use crate::api::params::{Asked, Bounded, Params, Time};
 use crate::api::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -24,6 +27,12 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/units/{serial}/disposition",
             post(post_disposition).get(get_dispositions),
         )
+        .route("/api/v1/routes", post(post_route))
+        .route("/api/v1/routes/{part}", get(get_routes))
+        .route("/api/v1/routes/{part}/{version}", get(get_route_version))
+        .route("/api/v1/units/{serial}/route-status", get(route_status))
+        .route("/api/v1/wip", get(get_wip))
+        .route("/api/v1/work-orders/{id}", get(get_work_order))
 }
 
 /// The OpenAPI description of these routes.
@@ -36,7 +45,13 @@ pub fn routes() -> Router<AppState> {
         hold_recall,
         unit_holds,
         post_disposition,
-        get_dispositions
+        get_dispositions,
+        post_route,
+        get_routes,
+        get_route_version,
+        route_status,
+        get_wip,
+        get_work_order
     ),
     components(schemas(
         Hold,
@@ -46,7 +61,19 @@ pub fn routes() -> Router<AppState> {
         ReleaseRequest,
         DispositionRequest,
         super::HoldKind,
-        super::DispositionKind
+        super::DispositionKind,
+        RouteInput,
+        RouteOperation,
+        Route,
+        RouteWrite,
+        RouteWritten,
+        RoutesOfPart,
+        RouteStatus,
+        OperationStatus,
+        Wip,
+        WipUnit,
+        WorkOrderProgress,
+        QueueTime
     ))
 )]
 pub struct RoutingApi;
@@ -144,6 +171,7 @@ pub async fn place_hold(
 ) -> Result<(axum::http::StatusCode, Json<Hold>), ApiError> {
     let r: HoldRequest = body(&b)?;
     let h = super::place_hold(&st.db, &r.kind, &r.id, &r.reason, &r.by).await?;
+    st.ingest.holds_changed.notify_one();
     Ok((axum::http::StatusCode::CREATED, Json(h)))
 }
 
@@ -159,9 +187,9 @@ pub async fn release_hold(
     b: Bytes,
 ) -> Result<Json<Hold>, ApiError> {
     let r: ReleaseRequest = body(&b)?;
-    Ok(Json(
-        super::release_hold(&st.db, &hold_id, &r.reason, &r.by).await?,
-    ))
+    let h = super::release_hold(&st.db, &hold_id, &r.reason, &r.by).await?;
+    st.ingest.holds_changed.notify_one();
+    Ok(Json(h))
 }
 
 /// Holds the lot and every unit and container of its recall scope in one transaction.
@@ -176,6 +204,7 @@ pub async fn hold_recall(
 ) -> Result<(axum::http::StatusCode, Json<Vec<Hold>>), ApiError> {
     let r: ReleaseRequest = body(&b)?;
     let holds = super::hold_recall_scope(&st.db, &lot, &r.reason, &r.by).await?;
+    st.ingest.holds_changed.notify_one();
     Ok((axum::http::StatusCode::CREATED, Json(holds)))
 }
 
@@ -221,4 +250,151 @@ pub async fn get_dispositions(
         return Err(ApiError::not_found("unit", serial));
     }
     Ok(Json(super::dispositions_for_unit(&st.db, &serial).await?))
+}
+
+/// What `POST /api/v1/routes` stored.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct RouteWritten {
+    #[serde(flatten)]
+    pub route: Route,
+    /// created | replaced (not used yet) | unchanged (the same operations were stored).
+    pub result: RouteWrite,
+}
+
+/// Stores a route version: 201 when new, 200 when unchanged or replaced before any unit ran on
+/// it, 409 when it is in use and differs (post a new version).
+#[utoipa::path(post, path = "/api/v1/routes", tag = "routing", request_body = RouteInput,
+    responses((status = 201, body = RouteWritten), (status = 200, body = RouteWritten), BadRequest,
+        (status = 409, description = "the version is in use", body = crate::api::error::ErrorBody)))]
+pub async fn post_route(
+    State(st): State<AppState>,
+    b: Bytes,
+) -> Result<(axum::http::StatusCode, Json<RouteWritten>), ApiError> {
+    let r: RouteInput = body(&b)?;
+    let (route, result) = super::routes::put_route(&st.db, &r).await?;
+    let status = match result {
+        RouteWrite::Created => axum::http::StatusCode::CREATED,
+        _ => axum::http::StatusCode::OK,
+    };
+    Ok((status, Json(RouteWritten { route, result })))
+}
+
+/// Every route version of a part.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct RoutesOfPart {
+    pub part: String,
+    /// The newest version: what a unit starting now runs under.
+    pub current: Route,
+    /// Oldest first.
+    pub versions: Vec<Route>,
+}
+
+/// A part's route: the current version and every earlier one.
+#[utoipa::path(get, path = "/api/v1/routes/{part}", tag = "routing",
+    params(("part" = String, Path, description = "part number")),
+    responses((status = 200, body = RoutesOfPart), NotFound))]
+pub async fn get_routes(
+    State(st): State<AppState>,
+    Path(part): Path<String>,
+) -> Result<Json<RoutesOfPart>, ApiError> {
+    let versions = super::routes::routes_of(&st.db, &part).await?;
+    let Some(current) = versions.last().cloned() else {
+        return Err(ApiError::not_found("route", part));
+    };
+    Ok(Json(RoutesOfPart {
+        part,
+        current,
+        versions,
+    }))
+}
+
+/// One route version.
+#[utoipa::path(get, path = "/api/v1/routes/{part}/{version}", tag = "routing",
+    params(("part" = String, Path, description = "part number"),
+        ("version" = String, Path, description = "route version")),
+    responses((status = 200, body = Route), NotFound))]
+pub async fn get_route_version(
+    State(st): State<AppState>,
+    Path((part, version)): Path<(String, String)>,
+) -> Result<Json<Route>, ApiError> {
+    Ok(Json(
+        super::routes::get_route(&st.db, &part, &version).await?,
+    ))
+}
+
+/// Query of `GET /api/v1/units/{serial}/route-status`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RouteStatusQuery {
+    /// The unit's part, for a serial not seen yet (a unit at its first station).
+    pub part: Option<String>,
+    /// Answer `allowed` / `reason` for this station.
+    pub station: Option<String>,
+}
+
+/// Where a unit stands on its route: each operation passed / failed / missing, the next
+/// required one, covering holds, and with `station=` whether it may be worked there now.
+#[utoipa::path(get, path = "/api/v1/units/{serial}/route-status", tag = "routing",
+    params(("serial" = String, Path, description = "unit serial"), RouteStatusQuery),
+    responses((status = 200, body = RouteStatus), BadRequest))]
+pub async fn route_status(
+    State(st): State<AppState>,
+    Asked(serial, q): Asked<String, RouteStatusQuery>,
+) -> Result<Json<RouteStatus>, ApiError> {
+    Ok(Json(
+        super::routes::route_status(&st.db, &serial, q.part.as_deref(), q.station.as_deref())
+            .await?,
+    ))
+}
+
+/// Query of `GET /api/v1/wip`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WipQuery {
+    /// Only units of this line.
+    pub line: Option<String>,
+    /// Only units of this part.
+    pub part: Option<String>,
+    /// Only units with an operation at or after this time (default: the last 30 days).
+    #[param(inline)]
+    pub since: Option<Time>,
+    /// At most this many units (default 1000).
+    #[param(inline)]
+    pub limit: Option<Bounded<1, 10000>>,
+}
+
+/// Units in progress (started, not finished), oldest last operation first, with their last
+/// operation and its age.
+#[utoipa::path(get, path = "/api/v1/wip", tag = "routing", params(WipQuery),
+    responses((status = 200, body = Wip), BadRequest))]
+pub async fn get_wip(
+    State(st): State<AppState>,
+    Params(q): Params<WipQuery>,
+) -> Result<Json<Wip>, ApiError> {
+    Ok(Json(
+        super::wip::wip(
+            &st.db,
+            &WipFilter {
+                line: q.line.as_deref(),
+                part: q.part.as_deref(),
+                since: q.since.map(|t| t.0),
+                limit: q.limit.map_or(1000, |l| l.0 as usize),
+            },
+        )
+        .await?,
+    ))
+}
+
+/// Work-order progress: planned vs started / completed / passed / failed / scrapped, and the
+/// queue time between stations (p50 / p95).
+#[utoipa::path(get, path = "/api/v1/work-orders/{id}", tag = "routing",
+    params(("id" = String, Path, description = "work order")),
+    responses((status = 200, body = WorkOrderProgress), NotFound))]
+pub async fn get_work_order(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkOrderProgress>, ApiError> {
+    Ok(Json(super::wip::work_order(&st.db, &id).await?))
 }

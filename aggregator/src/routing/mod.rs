@@ -11,6 +11,9 @@
 //! when its part is held.
 
 pub mod api;
+pub mod publish;
+pub mod routes;
+pub mod wip;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

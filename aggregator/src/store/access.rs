@@ -7,6 +7,10 @@ use super::chain::{ChainRow, Verifier};
 use super::model::*;
 use super::sql::{self, Bind, Sql};
 
+/// Rows per statement of [`Db::verify_chains`]: a page of bodies in memory (a few MB), and
+/// milliseconds per statement.
+pub const VERIFY_PAGE: usize = 2_000;
+
 impl Db {
     /// True when a trivial query answers within 2 s (a health probe must not hang for the
     /// pool's acquire timeout).
@@ -21,17 +25,43 @@ impl Db {
         )
     }
 
-    /// Recomputes every gateway's chain (streaming, constant memory).
+    /// Recomputes every gateway's chain, [`VERIFY_PAGE`] rows at a time.
     pub async fn verify_chains(&self) -> sqlx::Result<VerifyReport> {
+        self.verify_chains_paged(VERIFY_PAGE).await
+    }
+
+    /// Recomputes every gateway's chain in pages of `page` rows: each page is one statement,
+    /// keyset-paged on `(gateway, id)` (the `events_gateway_id` index), so memory is one page
+    /// and no statement lasts longer than a page takes — the query pool's time limit applies
+    /// to a page, not to the whole log, and no snapshot is held open while a large log is read.
+    /// The rows arrive in the same order as one `ORDER BY gateway, id` scan: the same report.
+    pub async fn verify_chains_paged(&self, page: usize) -> sqlx::Result<VerifyReport> {
+        const COLS: &str = "SELECT id, gateway, CAST(epoch AS TEXT) AS epoch, seq, type, body, \
+                            prev_hash, hash FROM events";
+        let page = page.max(1);
+        let limit = i64::try_from(page).unwrap_or(i64::MAX);
         let mut v = Verifier::new();
-        self.for_each(
-            Sql::new(
-                "SELECT id, gateway, CAST(epoch AS TEXT) AS epoch, seq, type, body, prev_hash, hash
-                 FROM events ORDER BY gateway, id",
-            ),
-            |r: ChainRow| v.feed(&r),
-        )
-        .await?;
+        let mut after: Option<(String, i64)> = None;
+        loop {
+            let q = match &after {
+                None => Sql::new(format!("{COLS} ORDER BY gateway, id LIMIT $1")).bind(limit),
+                Some((gw, id)) => Sql::new(format!(
+                    "{COLS} WHERE (gateway, id) > ($1, $2) ORDER BY gateway, id LIMIT $3"
+                ))
+                .bind(gw)
+                .bind(*id)
+                .bind(limit),
+            };
+            let rows: Vec<ChainRow> = self.fetch_all(q).await?;
+            for r in &rows {
+                v.feed(r);
+            }
+            let full = rows.len() == page;
+            match rows.into_iter().last() {
+                Some(last) if full => after = Some((last.gateway, last.id)),
+                _ => break,
+            }
+        }
         Ok(v.finish())
     }
 

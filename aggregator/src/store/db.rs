@@ -60,10 +60,17 @@ impl Db {
     }
 
     /// The pool of the HTTP API's queries, apart from ingest's: at most `max_connections`
-    /// connections (ingest keeps its own), and on PostgreSQL a `statement_timeout` of
-    /// `timeout_ms` on each — a slow query is cancelled (SQLSTATE 57014) instead of holding
-    /// connections ingest needs. SQLite has no statement timeout; its readers never block the
-    /// writer (WAL). Call after [`Db::connect`] (which migrates).
+    /// connections (ingest keeps its own), and a time limit of `timeout_ms` (0 = none) — a slow
+    /// query is stopped instead of holding connections and snapshots ingest needs:
+    /// - PostgreSQL: `statement_timeout` on each connection (cancelled with SQLSTATE 57014);
+    /// - SQLite, which has no statement timeout: a progress handler armed each time a
+    ///   connection is handed out (a statement on the pool, a transaction, a stream) interrupts
+    ///   the work once `timeout_ms` have passed since (`SQLITE_INTERRUPT`, code 9). A long read
+    ///   never blocks the writer (WAL), but it holds the WAL from being checkpointed.
+    ///
+    /// Both errors answer 503 with the reason ([`crate::api::ApiError`]). Work that needs
+    /// longer than the limit runs as several statements (`verify_chains` pages). Call after
+    /// [`Db::connect`] (which migrates).
     pub async fn connect_queries(
         url: &str,
         max_connections: u32,
@@ -90,8 +97,21 @@ impl Db {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(std::time::Duration::from_secs(10));
+            let limit = (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
+                // A new connection is handed out right after connecting, an idle one after
+                // `before_acquire`: both start the clock; `after_release` stops it.
+                .after_connect(move |conn, _| Box::pin(arm_deadline(conn, limit)))
+                .before_acquire(move |conn, _| {
+                    Box::pin(async move { arm_deadline(conn, limit).await.map(|()| true) })
+                })
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        conn.lock_handle().await?.remove_progress_handler();
+                        Ok(true)
+                    })
+                })
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("opening SQLite database {url:?}"))?;
@@ -114,6 +134,26 @@ impl Db {
             Db::Sqlite(_) => "sqlite",
         }
     }
+}
+
+/// SQLite virtual-machine instructions between two looks at the clock (well under a
+/// millisecond of work).
+const PROGRESS_OPS: i32 = 10_000;
+
+/// Interrupts whatever `conn` runs once `limit` has passed from now (`None`: never).
+async fn arm_deadline(
+    conn: &mut sqlx::sqlite::SqliteConnection,
+    limit: Option<std::time::Duration>,
+) -> sqlx::Result<()> {
+    let mut handle = conn.lock_handle().await?;
+    match limit {
+        Some(limit) => {
+            let deadline = std::time::Instant::now() + limit;
+            handle.set_progress_handler(PROGRESS_OPS, move || std::time::Instant::now() < deadline);
+        }
+        None => handle.remove_progress_handler(),
+    }
+    Ok(())
 }
 
 /// The URL without its password, for messages.
@@ -253,6 +293,38 @@ impl Db {
     /// The first row of `q`, if any (write the statement to return at most one).
     pub(crate) async fn fetch_optional<T: Rows>(&self, q: Sql<'_>) -> sqlx::Result<Option<T>> {
         Ok(self.fetch_all(q).await?.into_iter().next())
+    }
+
+    /// Runs `q` on a task of its own and hands its rows over a channel of `cap` rows as they
+    /// come (the statement waits while the channel is full, so memory stays bounded however
+    /// many rows there are). A database error is the stream's last item; dropping the receiver
+    /// stops the statement.
+    pub(crate) fn spawn_rows<T: Rows + 'static>(
+        &self,
+        q: Sql<'static>,
+        cap: usize,
+    ) -> tokio::sync::mpsc::Receiver<sqlx::Result<T>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(cap.max(1));
+        let db = self.clone();
+        tokio::spawn(async move {
+            let r = match &db {
+                Db::Postgres(p) if !q.jit() => {
+                    async {
+                        let mut t = p.begin().await?;
+                        sqlx::query("SET LOCAL jit = off").execute(&mut *t).await?;
+                        sql::send_each(&mut *t, q, &tx).await?;
+                        t.commit().await
+                    }
+                    .await
+                }
+                Db::Postgres(p) => sql::send_each(p, q, &tx).await,
+                Db::Sqlite(p) => sql::send_each(p, q, &tx).await,
+            };
+            if let Err(e) = r {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
     }
 
     /// Every row of `q`, one at a time (constant memory).

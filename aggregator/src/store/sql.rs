@@ -194,6 +194,29 @@ where
     Ok(())
 }
 
+/// Every row of `q`, sent into `tx` as the reader takes them: the channel is bounded, so the
+/// statement waits for a slow reader and memory stays at the channel's capacity. Ends early,
+/// without error, when the receiver is gone (the client went away).
+pub(crate) async fn send_each<'e, DB, E, T>(
+    e: E,
+    q: Sql<'_>,
+    tx: &tokio::sync::mpsc::Sender<sqlx::Result<T>>,
+) -> sqlx::Result<()>
+where
+    DB: Driver,
+    E: Executor<'e, Database = DB>,
+    T: Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+{
+    let args = arguments::<DB>(&q)?;
+    let mut rows = sqlx::query_as_with::<DB, T, _>(q.into_sql_str(), args).fetch(e);
+    while let Some(r) = rows.try_next().await? {
+        if tx.send(Ok(r)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// The few SQL fragments the dialects write differently. Obtained from
 /// [`Db::dialect`](super::Db::dialect); each method says why the difference exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +252,17 @@ impl Dialect {
             format!("{col} = ANY({})", q.param(Bind::I64s(ids)))
         } else {
             format!("{col} IN ({})", id_list(ids))
+        }
+    }
+
+    /// `col` for an `ORDER BY` in byte order (the order of Rust's `str`), whatever the
+    /// database's collation: `COLLATE "C"` on PostgreSQL; SQLite's default collation is
+    /// already bytewise.
+    pub(crate) fn byte_order(self, col: &str) -> String {
+        if self.postgres {
+            format!("{col} COLLATE \"C\"")
+        } else {
+            col.to_owned()
         }
     }
 

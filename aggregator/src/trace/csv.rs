@@ -9,6 +9,7 @@
 //! Recall layout — one row per item: `kind,id,customer` with kind unit | container | shipment |
 //! customer.
 
+use super::recall::Encoder as _;
 use super::{Recall, UnitReport};
 
 /// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first; a customer
@@ -132,23 +133,64 @@ pub fn unit_report(r: &UnitReport) -> String {
 
 pub fn recall(r: &Recall) -> String {
     let mut out = String::new();
-    row(&mut out, &["kind", "id", "customer"]);
+    let mut enc = RecallCsv::default();
     for u in &r.units {
-        row(&mut out, &["unit", u, ""]);
+        enc.line(&mut out, &["unit", u, ""]);
     }
     for c in &r.containers {
-        row(&mut out, &["container", c, ""]);
+        enc.line(&mut out, &["container", c, ""]);
     }
     for s in &r.shipments {
-        row(
+        enc.line(
             &mut out,
             &["shipment", &s.id, s.customer.as_deref().unwrap_or("")],
         );
     }
     for c in &r.customers {
-        row(&mut out, &["customer", c, c]);
+        enc.line(&mut out, &["customer", c, c]);
     }
+    enc.finish(&mut out);
     out
+}
+
+/// The recall CSV written row by row (the streamed answer of the API; [`recall`] for a whole
+/// [`Recall`] in memory writes the same bytes).
+#[derive(Debug, Default)]
+pub struct RecallCsv {
+    header_written: bool,
+}
+
+impl RecallCsv {
+    fn line(&mut self, out: &mut String, fields: &[&str]) {
+        if !self.header_written {
+            row(out, &["kind", "id", "customer"]);
+            self.header_written = true;
+        }
+        row(out, fields);
+    }
+}
+
+impl super::recall::Encoder for RecallCsv {
+    fn row(&mut self, out: &mut String, r: &super::recall::RecallRow) {
+        use super::recall::Section;
+        match r.section() {
+            Some(Section::Units) => self.line(out, &["unit", &r.id, ""]),
+            Some(Section::Containers) => self.line(out, &["container", &r.id, ""]),
+            Some(Section::Shipments) => self.line(
+                out,
+                &["shipment", &r.id, r.customer.as_deref().unwrap_or("")],
+            ),
+            Some(Section::Customers) => self.line(out, &["customer", &r.id, &r.id]),
+            None => {}
+        }
+    }
+
+    fn finish(&mut self, out: &mut String) {
+        if !self.header_written {
+            row(out, &["kind", "id", "customer"]);
+            self.header_written = true;
+        }
+    }
 }
 
 #[cfg(test)]

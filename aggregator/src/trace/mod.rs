@@ -18,7 +18,7 @@ pub use internal::{
     OperationFilter, OperationPage, OperationRow, ReadingFilter, ReadingPage, ReadingRow,
     operations, readings,
 };
-pub use recall::{Recall, RecallCounts, RecallShipment, recall};
+pub use recall::{Recall, RecallCounts, RecallShipment, recall, recall_rows};
 pub use report::{
     Captured, Component, ComponentMaterial, Container, EnvValue, Material, Operation,
     OperationSummary, Parameter, QualityCheck, Shipment, UnitReport, unit_report,

@@ -869,19 +869,33 @@ pub async fn dashboard_page() -> Response {
     html(page("Dashboard", &b))
 }
 
-/// `GET /ui/spc?station=&parameter=`.
+/// `GET /ui/spc?station=&parameter=&chart=&subgroup=&from=&to=`: the control chart, drawn by
+/// `app.js` from `/api/v1/spc` with the same parameters (a plain parameter-over-time chart of
+/// the newest 500 values when this build has no SPC API).
 pub async fn spc_page(State(st): State<AppState>, Query(q): Q) -> Response {
     let station = param(&q, "station").unwrap_or("").to_owned();
     let parameter = param(&q, "parameter").unwrap_or("").to_owned();
+    let chart = param(&q, "chart").unwrap_or("imr").to_owned();
+    let subgroup = param(&q, "subgroup").unwrap_or("5").to_owned();
+    let from = param(&q, "from").unwrap_or("").to_owned();
+    let to = param(&q, "to").unwrap_or("").to_owned();
     let (stations, params) = data::recent_names(&st.db).await.unwrap_or_default();
     let mut b =
         String::from("<h1>SPC</h1><form class=\"filters\" method=\"get\" action=\"/ui/spc\">");
     let _ = write!(
         b,
         "<label>Station <input name=\"station\" list=\"stations\" value=\"{}\"></label>\
-         <label>Parameter <input name=\"parameter\" list=\"params\" value=\"{}\"></label> <button>Chart</button></form>",
+         <label>Parameter <input name=\"parameter\" list=\"params\" value=\"{}\"></label>\
+         <label>Chart <select name=\"chart\"><option value=\"imr\"{}>I-MR</option><option value=\"xbar-r\"{}>X̄-R</option></select></label>\
+         <label>Subgroup <input name=\"subgroup\" size=\"2\" value=\"{}\"></label>\
+         <label>From <input name=\"from\" value=\"{}\"></label><label>To <input name=\"to\" value=\"{}\"></label> <button>Chart</button></form>",
         escape(&station),
-        escape(&parameter)
+        escape(&parameter),
+        if chart == "imr" { " selected" } else { "" },
+        if chart == "xbar-r" { " selected" } else { "" },
+        escape(&subgroup),
+        escape(&from),
+        escape(&to),
     );
     for (id, list) in [("stations", &stations), ("params", &params)] {
         let _ = write!(b, "<datalist id=\"{id}\">");
@@ -895,20 +909,43 @@ pub async fn spc_page(State(st): State<AppState>, Query(q): Q) -> Response {
         b.push_str("<p>Pick a station and a parameter.</p>");
         return html(page("SPC", &b));
     }
-    let points = match data::parameter_points(&st.db, &station, &parameter, 500).await {
-        Ok(p) => p,
-        Err(e) => return failure(e),
+    // With the SPC API the browser asks it; without, the newest values are embedded here.
+    let points = if spc_api {
+        Vec::new()
+    } else {
+        match data::parameter_points(&st.db, &station, &parameter, 500).await {
+            Ok(p) => p,
+            Err(e) => return failure(e),
+        }
     };
     if !spc_api {
         b.push_str("<p class=\"warn\" id=\"spc-note\">Plain parameter-over-time chart of the newest 500 values with their spec limits. \
                     Control limits, rule violations and Cp/Cpk come with the analytics API (<code>/api/v1/spc</code>), not in this build.</p>");
     }
+    let mut api_query = format!(
+        "station={}&parameter={}&chart={}",
+        url_escape(&station),
+        url_escape(&parameter),
+        url_escape(&chart)
+    );
+    if chart == "xbar-r" {
+        api_query.push_str(&format!("&subgroup={}", url_escape(&subgroup)));
+    }
+    for (k, v) in [("from", &from), ("to", &to)] {
+        if !v.is_empty() {
+            api_query.push_str(&format!("&{k}={}", url_escape(v)));
+        }
+    }
     let _ = write!(
         b,
-        "<div id=\"chart\" class=\"chart\" data-spc=\"{spc_api}\"></div><p id=\"chart-stats\"></p>{}",
+        "<div id=\"chart\" class=\"chart\" data-spc=\"{spc_api}\"></div><p id=\"chart-stats\"></p>\
+         <div id=\"violations\"></div>\
+         <p class=\"meta\">Rules: we1 a point beyond 3σ · we2 2 of 3 beyond 2σ, one side · we3 4 of 5 beyond 1σ, one side · \
+         we4 8 in a row on one side · n5 6 in a row rising or falling · n6 14 alternating up and down · \
+         n7 15 in a row within 1σ · n8 8 in a row beyond 1σ on both sides (docs/analysis.md). Click a point to open its unit.</p>{}",
         json_block(
             "chart-data",
-            &json!({"station": station, "parameter": parameter, "points": points})
+            &json!({"station": station, "parameter": parameter, "api_query": api_query, "points": points})
         )
     );
     html(page(&format!("SPC {station} {parameter}"), &b))

@@ -14,6 +14,10 @@
 //!   minute — a forged ack must never delete the backlog.
 //! - A retained `…/status` (online) is published on connect and every `status_interval`; the
 //!   last will is the retained offline status; a graceful stop publishes it explicitly.
+//! - When an aggregator's online status arrives live (`{root}/_aggregator/{id}/status`, sent
+//!   right after it subscribed) everything in flight is published again at once: after a broker
+//!   restart the gateway may have reconnected first and sent its window to nobody, and waiting
+//!   `ack_timeout_ms` for it would delay the whole backlog.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -88,6 +92,8 @@ pub struct PublishMetrics {
     pub acks_rejected: AtomicU64,
     pub connects: AtomicU64,
     pub connected: AtomicBool,
+    /// Live online statuses of an aggregator, each of which re-sent the window.
+    pub aggregator_onlines: AtomicU64,
 }
 
 /// What the event-loop task reports.
@@ -97,7 +103,9 @@ enum MqttEvent {
     Disconnected(String),
     Published(u16),
     PubAck(u16),
-    Message(String, Bytes),
+    /// Topic, payload, and whether the broker sent it as a retained message (on subscribing)
+    /// rather than live.
+    Message(String, Bytes, bool),
     DisconnectSent,
 }
 
@@ -392,6 +400,10 @@ impl Publisher {
                 if let Err(e) = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce) {
                     tracing::warn!(error = %e, "cannot subscribe to the ack topic");
                 }
+                let aggregators = Topic::aggregator_status_filter(&self.cfg.mqtt.topic_root);
+                if let Err(e) = client.try_subscribe(&aggregators, QoS::AtLeastOnce) {
+                    tracing::warn!(error = %e, "cannot subscribe to the aggregators' status");
+                }
                 self.publish_status(client, st, GatewayState::Online);
             }
             MqttEvent::Disconnected(why) => {
@@ -419,13 +431,53 @@ impl Publisher {
                     tracing::trace!(pkid, first, "broker accepted envelope");
                 }
             }
-            MqttEvent::Message(topic, payload) => {
+            MqttEvent::Message(topic, payload, retained) => {
                 if topic == self.ack_topic {
                     self.on_ack(&payload, st).await;
+                } else if !retained
+                    && Topic::is_aggregator_status(&self.cfg.mqtt.topic_root, &topic)
+                {
+                    self.on_aggregator_status(&topic, &payload, client, st)
+                        .await;
                 }
             }
             MqttEvent::DisconnectSent => {}
         }
+    }
+
+    /// An aggregator's online status, arrived live: it has just (re)subscribed, so envelopes
+    /// published before may have reached nobody (after a broker restart the gateway often
+    /// reconnects first). Everything in flight is published again now instead of after
+    /// `ack_timeout_ms`; duplicates are absorbed by the aggregator. A retained status (sent on
+    /// our own subscribe) is ignored: that aggregator was subscribed before our window went out.
+    async fn on_aggregator_status(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        client: &AsyncClient,
+        st: &mut State,
+    ) {
+        let Ok(status) = serde_json::from_slice::<Status>(payload) else {
+            tracing::debug!(topic, "ignoring a malformed aggregator status");
+            return;
+        };
+        if status.state != GatewayState::Online || !st.connected {
+            return;
+        }
+        let timeout = Duration::from_millis(self.cfg.mqtt.ack_timeout_ms.max(1));
+        tracing::info!(
+            topic,
+            inflight = st.inflight.len(),
+            "an aggregator came online; publishing the envelopes in flight again"
+        );
+        let now = Instant::now();
+        for b in st.inflight.values_mut() {
+            b.sent_at = now.checked_sub(timeout).unwrap_or(b.sent_at);
+        }
+        self.metrics
+            .aggregator_onlines
+            .fetch_add(1, Ordering::Relaxed);
+        self.resend_expired(client, st, timeout).await;
     }
 
     async fn on_ack(&self, payload: &[u8], st: &mut State) {
@@ -596,7 +648,8 @@ impl Publisher {
 /// Drives rumqttc's event loop (which also reconnects) and reports what matters.
 async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<MqttEvent>, stop: CancellationToken) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    const MAX_BACKOFF: Duration = Duration::from_secs(2);
+    // Capped at a second: a broker that comes back is found within a second.
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     loop {
         let ev = tokio::select! {
@@ -610,7 +663,7 @@ async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<MqttEvent>, stop: Cancell
             }
             Ok(Event::Incoming(Incoming::PubAck(p))) => Some(MqttEvent::PubAck(p.pkid)),
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                Some(MqttEvent::Message(p.topic.clone(), p.payload))
+                Some(MqttEvent::Message(p.topic.clone(), p.payload, p.retain))
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(MqttEvent::Published(pkid)),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Some(MqttEvent::DisconnectSent),

@@ -135,12 +135,24 @@
     };
     var stats = document.getElementById("chart-stats");
     if (chart.getAttribute("data-spc") === "true") {
-      var url = "/api/v1/spc?station=" + encodeURIComponent(input.station) + "&parameter=" + encodeURIComponent(input.parameter);
-      fetch(url, { credentials: "same-origin" }).then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); }).then(function (d) {
+      var url = "/api/v1/spc?" + input.api_query;
+      fetch(url, { credentials: "same-origin" }).then(function (r) {
+        return r.json().then(function (j) { if (!r.ok) throw new Error(j.error || ("HTTP " + r.status)); return j; });
+      }).then(function (d) {
         var pts = (d.points || []).map(function (p) { return { unit: p.unit, completed_at: p.completed_at, value: p.value, violations: p.violations, bad: p.violations && p.violations.length > 0 }; });
         plot(pts, { lsl: d.lsl, usl: d.usl, ucl: d.ucl, lcl: d.lcl, center: d.center });
-        stats.innerHTML = "n " + d.n + " · mean " + fmt(d.mean, 4) + " · σ within " + fmt(d.sigma_within, 4) + " · Cp " + fmt(d.cp, 2) + " · Cpk " + fmt(d.cpk, 2) +
-          " · Pp " + fmt(d.pp, 2) + " · Ppk " + fmt(d.ppk, 2) + " · " + pts.filter(function (p) { return p.bad; }).length + " points violate a rule";
+        var bad = pts.filter(function (p) { return p.bad; });
+        stats.innerHTML = "n " + d.n + (d.chart === "xbar-r" ? " in subgroups of " + d.subgroup : "") + " · mean " + fmt(d.mean, 4) + " · σ within " + fmt(d.sigma_within, 4) +
+          " · σ overall " + fmt(d.sigma_overall, 4) + " · <b>Cp " + fmt(d.cp, 2) + " · Cpk " + fmt(d.cpk, 2) + "</b>" +
+          " · Pp " + fmt(d.pp, 2) + " · Ppk " + fmt(d.ppk, 2) + ' · <span id="violation-count">' + bad.length + "</span> points violate a rule" + (d.truncated ? " · newest values only" : "");
+        var vt = document.getElementById("violations");
+        if (vt && bad.length) {
+          var h = '<h2>Signals</h2><table id="signals"><tr><th>Unit</th><th>Completed</th><th>Value</th><th>Rules</th></tr>';
+          bad.forEach(function (p) {
+            h += "<tr><td>" + unitLink(p.unit) + "</td><td>" + esc(p.completed_at) + "</td><td>" + fmt(p.value, 5) + "</td><td>" + p.violations.map(esc).join(", ") + "</td></tr>";
+          });
+          vt.innerHTML = h + "</table>";
+        }
       }).catch(function (e) { stats.textContent = "SPC API failed: " + e.message; });
     } else {
       var pts = input.points.map(function (p) { return { unit: p.unit, completed_at: p.completed_at, value: p.value, bad: !p.in_spec }; });
@@ -159,19 +171,27 @@
       var out = document.getElementById("analysis-result");
       if (an.getAttribute("data-api") !== "true") { out.innerHTML = '<p class="warn">The analysis API is not in this build.</p>'; return; }
       var units = document.getElementById("serials").value.split(/[\s,;]+/).filter(Boolean);
+      // A stable URL for the same analysis (paste it into an e-mail).
+      if (window.history && units.length <= 200) window.history.replaceState(null, "", "/ui/analysis?units=" + encodeURIComponent(units.join(",")));
       fetch("/api/v1/analysis/common-cause", {
         method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ units: units })
       }).then(function (r) { return r.json().then(function (j) { if (!r.ok) throw new Error(j.error || ("HTTP " + r.status)); return j; }); })
         .then(function (d) {
-          var h = "<p>" + d.units + " units, population " + d.population + (d.missing && d.missing.length ? ", unknown: " + d.missing.map(esc).join(", ") : "") + "</p>" +
+          var h = '<p id="analysis-summary">' + d.units + " units, population " + d.population + ", " + d.factors_tested + " factors tested" + (d.missing && d.missing.length ? ", unknown: " + d.missing.map(esc).join(", ") : "") + "</p>" +
             '<table id="factors"><tr><th>Kind</th><th>Factor</th><th>Affected</th><th>Population with</th><th>Lift</th><th>p-value</th></tr>';
           (d.factors || []).forEach(function (f) {
-            h += "<tr><td>" + esc(f.kind) + "</td><td>" + (f.kind === "lot" ? '<a href="/ui/lots/' + encodeURIComponent(f.id) + '">' + esc(f.id) + "</a>" : esc(f.id)) +
+            var isLot = f.kind === "lot" || f.kind === "component_lot";
+            h += "<tr><td>" + esc(f.kind) + "</td><td>" + (isLot ? '<a href="/ui/lots/' + encodeURIComponent(f.id) + '">' + esc(f.id) + "</a>" : esc(f.id)) +
               "</td><td>" + f.affected + "</td><td>" + f.population_with + "</td><td>" + fmt(f.lift, 2) + "</td><td>" + (f.p_value == null ? "—" : f.p_value.toExponential(2)) + "</td></tr>";
           });
           out.innerHTML = h + "</table>";
         }).catch(function (e) { out.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
     });
+    var given = new URLSearchParams(window.location.search).get("units");
+    if (given) {
+      document.getElementById("serials").value = given.split(",").join("\n");
+      af.dispatchEvent(new Event("submit", { cancelable: true }));
+    }
   }
   window.threadlineUnitLink = unitLink;
 })();
