@@ -96,13 +96,13 @@ fn operation(unit: &str, station: String, op: &str, lots: Vec<String>, n: usize)
 
 /// Every trace record of product `p`, in plant order (lots and packing when they start).
 fn product(p: usize, out: &mut Vec<Value>) {
-    if p % LOT_SIZE == 0 {
+    if p.is_multiple_of(LOT_SIZE) {
         for level in 1..=LEVELS {
             out.push(json!({"type":"lot_received","lot":lot_id(level, p),"part":format!("P-L{level}"),
                 "supplier":"Acme","supplier_batch":format!("B{level}-{}", p / LOT_SIZE),"qty":LOT_SIZE as f64,"station":"GOODS-IN"}));
         }
     }
-    if p % 20_000 == 0 {
+    if p.is_multiple_of(20_000) {
         out.push(json!({"type":"lot_received","lot":format!("FAST-{:06}", p / 20_000),"part":"P-FAST","qty":1.0e6}));
     }
     for level in (1..=LEVELS).rev() {
@@ -125,10 +125,10 @@ fn product(p: usize, out: &mut Vec<Value>) {
     out.push(json!({"type":"quality_check","unit":sn,"characteristic":"diameter","value":10.01,"unit_of_measure":"mm","lsl":9.9,"usl":10.1,"result":"pass","station":"QC1"}));
     let case = format!("CASE-{:08}", p / CASE_SIZE);
     out.push(json!({"type":"packed","container":case,"level":"case","child":{"kind":"unit","id":sn},"station":"PACK"}));
-    if (p + 1) % CASE_SIZE == 0 {
+    if (p + 1).is_multiple_of(CASE_SIZE) {
         let pallet = format!("PAL-{:07}", p / (CASE_SIZE * PALLET_SIZE));
         out.push(json!({"type":"packed","container":pallet,"level":"pallet","child":{"kind":"container","id":case},"station":"PACK"}));
-        if (p + 1) % (CASE_SIZE * PALLET_SIZE) == 0 {
+        if (p + 1).is_multiple_of(CASE_SIZE * PALLET_SIZE) {
             let n = p / (CASE_SIZE * PALLET_SIZE);
             out.push(
                 json!({"type":"shipped","container":pallet,"shipment":format!("SHP-{:06}", n / 2),

@@ -244,7 +244,9 @@ fn golden_sn1() -> Value {
         ],
         "containers": [{"id": "CASE-1", "level": "case"}, {"id": "PAL-1", "level": "pallet"}],
         "shipment": {"id": "SHIP-1", "customer": "ACME", "shipped_at": "2026-01-03T08:00:00.000000Z"},
-        "holds": [], "dispositions": []
+        "holds": [], "dispositions": [],
+        // Suppliers' captured EPCIS events of its lots (none captured here).
+        "supplier_history": []
     })
 }
 
