@@ -89,8 +89,17 @@ async fn shutdown_under_load_acks_what_it_committed_and_logs_no_ack_warning() {
             .collect();
         envelope("gw-s", recs)
     };
-    watcher.publish(topic("gw-s"), next(1)).await;
-    let (_, first) = watcher.next_ack().await;
+    let hello = next(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        watcher.publish(topic("gw-s"), hello.clone()).await;
+        if let Ok(Some((_, a))) =
+            tokio::time::timeout(Duration::from_millis(500), watcher.acks.recv()).await
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "aggregator never acked");
+    };
     // Load: envelopes of trace events (FULL-sync commits) without pause, then SIGTERM midway.
     let client = watcher.client.clone();
     let load = tokio::spawn(async move {

@@ -35,31 +35,47 @@ impl Db {
     /// and no statement lasts longer than a page takes — the query pool's time limit applies
     /// to a page, not to the whole log, and no snapshot is held open while a large log is read.
     /// The rows arrive in the same order as one `ORDER BY gateway, id` scan: the same report.
+    /// A page continues the current gateway (`gateway = $1 AND id > $2`), or, once that is
+    /// done, starts the next ones (`gateway > $1`): both are index range scans on either
+    /// backend (SQLite does not turn a row-value `(gateway, id) > (…)` into one).
     pub async fn verify_chains_paged(&self, page: usize) -> sqlx::Result<VerifyReport> {
         const COLS: &str = "SELECT id, gateway, CAST(epoch AS TEXT) AS epoch, seq, type, body, \
                             prev_hash, hash FROM events";
-        let page = page.max(1);
-        let limit = i64::try_from(page).unwrap_or(i64::MAX);
+        let limit = i64::try_from(page.max(1)).unwrap_or(i64::MAX);
         let mut v = Verifier::new();
         let mut after: Option<(String, i64)> = None;
         loop {
-            let q = match &after {
-                None => Sql::new(format!("{COLS} ORDER BY gateway, id LIMIT $1")).bind(limit),
-                Some((gw, id)) => Sql::new(format!(
-                    "{COLS} WHERE (gateway, id) > ($1, $2) ORDER BY gateway, id LIMIT $3"
-                ))
-                .bind(gw)
-                .bind(*id)
-                .bind(limit),
+            let mut rows: Vec<ChainRow> = match &after {
+                None => Vec::new(),
+                Some((gw, id)) => {
+                    self.fetch_all(
+                        Sql::new(format!(
+                            "{COLS} WHERE gateway = $1 AND id > $2 ORDER BY id LIMIT $3"
+                        ))
+                        .bind(gw)
+                        .bind(*id)
+                        .bind(limit),
+                    )
+                    .await?
+                }
             };
-            let rows: Vec<ChainRow> = self.fetch_all(q).await?;
+            if rows.is_empty() {
+                let next = match &after {
+                    None => Sql::new(format!("{COLS} ORDER BY gateway, id LIMIT $1")).bind(limit),
+                    Some((gw, _)) => Sql::new(format!(
+                        "{COLS} WHERE gateway > $1 ORDER BY gateway, id LIMIT $2"
+                    ))
+                    .bind(gw)
+                    .bind(limit),
+                };
+                rows = self.fetch_all(next).await?;
+            }
             for r in &rows {
                 v.feed(r);
             }
-            let full = rows.len() == page;
             match rows.into_iter().last() {
-                Some(last) if full => after = Some((last.gateway, last.id)),
-                _ => break,
+                Some(last) => after = Some((last.gateway, last.id)),
+                None => break,
             }
         }
         Ok(v.finish())
