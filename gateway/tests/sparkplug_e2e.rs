@@ -25,7 +25,9 @@ use threadline_simulators::modbus::{SimBank, TcpSim, WordOrder};
 const BIN: &str = env!("CARGO_BIN_EXE_threadline-gateway");
 const HOST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sparkplug_host.py");
 const GROUP: &str = "plant-a";
+/// Each test its own edge node id, so that the two never read each other's messages.
 const EDGE: &str = "line-1-gw";
+const EDGE_STATE: &str = "line-2-gw";
 /// How long one step of the host may take (the gateway is a debug build on a loaded machine).
 const STEP: Duration = Duration::from_secs(60);
 
@@ -55,10 +57,12 @@ struct PyHost {
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// The gateway's log, shown when a step fails.
+    gw_log: Option<std::path::PathBuf>,
 }
 
 impl PyHost {
-    fn start(port: u16, host_id: &str) -> PyHost {
+    fn start(port: u16, host_id: &str, edge: &str) -> PyHost {
         let mut child = Command::new("python3")
             .arg(HOST)
             .args([
@@ -67,7 +71,7 @@ impl PyHost {
                 "--group",
                 GROUP,
                 "--edge",
-                EDGE,
+                edge,
             ])
             .args([
                 "--host-id",
@@ -96,6 +100,7 @@ impl PyHost {
             stdin,
             lines,
             seen: Vec::new(),
+            gw_log: None,
         };
         h.expect("READY");
         h
@@ -117,7 +122,11 @@ impl PyHost {
         self.seen.push(line.clone());
         assert!(
             line.starts_with(prefix),
-            "the Sparkplug host, waiting for {prefix:?}: {line}"
+            "the Sparkplug host, waiting for {prefix:?}: {line}\ngateway log:\n{}",
+            self.gw_log
+                .as_ref()
+                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                .unwrap_or_default()
         );
         line
     }
@@ -142,7 +151,10 @@ fn spawn_gateway(config: &std::path::Path, log: &std::path::Path) -> Child {
         .arg("run")
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            "info,threadline_gateway::publish::sparkplug=debug",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -267,7 +279,12 @@ async fn a_python_sparkplug_host_decodes_births_data_rebirth_and_death() {
         &config,
         format!(
             "{}\n[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{EDGE}\"\n\n{}\n{}",
-            gateway_toml(&dir.path().join("data"), &broker.url(), "", 64),
+            gateway_toml(
+                &dir.path().join("data"),
+                &broker.url(),
+                "client_id = \"gw-spb-e2e\"",
+                64
+            ),
             device_toml("plc", &sim1, &tags1),
             device_toml("conveyor", &sim2, line_speed),
         ),
@@ -284,8 +301,9 @@ async fn a_python_sparkplug_host_decodes_births_data_rebirth_and_death() {
     };
     assert_eq!(all.len(), expect(0)["plc"].as_object().unwrap().len());
 
-    let mut host = PyHost::start(broker.port, "unused");
+    let mut host = PyHost::start(broker.port, "unused", EDGE);
     let mut gw = spawn_gateway(&config, &dir.path().join("gw.log"));
+    host.gw_log = Some(dir.path().join("gw.log"));
 
     // Births: NBIRTH (bdSeq, Node Control/Rebirth), a DBIRTH per device with every recorded tag
     // (name, alias, datatype), then the values the simulator holds.
@@ -310,17 +328,37 @@ async fn a_python_sparkplug_host_decodes_births_data_rebirth_and_death() {
     assert!(log.contains("sparkplug edge node"), "{log}");
 }
 
-/// The values the acker (the Threadline records) saw for `tag`, in seq order.
-fn recorded(acker: &Acker, tag: &str) -> Vec<TagValue> {
+/// The values the acker (the Threadline records) saw for `tag`, in seq order (a JSON number
+/// comes back as `Int` when it fits).
+fn recorded(acker: &Acker, tag: &str) -> Vec<u64> {
     let c = acker.seen.lock().unwrap();
     c.records
         .values()
         .flat_map(|m| m.values())
         .filter_map(|r| match &r.body {
-            RecordBody::Reading(rd) if rd.tag == tag => rd.value.clone(),
+            RecordBody::Reading(rd) if rd.tag == tag => match rd.value {
+                Some(TagValue::UInt(u)) => Some(u),
+                Some(TagValue::Int(i)) => u64::try_from(i).ok(),
+                _ => None,
+            },
             _ => None,
         })
         .collect()
+}
+
+/// Waits until the Threadline records carry `counter = v` (the gateway has read it).
+async fn wait_recorded(acker: &Acker, v: u32, dir: &std::path::Path) {
+    let want = u64::from(v);
+    let deadline = std::time::Instant::now() + STEP;
+    while !recorded(acker, "counter").contains(&want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter {v} not recorded; seen {:?}; gateway log:\n{}",
+            recorded(acker, "counter"),
+            gateway_log(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,34 +375,27 @@ async fn while_the_primary_host_is_offline_values_are_held_then_sent_historical_
     std::fs::write(
         &config,
         format!(
-            "{}\n[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{EDGE}\"\nprimary_host_id = \"scada\"\n\n{}",
-            gateway_toml(&dir.path().join("data"), &broker.url(), "", 64),
+            "{}\n[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{EDGE_STATE}\"\nprimary_host_id = \"scada\"\n\n{}",
+            gateway_toml(&dir.path().join("data"), &broker.url(), "client_id = \"gw-spb-state\"", 64),
             device_toml("plc", &sim, counter),
         ),
     )
     .unwrap();
     let expect = |v: u32| json!({"plc": {"counter": {"type": "u32", "value": v}}});
 
-    let mut host = PyHost::start(broker.port, "scada");
+    let mut host = PyHost::start(broker.port, "scada", EDGE_STATE);
     // The host is offline (retained STATE) before the gateway starts.
     host.step(json!({"step": "state_offline"}));
     bank.set_u32(0, 1, WordOrder::ABCD);
     let mut gw = spawn_gateway(&config, &dir.path().join("gw.log"));
+    host.gw_log = Some(dir.path().join("gw.log"));
     // Three values, each read and recorded (the Threadline records go on as usual) while the
     // Sparkplug host is away.
     for v in 1..=3u32 {
         bank.set_u32(0, v, WordOrder::ABCD);
-        wait_for(
-            &format!("counter {v} recorded"),
-            Duration::from_secs(30),
-            || recorded(&acker, "counter").contains(&TagValue::UInt(u64::from(v))),
-        )
-        .await;
+        wait_recorded(&acker, v, dir.path()).await;
     }
-    assert_eq!(
-        recorded(&acker, "counter"),
-        vec![TagValue::UInt(1), TagValue::UInt(2), TagValue::UInt(3)]
-    );
+    assert_eq!(recorded(&acker, "counter"), vec![1, 2, 3]);
     // Nothing on spBv1.0 for our node while the host is offline.
     host.step(json!({"step": "quiet"}));
     // Online: births (latest value 3), then 1, 2, 3 as historical DDATA, before any live data.
@@ -381,12 +412,7 @@ async fn while_the_primary_host_is_offline_values_are_held_then_sent_historical_
     assert_eq!(ok, "OK state_offline bdSeq=0");
     for v in [5, 6] {
         bank.set_u32(0, v, WordOrder::ABCD);
-        wait_for(
-            &format!("counter {v} recorded"),
-            Duration::from_secs(30),
-            || recorded(&acker, "counter").contains(&TagValue::UInt(u64::from(v))),
-        )
-        .await;
+        wait_recorded(&acker, v, dir.path()).await;
     }
     // Back: a new session (bdSeq 1), the held 5 and 6 historical, then live 7.
     let ok = host.step(json!({
