@@ -205,3 +205,52 @@ fn a_wrong_type_an_unknown_enum_value_and_an_unknown_key_are_all_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn sparkplug_example_has_the_documented_section_and_datatypes() {
+    use threadline_gateway::publish::sparkplug::node::tag_datatype;
+    use threadline_gateway::publish::sparkplug::proto::DataType;
+    let cfg =
+        GatewayConfig::load(&config_dir().join("gateway.sparkplug.example.toml")).expect("valid");
+    let sp = cfg.sparkplug.as_ref().expect("[sparkplug]");
+    assert!(sp.enabled);
+    assert_eq!(sp.group_id, "plant-a");
+    assert_eq!(sp.edge_node_id(&cfg.gateway.id), "line-1-gw");
+    assert_eq!(sp.primary_host_id.as_deref(), Some("scada"));
+    assert_eq!(sp.historical_max, 100_000);
+    // The datatypes the example's comments name.
+    let d = &cfg.device[0];
+    let types: Vec<(&str, Option<DataType>, bool)> = d
+        .tag
+        .iter()
+        .map(|t| (t.name.as_str(), tag_datatype(d.protocol, t), t.record))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("press.pressure", Some(DataType::Float), true),
+            ("press.strokes", Some(DataType::UInt32), true),
+            ("press.oil_temp", Some(DataType::Double), true),
+            ("press.cycle_done", Some(DataType::Boolean), true),
+            ("press.recipe_step", Some(DataType::UInt16), false),
+        ]
+    );
+    // The main example has no [sparkplug]: absent = not published.
+    let main = GatewayConfig::load(&config_dir().join("gateway.example.toml")).expect("valid");
+    assert!(main.sparkplug.is_none());
+}
+
+#[test]
+fn a_sparkplug_mistake_names_its_key() {
+    let text = std::fs::read_to_string(config_dir().join("gateway.sparkplug.example.toml"))
+        .expect("readable");
+    let broken = text.replacen("group_id = \"plant-a\"", "group = \"plant-a\"", 1);
+    let errs = GatewayConfig::parse("spb.toml", &broken)
+        .expect_err("unknown key")
+        .0;
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(
+        shown[0].contains("sparkplug") && shown[0].contains("group"),
+        "{shown:#?}"
+    );
+}

@@ -140,6 +140,8 @@ async fn run(
         .as_ref()
         .map(|h| format!("spBv1.0/STATE/{h}"));
     let mut rx_open = true;
+    // The timestamp of the last STATE of the primary host (kept across sessions).
+    let mut last_state_ts: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
     'sessions: loop {
         let bd_seq = next_bdseq(&bdseq_file);
@@ -222,14 +224,39 @@ async fn run(
                                 Err(e) => tracing::warn!(error = %e, "sparkplug: undecodable NCMD ignored"),
                             }
                         } else if state_topic.as_deref() == Some(p.topic.as_str()) {
-                            let online = host_online(&p.payload);
+                            let (online, ts) = host_state(&p.payload);
+                            // Sparkplug 3.0: a STATE older than the last one seen is stale.
+                            if let (Some(ts), Some(last)) = (ts, last_state_ts)
+                                && ts < last
+                            {
+                                tracing::debug!(ts, last, "sparkplug: stale STATE ignored");
+                                continue;
+                            }
+                            last_state_ts = ts.or(last_state_ts);
                             if online != s.host_online {
                                 tracing::info!(online, "sparkplug: primary host state");
                             }
                             if online && !s.host_online {
                                 s.born = false;
                             }
+                            let went_offline = !online && s.host_online && s.born;
                             s.host_online = online;
+                            if went_offline {
+                                // Sparkplug 3.0: the edge node dies (NDEATH) and reconnects; the
+                                // new session holds values until the host is back.
+                                let death = node.ndeath(s.bd_seq, now_ms());
+                                let _ = client.try_publish(death.topic, QoS::AtLeastOnce, false, death.payload);
+                                let _ = client.try_disconnect();
+                                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                                    while let Ok(ev) = el.poll().await {
+                                        if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                                            break;
+                                        }
+                                    }
+                                }).await;
+                                metrics.connected.store(false, Ordering::Relaxed);
+                                break;
+                            }
                         } else {
                             tracing::debug!(topic = %p.topic, "sparkplug: command ignored (no writable metrics)");
                         }
@@ -310,19 +337,21 @@ async fn publish_all(
     Ok(())
 }
 
-/// Sparkplug 3.0 STATE payload: JSON `{"online": bool, "timestamp": ms}`; anything else
-/// (including the 2.x plain `OFFLINE`) is offline, `ONLINE` is accepted too.
-fn host_online(payload: &[u8]) -> bool {
+/// Sparkplug 3.0 STATE payload: JSON `{"online": bool, "timestamp": ms}` → (online, timestamp);
+/// anything else (including the 2.x plain `OFFLINE`) is offline, `ONLINE` (2.x) is accepted.
+fn host_state(payload: &[u8]) -> (bool, Option<u64>) {
     if payload == b"ONLINE" {
-        return true;
+        return (true, None);
     }
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| v.get("online").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
+    let v = serde_json::from_slice::<serde_json::Value>(payload).ok();
+    let field = |k: &str| v.as_ref().and_then(|v| v.get(k).cloned());
+    (
+        field("online").and_then(|o| o.as_bool()).unwrap_or(false),
+        field("timestamp").and_then(|t| t.as_u64()),
+    )
 }
 
 #[cfg(test)]
-pub(super) fn host_online_for_test(p: &[u8]) -> bool {
-    host_online(p)
+pub(super) fn host_state_for_test(p: &[u8]) -> (bool, Option<u64>) {
+    host_state(p)
 }

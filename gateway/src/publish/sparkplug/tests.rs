@@ -332,12 +332,19 @@ fn rebirth_requests_are_recognised_by_name_or_alias() {
 
 #[test]
 fn state_payloads_of_3_0_and_2_x() {
-    use super::client::host_online_for_test as online;
-    assert!(online(br#"{"online": true, "timestamp": 1}"#));
-    assert!(!online(br#"{"online": false, "timestamp": 2}"#));
-    assert!(online(b"ONLINE"));
-    assert!(!online(b"OFFLINE"));
-    assert!(!online(b"garbage"));
+    use super::client::host_state_for_test as state;
+    assert_eq!(
+        state(br#"{"online": true, "timestamp": 1}"#),
+        (true, Some(1))
+    );
+    assert_eq!(
+        state(br#"{"online": false, "timestamp": 2}"#),
+        (false, Some(2))
+    );
+    assert_eq!(state(b"ONLINE"), (true, None));
+    assert_eq!(state(b"OFFLINE"), (false, None));
+    assert_eq!(state(b"garbage"), (false, None));
+    assert_eq!(state(br#"{"timestamp": 3}"#), (false, Some(3)));
 }
 
 #[test]
