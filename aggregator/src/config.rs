@@ -146,6 +146,32 @@ pub struct HttpSection {
     /// after this long (answered 503 with the JSON error shape), so no query can starve ingest.
     #[serde(default = "default_query_timeout_ms")]
     pub query_timeout_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first), with `tls_key_file`; plain
+    /// HTTP is then not answered on the port. Read at load.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The TLS config the two keys above describe, loaded once by validation.
+    #[serde(skip)]
+    tls: std::sync::OnceLock<Result<std::sync::Arc<rustls::ServerConfig>, String>>,
+}
+
+impl HttpSection {
+    /// The HTTPS server config, `None` without `tls_cert_file` / `tls_key_file` (loaded at the
+    /// first call: validation does it when the file is loaded).
+    pub fn tls(&self) -> Option<Result<std::sync::Arc<rustls::ServerConfig>, String>> {
+        let (cert, key) = (
+            self.tls_cert_file.as_deref()?,
+            self.tls_key_file.as_deref()?,
+        );
+        Some(
+            self.tls
+                .get_or_init(|| crate::api::tls::server_config(cert, key))
+                .clone(),
+        )
+    }
 }
 
 fn default_query_timeout_ms() -> u64 {
@@ -159,6 +185,9 @@ impl Default for HttpSection {
             token: Vec::new(),
             allow_anonymous: false,
             query_timeout_ms: default_query_timeout_ms(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls: std::sync::OnceLock::new(),
         }
     }
 }
@@ -258,6 +287,15 @@ impl Validate for AggregatorConfig {
                 );
             }
             Ok(_) => {}
+        }
+        match (&self.http.tls_cert_file, &self.http.tls_key_file) {
+            (Some(_), None) => v.error("http.tls_cert_file", "set tls_key_file too"),
+            (None, Some(_)) => v.error("http.tls_key_file", "set tls_cert_file too"),
+            _ => {
+                if let Some(Err(e)) = self.http.tls() {
+                    v.error("http.tls_cert_file", e);
+                }
+            }
         }
         if self.aggregator.batch_max_records == 0 {
             v.error("aggregator.batch_max_records", "must be at least 1");

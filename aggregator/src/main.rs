@@ -232,8 +232,23 @@ fn check(path: &Path, cfg: &AggregatorConfig) -> ExitCode {
         .map(ToString::to_string)
         .unwrap_or_default();
     let broker = if cfg.mqtt.embedded {
+        let auth = match cfg.mqtt.broker_auth() {
+            Ok(ingest::broker_auth::BrokerAuth::Users(u)) => format!(
+                "{} users of {}",
+                u.len(),
+                cfg.mqtt
+                    .broker_password_file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            Ok(ingest::broker_auth::BrokerAuth::Anonymous) => {
+                "anonymous clients allowed".to_owned()
+            }
+            Err(e) => e,
+        };
         format!(
-            "embedded rumqttd on {}; ingest connects to {connection}",
+            "embedded rumqttd on {} ({auth}); ingest connects to {connection}",
             cfg.mqtt.listen
         )
     } else {
@@ -393,7 +408,9 @@ async fn dead_letters_replay(cfg: &AggregatorConfig, id: Option<i64>) -> anyhow:
 async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     // Token files are read first: a missing one refuses the start before anything listens.
     let tokens = Arc::new(
-        api::auth::Tokens::load(&cfg.http.token).context("loading [[http.token]] token files")?,
+        api::auth::Tokens::load(&cfg.http.token)
+            .context("loading [[http.token]] token files")?
+            .with_tls(cfg.http.tls_cert_file.is_some()),
     );
     let cancel = CancellationToken::new();
     // Refuse bad MQTT settings (unreadable password/CA files) before anything starts.
@@ -414,9 +431,14 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     }
     if cfg.mqtt.embedded {
         let listen = cfg.mqtt.listen.parse().context("mqtt.listen")?;
+        let auth = cfg
+            .mqtt
+            .broker_auth()
+            .map_err(|e| anyhow::anyhow!("[mqtt] {e}"))?;
         ingest::broker::start_embedded(
             listen,
             ingest::mqtt::packet_limit(cfg.aggregator.max_payload_kb),
+            auth,
         )?;
         tracing::info!(%listen, "embedded MQTT broker listening");
     }
@@ -449,7 +471,16 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     .layer(axum::Extension(api::epcis::EpcisIds(std::sync::Arc::new(
         threadline_aggregator::epcis::Ids::new(&cfg.epcis.id_base),
     ))));
-    tracing::info!(%http_addr, "HTTP API listening");
+    let tls = cfg
+        .http
+        .tls()
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("[http] {e}"))?;
+    tracing::info!(
+        %http_addr,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        "HTTP API listening"
+    );
     let shutdown = cancel.clone();
     tokio::spawn(async move {
         let signal = threadline_shared::signal::wait_for_signal().await;
@@ -457,10 +488,16 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     let server_cancel = cancel.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { server_cancel.cancelled().await })
-        .await
-        .context("HTTP server")?;
+    match tls {
+        Some(tls) => axum::serve(api::tls::TlsListener::new(listener, tls)?, app)
+            .with_graceful_shutdown(async move { server_cancel.cancelled().await })
+            .await
+            .context("HTTPS server")?,
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_cancel.cancelled().await })
+            .await
+            .context("HTTP server")?,
+    }
     cancel.cancel();
     match ingest_task.await {
         Ok(r) => r,

@@ -223,7 +223,7 @@ async fn verify_cli_exits_1_naming_the_tampered_row_and_check_refuses_bad_config
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nembedded = true\n\n[database]\nurl = \"{}\"\n",
+            "[mqtt]\nembedded = true\nallow_anonymous = true\n\n[database]\nurl = \"{}\"\n",
             t.url
         ),
     )
@@ -279,7 +279,7 @@ async fn verify_cli_exits_1_naming_the_tampered_row_and_check_refuses_bad_config
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nembedded = true\n\n[database]\nurl = \"{}\"\n",
+            "[mqtt]\nembedded = true\nallow_anonymous = true\n\n[database]\nurl = \"{}\"\n",
             t.url
         ),
     )

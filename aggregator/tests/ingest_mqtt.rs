@@ -138,11 +138,15 @@ async fn mosquitto_round_trip_acks_after_commit_and_absorbs_redelivery() {
 async fn embedded_broker_round_trip() {
     let port = free_port();
     let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    threadline_aggregator::ingest::broker::start_embedded(listen, 1 << 20)
-        .expect("embedded broker");
+    threadline_aggregator::ingest::broker::start_embedded(
+        listen,
+        1 << 20,
+        threadline_aggregator::ingest::broker_auth::BrokerAuth::Anonymous,
+    )
+    .expect("embedded broker");
     round_trip(
         port,
-        format!("[mqtt]\nembedded = true\nlisten = \"{listen}\""),
+        format!("[mqtt]\nembedded = true\nallow_anonymous = true\nlisten = \"{listen}\""),
     )
     .await;
 }
@@ -151,9 +155,13 @@ async fn embedded_broker_round_trip() {
 fn embedded_broker_on_a_busy_port_is_a_clear_error() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap();
-    let err = threadline_aggregator::ingest::broker::start_embedded(addr, 1 << 20)
-        .unwrap_err()
-        .to_string();
+    let err = threadline_aggregator::ingest::broker::start_embedded(
+        addr,
+        1 << 20,
+        threadline_aggregator::ingest::broker_auth::BrokerAuth::Anonymous,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("cannot listen on") && err.contains("[mqtt] listen"),
         "{err}"

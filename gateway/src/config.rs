@@ -96,9 +96,22 @@ fn default_outbox_age_s() -> u64 {
     600
 }
 
+/// The path of the config file the process loaded first, for messages that tell the operator
+/// a command to run (`opcua-trust --config …`).
+static LOADED_FROM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The loaded config file's path as shown in messages (`CONFIG` when none was loaded).
+pub fn config_path_for_messages() -> String {
+    LOADED_FROM
+        .get()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "CONFIG".to_owned())
+}
+
 impl GatewayConfig {
     /// Loads and validates a config file, reporting every problem.
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
+        let _ = LOADED_FROM.set(path.to_path_buf());
         config::load(path)
     }
 

@@ -44,6 +44,18 @@ enum Command {
     /// Read raw Modbus registers and print every interpretation
     /// (u16/i16/u32/i32/f32/f64 in ABCD, CDAB, BADC, DCBA).
     Probe(modbus_cli::ProbeArgs),
+    /// Pin an OPC UA server's certificate: show it (thumbprint, subject, validity), ask, and
+    /// copy it to `data_dir/pki/trusted/` (the device then connects at its next attempt).
+    OpcuaTrust {
+        #[arg(long)]
+        config: PathBuf,
+        /// The `[[device]]` id.
+        #[arg(long)]
+        device: String,
+        /// Trust without asking (scripts; compare the thumbprint with the PLC's first).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Inspect the outbox (works while the daemon runs).
     Buffer {
         #[command(subcommand)]
@@ -127,8 +139,62 @@ fn main() -> ExitCode {
         Command::Buffer {
             command: BufferCommand::Stats { config },
         } => load(&config).and_then(buffer_stats),
+        Command::OpcuaTrust {
+            config,
+            device,
+            yes,
+        } => load(&config).and_then(|cfg| opcua_trust(&cfg, &device, yes)),
     };
     result.unwrap_or_else(|code| code)
+}
+
+fn opcua_trust(cfg: &GatewayConfig, device: &str, yes: bool) -> Result<ExitCode, ExitCode> {
+    use std::io::{BufRead as _, Write as _};
+    let rt = tokio_runtime()?;
+    let confirm = || {
+        if yes {
+            return true;
+        }
+        print!("Trust this certificate for device {device}? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+    };
+    let show = |c: &threadline_gateway::drivers::opcua::trust::ServerCert| {
+        outln!("server certificate of {} (device {device}):", c.endpoint);
+        outln!("  subject:    {}", c.subject);
+        outln!("  thumbprint: {} (SHA-1)", c.thumbprint);
+        outln!("  valid:      {} to {}", c.not_before, c.not_after);
+    };
+    let result = rt.block_on(threadline_gateway::drivers::opcua::trust::pin(
+        cfg,
+        device,
+        |c| {
+            show(c);
+            confirm()
+        },
+    ));
+    match result {
+        Ok((c, true)) => {
+            outln!("trusted: {}", c.path.display());
+            outln!("The gateway uses it at the device's next connect attempt (no restart).");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((c, false)) if c.already_trusted => {
+            show(&c);
+            outln!("already trusted: {}", c.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(_) => {
+            eprintln!("not trusted (nothing changed)");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("opcua-trust: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn run_daemon(

@@ -323,6 +323,7 @@ protocol = "opcua"
 endpoint = "{}"
 security_policy = "Basic256Sha256"
 security_mode = "SignAndEncrypt"
+trust_server_certs = "any"
 timeout_ms = 10000
 [[tag]]
 name = "temp"
@@ -353,6 +354,7 @@ protocol = "opcua"
 endpoint = "{}"
 security_policy = "Basic256Sha256"
 security_mode = "Sign"
+trust_server_certs = "any"
 timeout_ms = 10000
 [[tag]]
 name = "running"
@@ -668,4 +670,123 @@ security_mode = "Encrypt"
         err.contains("unknown variant `Encrypt`, expected one of `None`, `Sign`, `SignAndEncrypt`"),
         "{err}"
     );
+}
+
+/// `trust_server_certs` defaults to pinned: the simulator's certificate (unknown to this
+/// data_dir) is refused with its thumbprint and the pinning command; `opcua-trust` answered
+/// "n" changes nothing; `opcua-trust --yes` pins it, and the running driver connects at its
+/// next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_is_refused_until_pinned() {
+    let sim = sim(None).await;
+    let dir = data_dir();
+    let d = dir.path().to_path_buf();
+    let device_toml = format!(
+        "id = \"oven\"\nprotocol = \"opcua\"\nendpoint = \"{}\"\nsecurity_policy = \"Basic256Sha256\"\n\
+         security_mode = \"SignAndEncrypt\"\ntimeout_ms = 10000\n\
+         [[device.tag]]\nname = \"temp\"\nnode_id = \"ns=2;s=Oven.Zone1.Temperature\"\nsampling_ms = 50\n",
+        sim.endpoint()
+    );
+    let gw_toml = format!(
+        "[gateway]\nid = \"gw-trust\"\nplant = \"p\"\nline = \"l\"\ndata_dir = \"{}\"\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\n[[device]]\n{device_toml}",
+        d.display()
+    );
+    let cfg_file = d.join("gw.toml");
+    std::fs::write(&cfg_file, &gw_toml).unwrap();
+    let cfg = device(&device_toml.replace("[[device.tag]]", "[[tag]]"));
+    let mut dev = start(cfg, dir);
+    let refused = dev
+        .wait_for("the certificate refused", |u| {
+            u.tag == "temp"
+                && u.quality == Quality::Bad
+                && u.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("not trusted"))
+        })
+        .await;
+    let why = refused.error.unwrap();
+    assert!(
+        why.contains("SHA-1 thumbprint ")
+            && why.contains("threadline-gateway opcua-trust --config")
+            && why.contains("--device oven")
+            && why.contains("trust_server_certs = \"any\""),
+        "{why}"
+    );
+    assert!(
+        std::fs::read_dir(d.join("pki/trusted")).map_or(true, |mut r| r.next().is_none()),
+        "nothing may be trusted yet"
+    );
+
+    let bin = env!("CARGO_BIN_EXE_threadline-gateway");
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(bin)
+            .args(["opcua-trust", "--config"])
+            .arg(&cfg_file)
+            .args(["--device", "oven"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = run(&["--device", "nope"], "");
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+    let declined = run(&[], "n\n");
+    let said = String::from_utf8_lossy(&declined.stdout).into_owned();
+    assert_eq!(declined.status.code(), Some(1), "{declined:?}");
+    // The thumbprint shown is the one in the refusal.
+    let thumbprint = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("thumbprint: "))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(why.contains(&thumbprint), "{why} / {said}");
+    assert!(said.contains("[y/N]"), "{said}");
+    assert!(
+        std::fs::read_dir(d.join("pki/trusted")).map_or(true, |mut r| r.next().is_none()),
+        "declined, yet trusted"
+    );
+    let pinned = run(&["--yes"], "");
+    let said = String::from_utf8_lossy(&pinned.stdout).into_owned();
+    assert!(pinned.status.success(), "{pinned:?}");
+    assert!(said.contains("trusted: "), "{said}");
+    let trusted: Vec<String> = std::fs::read_dir(d.join("pki/trusted"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        trusted.len() == 1 && trusted[0].contains(&thumbprint),
+        "{trusted:?}"
+    );
+    // The running driver connects at its next attempt (backoff ≤ 30 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        match tokio::time::timeout_at(deadline, dev.rx.recv()).await {
+            Ok(Some(u)) if u.quality == Quality::Good => {
+                assert_eq!(u.value, Some(TagValue::Float(20.5)));
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no good value after pinning: {other:?}"),
+        }
+    }
+    // Pinning again says so.
+    let again = run(&["--yes"], "");
+    assert!(
+        again.status.success()
+            && String::from_utf8_lossy(&again.stdout).contains("already trusted"),
+        "{again:?}"
+    );
+    dev.stop().await;
 }

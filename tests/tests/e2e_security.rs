@@ -385,3 +385,199 @@ async fn forged_records_are_dead_lettered_and_the_chain_is_unchanged() -> Result
     agg.terminate(Duration::from_secs(10));
     Ok(())
 }
+
+/// Logs in to an MQTT 3.1.1 broker with a raw CONNECT (`login` = user and password, or
+/// anonymous) and says whether it answered CONNACK "accepted". A broker that refuses may answer
+/// a CONNACK with a refusal code or just close the connection (rumqttd does the latter).
+async fn mqtt_login(addr: &str, login: Option<(&str, &str)>) -> Result<bool> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    fn field(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&u16::try_from(b.len()).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+    let mut body = Vec::new();
+    field(&mut body, b"MQTT");
+    body.push(4); // protocol level 3.1.1
+    body.push(0x02 | if login.is_some() { 0xC0 } else { 0 }); // clean session, user, password
+    body.extend_from_slice(&30u16.to_be_bytes()); // keep-alive
+    field(
+        &mut body,
+        format!("probe-{}", uuid::Uuid::new_v4().simple()).as_bytes(),
+    );
+    if let Some((user, password)) = login {
+        field(&mut body, user.as_bytes());
+        field(&mut body, password.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(&packet).await?;
+    let mut ack = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut ack))
+        .await
+        .context("no answer to CONNECT within 10 s")?;
+    Ok(match read {
+        Ok(_) => ack[0] == 0x20 && ack[1] == 2 && ack[3] == 0,
+        // Closed without a CONNACK: refused.
+        Err(_) => false,
+    })
+}
+
+/// The embedded broker (`[mqtt] embedded = true`) with `broker_password_file` written by
+/// `mosquitto_passwd`: an anonymous client, a wrong password and an unknown user get no
+/// accepted CONNACK; the right password does; and the real gateway logging in with
+/// `username` / `password_file` delivers every record through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_admits_only_its_users_and_a_gateway_with_credentials_delivers()
+-> Result<()> {
+    if which("mosquitto_passwd").is_none() {
+        threadline_e2e::skip_or_fail("mosquitto_passwd (package mosquitto) not installed");
+        return Ok(());
+    }
+    let bins = binaries()?;
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let passwd = d.join("broker.passwd");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args([GW, "gw-pass-1"])
+        .output()?;
+    assert!(made.status.success(), "{made:?}");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-H", "sha512", "-b"])
+        .arg(&passwd)
+        .args(["gw-old", "old-pass"])
+        .output()?;
+    assert!(made.status.success(), "{made:?}");
+    let broker = format!("127.0.0.1:{}", free_port());
+    let agg_cfg = d.join("agg.toml");
+    std::fs::write(
+        &agg_cfg,
+        format!(
+            "[aggregator]\nid = \"agg-emb\"\nbatch_max_wait_ms = 20\n\n\
+             [mqtt]\nembedded = true\nlisten = \"{broker}\"\nbroker_password_file = \"{}\"\n\n\
+             [database]\nurl = \"sqlite://{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            passwd.display(),
+            d.join("agg.db").display(),
+            free_port()
+        ),
+    )?;
+    // Without either key the aggregator refuses to start (anyone could log in).
+    let open = d.join("open.toml");
+    std::fs::write(
+        &open,
+        std::fs::read_to_string(&agg_cfg)?.replace(
+            &format!("broker_password_file = \"{}\"\n", passwd.display()),
+            "",
+        ),
+    )?;
+    let refused = Command::new(&bins.aggregator)
+        .args(["check", "--config"])
+        .arg(&open)
+        .output()?;
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        !refused.status.success()
+            && said.contains("mqtt.embedded")
+            && said.contains("allow_anonymous = true"),
+        "{refused:?}"
+    );
+    let mut agg = Proc::start(
+        "aggregator",
+        d,
+        &bins.aggregator,
+        &["run", "--config", &agg_cfg.to_string_lossy()],
+    )?;
+    wait_for("the embedded broker", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(&broker).await.ok()
+    })
+    .await
+    .with_context(|| agg.output())?;
+    assert!(!mqtt_login(&broker, None).await?, "anonymous accepted");
+    assert!(
+        !mqtt_login(&broker, Some((GW, "gw-pass-2"))).await?,
+        "wrong password accepted"
+    );
+    assert!(
+        !mqtt_login(&broker, Some(("gw-nobody", "gw-pass-1"))).await?,
+        "unknown user accepted"
+    );
+    assert!(
+        mqtt_login(&broker, Some((GW, "gw-pass-1"))).await?,
+        "the right password was refused: {}",
+        agg.output()
+    );
+    assert!(
+        mqtt_login(&broker, Some(("gw-old", "old-pass"))).await?,
+        "a $6$ (sha512) line was refused"
+    );
+
+    let pass = d.join("gw.pass");
+    std::fs::write(&pass, "gw-pass-1\n")?;
+    let gw_cfg = d.join("gw.toml");
+    std::fs::write(
+        &gw_cfg,
+        format!(
+            "[gateway]\nid = \"{GW}\"\nplant = \"plant-s\"\nline = \"line-s\"\ndata_dir = \"{}\"\n\n\
+             [mqtt]\nurl = \"mqtt://{broker}\"\nusername = \"{GW}\"\npassword_file = \"{}\"\n\
+             ack_timeout_ms = 1000\n\n[health]\nlisten = \"127.0.0.1:{}\"\n",
+            d.join("gw-data").display(),
+            pass.display(),
+            free_port()
+        ),
+    )?;
+    let total = TOTAL.to_string();
+    let mut gw = Proc::start(
+        "gateway",
+        d,
+        &bins.gateway,
+        &[
+            "run",
+            "--config",
+            &gw_cfg.to_string_lossy(),
+            "--synthetic-rate",
+            "2000",
+            "--synthetic-event-every",
+            "5",
+            "--synthetic-total",
+            &total,
+        ],
+    )?;
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", d.join("agg.db").display())).await?;
+    let (events, readings, distinct) =
+        wait_for("every record stored", Duration::from_secs(60), || async {
+            stored(&pool)
+                .await
+                .ok()
+                .filter(|(e, r, _)| e + r == TOTAL as i64)
+        })
+        .await
+        .with_context(|| format!("{}\n{}", gw.output(), agg.output()))?;
+    assert_eq!(
+        (events, readings, distinct),
+        ((TOTAL / 5) as i64, (TOTAL - TOTAL / 5) as i64, TOTAL as i64)
+    );
+    assert!(
+        agg.output()
+            .contains("embedded MQTT broker refused a login"),
+        "refusals are logged: {}",
+        agg.output()
+    );
+    gw.terminate(Duration::from_secs(10));
+    agg.terminate(Duration::from_secs(10));
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub mod error;
 pub mod openapi;
 pub mod ops;
 pub mod params;
+pub mod tls;
 pub mod trace;
 
 use std::sync::Arc;

@@ -4,17 +4,30 @@
 //! checked by binding it first (a busy port is a clear error, not a panic or a hang), the broker
 //! runs on its own OS thread for the life of the process, and we wait until it accepts TCP
 //! connections before connecting to it.
+//!
+//! Clients log in with a user of `[mqtt] broker_password_file` (checked by [`super::broker_auth`]
+//! in rumqttd's auth hook; a refused client gets no CONNACK, its connection is closed) unless
+//! `allow_anonymous = true`. rumqttd has no ACLs: with the embedded broker a logged-in gateway
+//! can still publish on another's topics, which signed envelopes and acks
+//! (`gateway_keys_dir`) make harmless (docs/security.md).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+use super::broker_auth::{self, BrokerAuth};
+
 /// Starts rumqttd on `listen` (one MQTT 3.1.1 server; gateways and the aggregator speak 3.1.1)
-/// and returns once it accepts connections.
-pub fn start_embedded(listen: SocketAddr, max_packet_bytes: usize) -> anyhow::Result<()> {
+/// admitting clients as `auth` says, and returns once it accepts connections.
+pub fn start_embedded(
+    listen: SocketAddr,
+    max_packet_bytes: usize,
+    auth: BrokerAuth,
+) -> anyhow::Result<()> {
     // Bind first: rumqttd would only log (or panic in its thread) on a busy port.
     match TcpListener::bind(listen) {
         Ok(l) => drop(l),
@@ -24,7 +37,7 @@ pub fn start_embedded(listen: SocketAddr, max_packet_bytes: usize) -> anyhow::Re
              or use an external broker with [mqtt] url)"
         ),
     }
-    let connections = ConnectionSettings {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: max_packet_bytes,
         max_inflight_count: 1000,
@@ -32,6 +45,18 @@ pub fn start_embedded(listen: SocketAddr, max_packet_bytes: usize) -> anyhow::Re
         external_auth: None,
         dynamic_filters: true,
     };
+    if let BrokerAuth::Users(users) = auth {
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let users = Arc::clone(&users);
+            async move {
+                let ok = users.verify(&user, &pass);
+                if !ok {
+                    broker_auth::log_refused(&client_id, &user);
+                }
+                ok
+            }
+        });
+    }
     let server = ServerSettings {
         name: "v4-embedded".to_owned(),
         listen,

@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use threadline_shared::config::Validator;
 use threadline_shared::mqtt::{ClientKeys, ClientSettings, KeyError, KeyErrors};
+
+use super::broker_auth::{BrokerAuth, BrokerUsers, INTERNAL_USER, internal_password};
 
 /// `[mqtt]`: an external broker, or the embedded one.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +26,15 @@ pub struct MqttSection {
     /// The embedded broker's listener.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// The embedded broker's users: a Mosquitto `password_file` (`user:$7$…` lines as
+    /// `mosquitto_passwd` writes them), read at load. Clients without a user and password of
+    /// this file are refused. Required with `embedded = true` unless `allow_anonymous = true`.
+    #[serde(default)]
+    pub broker_password_file: Option<PathBuf>,
+    /// Let the embedded broker accept clients without a login (the demo, on loopback). An
+    /// explicit opt-out: without it and without `broker_password_file` the config is refused.
+    #[serde(default)]
+    pub allow_anonymous: bool,
     #[serde(default = "default_topic_root")]
     pub topic_root: String,
     /// Subscribe as `$share/{group}/…` so that replicas split the load.
@@ -58,6 +69,9 @@ pub struct MqttSection {
     /// Keys changed after that are not seen: a changed config is loaded anew (`kill -HUP`).
     #[serde(skip)]
     client: OnceLock<Result<ClientSettings, KeyErrors>>,
+    /// `broker_password_file`, loaded once (by validation); see [`MqttSection::broker_auth`].
+    #[serde(skip)]
+    broker_users: OnceLock<Result<Arc<BrokerUsers>, String>>,
 }
 
 fn default_listen() -> String {
@@ -91,6 +105,27 @@ impl MqttSection {
             .as_ref()
     }
 
+    /// How the embedded broker admits clients: anonymous with `allow_anonymous = true`, else
+    /// the users of `broker_password_file` (loaded at the first call, by validation).
+    pub fn broker_auth(&self) -> Result<BrokerAuth, String> {
+        if self.allow_anonymous {
+            return Ok(BrokerAuth::Anonymous);
+        }
+        let Some(path) = &self.broker_password_file else {
+            return Err(ANONYMOUS_REFUSED.to_owned());
+        };
+        self.broker_users
+            .get_or_init(|| BrokerUsers::load(path).map(Arc::new))
+            .clone()
+            .map(BrokerAuth::Users)
+    }
+
+    /// The login of the ingest client of this process on its own embedded broker (the random
+    /// internal one), or `None` (external broker, or an anonymous embedded one).
+    pub fn internal_login(&self) -> Option<(&'static str, &'static str)> {
+        (self.embedded && !self.allow_anonymous).then(|| (INTERNAL_USER, internal_password()))
+    }
+
     /// `url`, or with `embedded = true` the embedded broker's listener (over loopback when it
     /// listens on every address).
     fn broker_url(&self) -> Result<String, KeyError> {
@@ -116,6 +151,10 @@ impl MqttSection {
     }
 }
 
+const ANONYMOUS_REFUSED: &str = "the embedded broker would accept any client on the network: \
+     set [mqtt] broker_password_file (a Mosquitto password_file, see docs/security.md) \
+     or allow_anonymous = true";
+
 /// The checks of `[mqtt]`: a broker is named, and its connection loads (every problem on its
 /// key).
 pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
@@ -128,6 +167,22 @@ pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
     }
     if let Err(errors) = mqtt.client() {
         errors.report(v);
+    }
+    if mqtt.embedded {
+        if mqtt.allow_anonymous && mqtt.broker_password_file.is_some() {
+            v.error(
+                "mqtt.allow_anonymous",
+                "allow_anonymous = true and broker_password_file exclude each other \
+                 (the embedded broker checks every client or none)",
+            );
+        } else if let Err(e) = mqtt.broker_auth() {
+            let key = if mqtt.broker_password_file.is_some() {
+                "mqtt.broker_password_file"
+            } else {
+                "mqtt.embedded"
+            };
+            v.error(key, e);
+        }
     }
     if let Some(dir) = &mqtt.gateway_keys_dir
         && let Err(e) = super::keys::GatewayKeys::open(dir)
@@ -148,7 +203,7 @@ mod tests {
     fn the_embedded_broker_is_reached_over_loopback() {
         let cfg = AggregatorConfig::parse(
             "agg.toml",
-            &config("embedded = true\nlisten = \"0.0.0.0:18830\""),
+            &config("embedded = true\nallow_anonymous = true\nlisten = \"0.0.0.0:18830\""),
         )
         .unwrap();
         let client = cfg.mqtt.client().unwrap();
@@ -156,7 +211,9 @@ mod tests {
         assert_eq!(client.keep_alive(), std::time::Duration::from_secs(30));
         let cfg = AggregatorConfig::parse(
             "agg.toml",
-            &config("embedded = true\nlisten = \"[::1]:18830\"\nurl = \"ignored\""),
+            &config(
+                "embedded = true\nallow_anonymous = true\nlisten = \"[::1]:18830\"\nurl = \"ignored\"",
+            ),
         )
         .unwrap();
         assert_eq!(
@@ -200,15 +257,67 @@ mod tests {
                 && errs[0].message.contains(&ca.display().to_string()),
             "{errs:#?}"
         );
-        let errs = AggregatorConfig::parse("agg.toml", &config("embedded = true\nlisten = \"x\""))
+        let errs = AggregatorConfig::parse(
+            "agg.toml",
+            &config("embedded = true\nallow_anonymous = true\nlisten = \"x\""),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            errs.len() == 1
+                && errs[0]
+                    .to_string()
+                    .starts_with("agg.toml:4:1: mqtt.listen:"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn an_embedded_broker_needs_users_or_an_explicit_anonymous() {
+        let errs = AggregatorConfig::parse("agg.toml", &config("embedded = true"))
             .unwrap_err()
             .0;
         assert!(
             errs.len() == 1
                 && errs[0]
                     .to_string()
-                    .starts_with("agg.toml:3:1: mqtt.listen:"),
+                    .starts_with("agg.toml:2:1: mqtt.embedded: ")
+                && errs[0].message.contains("broker_password_file")
+                && errs[0].message.contains("allow_anonymous = true"),
             "{errs:#?}"
         );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        std::fs::write(&file, "gw-a:plain\n").unwrap();
+        let text = config(&format!(
+            "embedded = true\nbroker_password_file = \"{}\"",
+            file.display()
+        ));
+        let errs = AggregatorConfig::parse("agg.toml", &text).unwrap_err().0;
+        assert!(
+            errs.len() == 1
+                && errs[0]
+                    .to_string()
+                    .starts_with("agg.toml:3:1: mqtt.broker_password_file: ")
+                && errs[0]
+                    .message
+                    .contains("line 1: user \"gw-a\": not a hashed password"),
+            "{errs:#?}"
+        );
+        let both = config(&format!(
+            "embedded = true\nallow_anonymous = true\nbroker_password_file = \"{}\"",
+            file.display()
+        ));
+        let errs = AggregatorConfig::parse("agg.toml", &both).unwrap_err().0;
+        assert!(
+            errs.len() == 1 && errs[0].to_string().contains("mqtt.allow_anonymous: "),
+            "{errs:#?}"
+        );
+        let cfg = AggregatorConfig::parse(
+            "agg.toml",
+            &config("embedded = true\nallow_anonymous = true"),
+        )
+        .unwrap();
+        assert!(cfg.mqtt.internal_login().is_none());
     }
 }

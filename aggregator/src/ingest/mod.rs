@@ -7,7 +7,8 @@
 //! - [`config`]: `[mqtt]`; the broker connection (URL, credentials, TLS, keep-alive) is the
 //!   shared [`threadline_shared::mqtt`] setup, the same as the gateway's;
 //! - [`keys`]: the gateways' signing keys (`gateway_keys_dir`), read on demand;
-//! - [`broker`]: the embedded MQTT broker (rumqttd) for one-box installs;
+//! - [`broker`]: the embedded MQTT broker (rumqttd) for one-box installs; [`broker_auth`]: who
+//!   may log in to it (`broker_password_file`, Mosquitto's format);
 //! - [`gaps`]: seq gaps per gateway and epoch (`/api/v1/gateways`, `/metrics`, `/healthz`);
 //! - [`stats`]: [`IngestStats`], shared with `/healthz` and `/metrics`.
 //!
@@ -18,6 +19,7 @@
 //! the store ignores (and acks again).
 
 pub mod broker;
+pub mod broker_auth;
 pub mod config;
 pub mod decode;
 pub mod gaps;

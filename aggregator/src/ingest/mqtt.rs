@@ -38,6 +38,9 @@ pub fn options(cfg: &AggregatorConfig) -> anyhow::Result<MqttOptions> {
         .map_err(|e| anyhow::anyhow!("bad MQTT settings: {e}"))?;
     let client_id = cfg.mqtt.client_id.as_deref().unwrap_or(&cfg.aggregator.id);
     let mut o = client.options(client_id);
+    if let Some((user, password)) = cfg.mqtt.internal_login() {
+        o.set_credentials(user, password);
+    }
     o.set_clean_session(true);
     // Retained offline status as last will; the online one follows every subscription.
     o.set_last_will(rumqttc::LastWill::new(

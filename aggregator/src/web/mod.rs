@@ -11,6 +11,7 @@ pub mod data;
 pub mod layout;
 pub mod pages;
 pub mod search;
+pub mod signin;
 
 use std::fmt::Write as _;
 
@@ -65,6 +66,14 @@ pub fn link(kind: &str, id: &str) -> String {
 pub fn routes() -> axum::Router<crate::api::AppState> {
     use axum::routing::get;
     axum::Router::new()
+        .route(
+            signin::SIGN_IN,
+            get(signin::sign_in_form).post(signin::sign_in),
+        )
+        .route(
+            signin::SIGN_OUT,
+            get(signin::sign_out_form).post(signin::sign_out),
+        )
         .route("/", get(pages::search_page))
         .route("/ui", get(pages::search_page))
         .route("/ui/assets/{name}", get(layout::asset))

@@ -166,6 +166,17 @@ impl SecurityMode {
     }
 }
 
+/// OPC UA server certificate trust (`trust_server_certs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustServerCerts {
+    /// Only certificates in `data_dir/pki/trusted/`.
+    #[default]
+    Pinned,
+    /// Any certificate (stored as trusted on first sight).
+    Any,
+}
+
 /// One `[[device]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +222,11 @@ pub struct DeviceConfig {
     pub username: Option<String>,
     /// opcua: file holding the user's password (never inline).
     pub password_file: Option<PathBuf>,
+    /// opcua: which server certificates to accept with a secure policy: `pinned` (default:
+    /// only those in `data_dir/pki/trusted/`, put there by `threadline-gateway opcua-trust`)
+    /// or `any` (an explicit opt-out: any certificate, stored as trusted on first sight).
+    #[serde(default)]
+    pub trust_server_certs: TrustServerCerts,
     /// The device's tags.
     #[serde(default)]
     pub tag: Vec<TagConfig>,

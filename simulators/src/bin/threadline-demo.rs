@@ -130,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // 1. Aggregator: embedded broker, SQLite, ingest, API.
     let agg_text = format!(
         "[aggregator]\nid = \"agg-demo\"\n[mqtt]\nembedded = true\nlisten = \"{mqtt_addr}\"\n\
+         allow_anonymous = true\n\
          [database]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"{}\"\n",
         data_dir.join("threadline.db").display(),
         cli.http
@@ -334,9 +335,11 @@ async fn start_aggregator(
     })?;
     let db = Db::connect(&cfg.database.url, cfg.database.max_connections).await?;
     let listen: SocketAddr = cfg.mqtt.listen.parse().context("mqtt.listen")?;
+    let auth = cfg.mqtt.broker_auth().map_err(|e| anyhow::anyhow!("{e}"))?;
     threadline_aggregator::ingest::broker::start_embedded(
         listen,
         ingest::mqtt::packet_limit(cfg.aggregator.max_payload_kb),
+        auth,
     )
     .map_err(|e| anyhow::anyhow!("{e:#}; choose another port with --mqtt-port"))?;
     let stats = Arc::new(IngestStats::default());

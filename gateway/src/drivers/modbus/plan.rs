@@ -370,6 +370,7 @@ mod tests {
             security_mode: None,
             username: None,
             password_file: None,
+            trust_server_certs: Default::default(),
             tag: tags,
         }
     }

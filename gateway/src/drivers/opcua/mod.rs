@@ -9,11 +9,13 @@
 //! (250 ms doubling to 30 s) and recreates the subscription.
 //!
 //! Security: `None`, or `Basic256Sha256` with `Sign` / `SignAndEncrypt` (default). The client
-//! certificate is created on first start in `<data_dir>/pki/`; server certificates are accepted
-//! automatically unless placed in `<data_dir>/pki/rejected/` (not yet configurable).
+//! certificate is created on first start in `<data_dir>/pki/`; a server certificate is accepted
+//! only when pinned in `<data_dir>/pki/trusted/` ([`trust`], `threadline-gateway opcua-trust`),
+//! or any with `trust_server_certs = "any"`.
 
 mod convert;
 mod session;
+pub mod trust;
 
 use crate::drivers::DriverContext;
 use crate::drivers::config::DeviceConfig;

@@ -17,9 +17,11 @@
 //! `<data_dir>/pki/own/cert.der` and `<data_dir>/pki/private/private.pem` (created on the first
 //! start of any OPC UA device — with `security_policy = "None"` too, see `build_client` —
 //! and shared by every OPC UA device of the gateway); trusted server
-//! certificates in `<data_dir>/pki/trusted/`. For now every server certificate not in
-//! `<data_dir>/pki/rejected/` is accepted and stored as trusted (auto-trust, to be made
-//! configurable).
+//! certificates in `<data_dir>/pki/trusted/`. With a secure policy only a server certificate
+//! found there is accepted (`trust_server_certs = "pinned"`, the default): an unknown one is
+//! refused, stored in `<data_dir>/pki/rejected/` by async-opcua, and reported with its SHA-1
+//! thumbprint and the `threadline-gateway opcua-trust` command that pins it
+//! (`crate::opcua_trust`). `trust_server_certs = "any"` accepts (and stores as trusted) any.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,7 +68,7 @@ pub(crate) enum SetupError {
 }
 
 /// The config's security settings as the library's types.
-fn library_security(
+pub(crate) fn library_security(
     policy: config::SecurityPolicy,
     mode: config::SecurityMode,
 ) -> (SecurityPolicy, MessageSecurityMode) {
@@ -220,7 +222,15 @@ impl Device {
             match self.connect_and_stream(&mut client, &mut down_since).await {
                 Err(SessionError::Shutdown) | Ok(()) => return,
                 Err(e) => {
-                    let msg = e.to_string();
+                    let msg = match &e {
+                        SessionError::Refused { status, .. }
+                            if status.sub_code()
+                                == StatusCode::BadCertificateUntrusted.sub_code() =>
+                        {
+                            self.untrusted_hint(&client).await
+                        }
+                        _ => e.to_string(),
+                    };
                     self.ctx.metrics.record_error(msg.clone());
                     if down_since.is_none() {
                         // Start of a gap (or of the first connection attempts): tags go bad
@@ -248,36 +258,93 @@ impl Device {
     }
 
     async fn build_client(&self) -> Result<Client, SetupError> {
-        // Two devices must not create the shared key pair at the same time.
-        static PKI_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _guard = PKI_LOCK.lock().await;
-        let pki = self.ctx.data_dir.join("pki");
-        let timeout = Duration::from_millis(self.cfg.timeout_ms.max(100));
-        let builder = ClientBuilder::new()
-            .application_name("Threadline gateway")
-            .application_uri(APPLICATION_URI)
-            .product_uri(APPLICATION_URI)
-            .pki_dir(pki)
-            // Also for `security_policy = "None"`: async-opcua reads the client's certificate
-            // and key when it builds the client and on every connect (0.19 has no switch to
-            // skip that) and logs an ERROR each time they are missing — five per connect of a
-            // perfectly normal configuration. The key pair is made once per data_dir (RSA
-            // generation, a moment on first start) and kept; a secure device needs it anyway.
-            .create_sample_keypair(true)
-            .trust_server_certs(true)
-            .session_retry_limit(0)
-            .recreate_subscriptions(false)
-            .request_timeout(timeout)
-            .keep_alive_interval(Duration::from_secs(5))
-            .max_failed_keep_alive_count(3)
-            .session_timeout(60_000);
-        // Key generation and file I/O are blocking.
-        tokio::task::spawn_blocking(move || builder.client())
-            .await
-            .map_err(|e| SetupError::Client(e.to_string()))?
-            .map_err(|e| SetupError::Client(e.join("; ")))
+        build_client(&self.ctx.data_dir, &self.cfg).await
     }
 
+    /// Why the server's certificate was refused, with its thumbprint and the command that pins
+    /// it (asks the server for its endpoints to see the certificate).
+    async fn untrusted_hint(&self, client: &Client) -> String {
+        let command = format!(
+            "threadline-gateway opcua-trust --config {} --device {}",
+            crate::config::config_path_for_messages(),
+            self.cfg.id
+        );
+        let cert = server_certificate(client, &self.endpoint, self.policy, self.mode).await;
+        match cert {
+            Ok(c) => format!(
+                "the server certificate of {} is not trusted (SHA-1 thumbprint {}, subject {}): \
+                 if it is your PLC's, pin it with `{command}`; \
+                 or set trust_server_certs = \"any\" on the device",
+                self.endpoint,
+                c.thumbprint().as_hex_string(),
+                c.subject_name()
+            ),
+            Err(e) => format!(
+                "the server certificate of {} is not trusted ({e}); pin it with `{command}`",
+                self.endpoint
+            ),
+        }
+    }
+}
+
+/// The server certificate of the endpoint of `url` with `policy` and `mode` (or of any endpoint
+/// with a certificate, if none matches), as the server publishes it in GetEndpoints.
+pub(crate) async fn server_certificate(
+    client: &Client,
+    url: &str,
+    policy: SecurityPolicy,
+    mode: MessageSecurityMode,
+) -> Result<opcua::crypto::X509, String> {
+    let endpoints = client
+        .get_server_endpoints_from_url(url)
+        .await
+        .map_err(|e| format!("GetEndpoints of {url} failed: {e}"))?;
+    let matching = endpoints
+        .iter()
+        .find(|e| e.security_policy_uri.as_ref() == policy.to_uri() && e.security_mode == mode)
+        .or_else(|| endpoints.iter().find(|e| !e.server_certificate.is_null()))
+        .ok_or_else(|| format!("{url} publishes no endpoint with a certificate"))?;
+    opcua::crypto::X509::from_byte_string(&matching.server_certificate)
+        .map_err(|e| format!("the server certificate of {url} cannot be read: {e}"))
+}
+
+/// The OPC UA client of a device: the gateway's application identity and PKI under
+/// `data_dir/pki` (shared by all its devices), server certificates trusted as the device says.
+pub(crate) async fn build_client(
+    data_dir: &std::path::Path,
+    cfg: &DeviceConfig,
+) -> Result<Client, SetupError> {
+    // Two devices must not create the shared key pair at the same time.
+    static PKI_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _guard = PKI_LOCK.lock().await;
+    let pki = data_dir.join("pki");
+    let timeout = Duration::from_millis(cfg.timeout_ms.max(100));
+    let builder = ClientBuilder::new()
+        .application_name("Threadline gateway")
+        .application_uri(APPLICATION_URI)
+        .product_uri(APPLICATION_URI)
+        .pki_dir(pki)
+        // Also for `security_policy = "None"`: async-opcua reads the client's certificate
+        // and key when it builds the client and on every connect (0.19 has no switch to
+        // skip that) and logs an ERROR each time they are missing — five per connect of a
+        // perfectly normal configuration. The key pair is made once per data_dir (RSA
+        // generation, a moment on first start) and kept; a secure device needs it anyway.
+        .create_sample_keypair(true)
+        .trust_server_certs(cfg.trust_server_certs == config::TrustServerCerts::Any)
+        .session_retry_limit(0)
+        .recreate_subscriptions(false)
+        .request_timeout(timeout)
+        .keep_alive_interval(Duration::from_secs(5))
+        .max_failed_keep_alive_count(3)
+        .session_timeout(60_000);
+    // Key generation and file I/O are blocking.
+    tokio::task::spawn_blocking(move || builder.client())
+        .await
+        .map_err(|e| SetupError::Client(e.to_string()))?
+        .map_err(|e| SetupError::Client(e.join("; ")))
+}
+
+impl Device {
     fn identity(&self) -> Result<IdentityToken, SessionError> {
         let Some(user) = &self.cfg.username else {
             return Ok(IdentityToken::Anonymous);
