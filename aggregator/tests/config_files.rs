@@ -69,7 +69,13 @@ fn mistakes_are_all_reported() {
     let errs = AggregatorConfig::parse("agg.toml", &fixed)
         .expect_err("semantic mistakes")
         .0;
-    assert_eq!(errs.len(), 2, "{errs:#?}");
+    // The embedded broker with neither a password file nor allow_anonymous is a third one.
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.field == "mqtt.embedded"
+            && e.message.contains("broker_password_file")),
+        "{errs:#?}"
+    );
 }
 
 #[test]
