@@ -72,8 +72,8 @@ fn mistakes_are_all_reported() {
     // The embedded broker with neither a password file nor allow_anonymous is a third one.
     assert_eq!(errs.len(), 3, "{errs:#?}");
     assert!(
-        errs.iter().any(|e| e.field == "mqtt.embedded"
-            && e.message.contains("broker_password_file")),
+        errs.iter()
+            .any(|e| e.field == "mqtt.embedded" && e.message.contains("broker_password_file")),
         "{errs:#?}"
     );
 }
