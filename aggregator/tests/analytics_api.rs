@@ -86,12 +86,11 @@ fn plant() -> Vec<String> {
 fn quality() -> Vec<String> {
     let mut s = Vec::new();
     let first_fail = |i: usize| i == 5 || (20..28).contains(&i);
-    for i in 0..40 {
+    for (i, value) in PISTON_40.iter().enumerate() {
         s.push(format!(
             "INSERT INTO operation_parameters (operation_id, name, value_num, unit, lsl, usl, in_spec) VALUES \
-             ({}, 'st10.pressure', {}, 'mm', 73.95, 74.05, TRUE)",
+             ({}, 'st10.pressure', {value}, 'mm', 73.95, 74.05, TRUE)",
             1000 + i,
-            PISTON_40[i]
         ));
         let eq = if i < 30 { "EOL-1" } else { "EOL-2" };
         let result = if first_fail(i) { "fail" } else { "pass" };

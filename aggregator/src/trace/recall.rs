@@ -367,7 +367,7 @@ mod tests {
     /// What `serde_json` writes for the same [`Recall`], whatever sections are empty.
     #[test]
     fn the_streamed_json_is_the_serialized_recall() {
-        let all = vec![
+        let all = [
             row(0, "U-1", None),
             row(0, "U-\"2\"", None),
             row(1, "C-1", None),
