@@ -236,35 +236,7 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
     let root_ids: Vec<i64> = units.iter().map(|u| u.id).collect();
 
     // 3. Factors of the complaint units. Components: walk down `assembled` edges.
-    let mut root_of: HashMap<i64, Vec<i64>> = root_ids.iter().map(|&r| (r, vec![r])).collect();
-    let mut frontier: Vec<i64> = root_ids.clone();
-    let mut seen_pairs: HashSet<(i64, i64)> = root_ids.iter().map(|&r| (r, r)).collect();
-    for _depth in 0..50 {
-        if frontier.is_empty() {
-            break;
-        }
-        let mut next = Vec::new();
-        for chunk in frontier.chunks(dialect.max_id_list()) {
-            let mut q = Sql::new("");
-            let near = dialect.id_in(&mut q, "e.parent_id", chunk);
-            q.push(&format!(
-                "SELECT e.parent_id, e.child_id FROM edges e JOIN items c ON c.id = e.child_id \
-                 WHERE {near} AND e.relation = 'assembled' AND c.kind = 'unit'"
-            ));
-            for p in db.fetch_all::<PairRow>(q).await? {
-                let roots = root_of.get(&p.parent_id).cloned().unwrap_or_default();
-                for r in roots {
-                    if seen_pairs.insert((p.child_id, r)) {
-                        root_of.entry(p.child_id).or_default().push(r);
-                        next.push(p.child_id);
-                    }
-                }
-            }
-        }
-        next.sort_unstable();
-        next.dedup();
-        frontier = next;
-    }
+    let root_of = super::assembly_roots(db, &root_ids).await?;
     let closure: Vec<i64> = root_of.keys().copied().collect();
 
     // factor → complaint units having it

@@ -278,12 +278,6 @@ struct FirstRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct PairRow {
-    parent_id: i64,
-    child_id: i64,
-}
-
-#[derive(sqlx::FromRow)]
 struct UnitLotRow {
     parent_id: i64,
     ext_id: String,
@@ -326,38 +320,7 @@ pub async fn yield_by(
     if by == YieldBy::Lot {
         // Lots at any BOM level: walk down the assembled edges from each unit.
         let roots: Vec<i64> = firsts.iter().map(|f| f.unit_id).collect();
-        let mut root_of: HashMap<i64, HashSet<i64>> =
-            roots.iter().map(|&r| (r, HashSet::from([r]))).collect();
-        let mut frontier = roots.clone();
-        for _depth in 0..50 {
-            if frontier.is_empty() {
-                break;
-            }
-            let mut next = Vec::new();
-            for chunk in frontier.chunks(dialect.max_id_list()) {
-                let mut q = Sql::new("");
-                let near = dialect.id_in(&mut q, "e.parent_id", chunk);
-                q.push(&format!(
-                    "SELECT e.parent_id, e.child_id FROM edges e JOIN items c ON c.id = e.child_id \
-                     WHERE {near} AND e.relation = 'assembled' AND c.kind = 'unit'"
-                ));
-                for p in db.fetch_all::<PairRow>(q).await? {
-                    let rs: Vec<i64> = root_of
-                        .get(&p.parent_id)
-                        .map(|s| s.iter().copied().collect())
-                        .unwrap_or_default();
-                    let set = root_of.entry(p.child_id).or_default();
-                    let before = set.len();
-                    set.extend(rs);
-                    if set.len() > before {
-                        next.push(p.child_id);
-                    }
-                }
-            }
-            next.sort_unstable();
-            next.dedup();
-            frontier = next;
-        }
+        let root_of = super::assembly_roots(db, &roots).await?;
         let closure: Vec<i64> = root_of.keys().copied().collect();
         // root unit → lots (with detail)
         let mut lots_of: HashMap<i64, BTreeMap<String, Detail>> = HashMap::new();
