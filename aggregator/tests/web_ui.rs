@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use threadline_aggregator::api::{AppState, auth::Tokens, router};
+use threadline_aggregator::config::Scope;
 use threadline_aggregator::store::Db;
 use threadline_shared::testing::{free_port, skip_or_fail};
 
@@ -577,5 +578,118 @@ async fn web_ui_in_headless_chromium() {
         .await
         .expect("get");
     assert_eq!(r.status(), 404);
+    d.s("DELETE", "", None).await;
+}
+
+/// With `[[http.token]]` configured, a browser that opens a page gets the sign-in form; a wrong
+/// token is refused, the right one lands on the page it asked for with a session cookie that
+/// scripts cannot read (`HttpOnly`), the page's own API calls work on that cookie, and signing
+/// out ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_with_a_token_in_headless_chromium() {
+    if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
+        skip_or_fail(
+            "chromium / chromedriver not installed (apt-get install chromium chromium-driver)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::connect(
+        &format!("sqlite://{}", dir.path().join("ui.db").display()),
+        2,
+    )
+    .await
+    .expect("sqlite");
+    for sql in plant() {
+        exec(&db, &sql).await;
+    }
+    let app = router(AppState {
+        db: db.clone(),
+        ingest: Arc::new(Default::default()),
+        tokens: Arc::new(Tokens::from_pairs(&[(
+            "quality",
+            "read-secret-7",
+            Scope::Read,
+        )])),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let d = Driver::start().await;
+
+    // A page without a session: the sign-in form, in place of the page.
+    d.goto(&format!("{base}/ui/units/UT-0003")).await;
+    d.find("form.signin input#token").await;
+    assert!(
+        d.js("return document.body.innerText")
+            .await
+            .as_str()
+            .unwrap_or("")
+            .contains("Sign in"),
+        "sign-in form expected"
+    );
+    // A wrong token: refused, still no cookie.
+    let submit = |token: &'static str| {
+        format!(
+            "document.querySelector('#token').value = '{token}'; \
+             document.querySelector('form.signin').submit(); return 1"
+        )
+    };
+    d.js(&submit("not-the-token")).await;
+    d.wait_for(
+        "return document.querySelector('.error') ? document.querySelector('.error').innerText : ''",
+        5,
+        |v| v.as_str().is_some_and(|s| s.contains("not accepted")),
+    )
+    .await;
+    // The right token: back on the unit's page, the report and the graph there.
+    d.find("input#token").await;
+    d.js(&submit("read-secret-7")).await;
+    d.wait_for("return location.pathname", 5, |v| {
+        v.as_str() == Some("/ui/units/UT-0003")
+    })
+    .await;
+    d.wait_for(
+        "return Array.from(document.querySelectorAll('svg text')).map(t => t.textContent).includes('LOT-A')",
+        10,
+        |v| v == &json!(true),
+    )
+    .await;
+    // The 401s of the form (and of the wrong token) are in the console log; start afresh.
+    d.s("POST", "/se/log", Some(json!({"type": "browser"})))
+        .await;
+    // The session cookie is HttpOnly: invisible to scripts on the page.
+    let cookies = d.js("return document.cookie").await;
+    assert!(
+        !cookies.as_str().unwrap_or("").contains("tl_session"),
+        "session cookie readable by scripts: {cookies}"
+    );
+    let cookie = d.s("GET", "/cookie/tl_session", None).await;
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    // The page's API calls ride on the cookie (the dashboard polls /api/v1/dashboard).
+    d.goto(&format!("{base}/ui/dashboard")).await;
+    let status = d
+        .js("return fetch('/api/v1/dashboard').then(r => r.status)")
+        .await;
+    assert_eq!(status, json!(200));
+    d.assert_no_console_errors("signed-in unit page and dashboard")
+        .await;
+    // Sign out: the session ends, pages ask for the token again.
+    d.goto(&format!("{base}/ui/sign-out")).await;
+    d.js("document.querySelector('#sign-out').click(); return 1")
+        .await;
+    d.wait_for("return location.pathname", 5, |v| {
+        v.as_str() != Some("/ui/sign-out")
+    })
+    .await;
+    d.goto(&format!("{base}/ui/dashboard")).await;
+    d.find("form.signin input#token").await;
+    let status = d
+        .js("return fetch('/api/v1/dashboard').then(r => r.status)")
+        .await;
+    assert_eq!(status, json!(401));
     d.s("DELETE", "", None).await;
 }
