@@ -63,11 +63,15 @@ async fn refused_subscriptions_are_asked_again_until_granted() -> Result<()> {
         .await
         .with_context(|| agg.proc.output())?;
     let agg_log = agg.proc.output();
+    // Refusals 1–4 alternate between records and status (both asked again); the fifth is the
+    // records filter's third in a row: the connection is made again, where both are granted.
+    // (Whether the status filter's third answer, granted, was still read on the old connection
+    // is a race: the log's "granted … at last" is not asserted here; `wait_healthy` is the
+    // proof that both were granted.)
     ensure!(
         agg_proxy.refused() == 5
             && agg_log.contains("the broker refused the subscription")
-            && agg_log.contains("dropping the connection to make it again")
-            && agg_log.contains("granted the subscription at last"),
+            && agg_log.contains("dropping the connection to make it again"),
         "refused {}:\n{}",
         agg_proxy.refused(),
         tail(&agg_log, 40)
