@@ -306,9 +306,18 @@ impl Nats {
         let home = dir.join(name);
         std::fs::create_dir_all(&home)?;
         let (client, mqtt_port, monitor_port) = (free_port(), free_port(), free_port());
+        // In a cluster the MQTT streams (sessions, messages, retained) are asked for with three
+        // replicas: left to itself NATS 2.9.10 made them R2 here, and losing one of their two
+        // nodes stalled JetStream (no quorum) — no MQTT client could connect for minutes.
+        let replicas = if cluster.is_some() {
+            "\n  stream_replicas: 3"
+        } else {
+            ""
+        };
         let mut conf = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor_port}\n\
-             jetstream {{\n  store_dir: \"{}\"\n}}\nmqtt {{\n  listen: 127.0.0.1:{mqtt_port}\n}}\n",
+             jetstream {{\n  store_dir: \"{}\"\n}}\n\
+             mqtt {{\n  listen: 127.0.0.1:{mqtt_port}{replicas}\n}}\n",
             home.join("js").display()
         );
         if let Some((port, routes)) = cluster {

@@ -18,6 +18,15 @@ use threadline_e2e::{
     check, stored, tail, wait_for,
 };
 
+/// Distinct records stored of all `gws`.
+async fn stored_total(db: &TestDb, gws: &[SynthGateway]) -> Option<i64> {
+    let mut n = 0;
+    for g in gws {
+        n += stored(db, &g.id).await.ok()?.distinct;
+    }
+    Some(n)
+}
+
 /// A fresh database, when nats-server is installed (else skipped loudly).
 async fn deps() -> Option<TestDb> {
     if !Nats::available() {
@@ -73,10 +82,7 @@ async fn a_cluster_node_killed_under_the_gateways_loses_and_doubles_nothing() ->
         "records flowing through node 1",
         Duration::from_secs(90),
         || async {
-            let mut n = 0;
-            for g in &gateways {
-                n += stored(&db, &g.id).await.ok()?.distinct;
-            }
+            let n = stored_total(&db, &gateways).await?;
             (n >= TOTAL as i64 / 2).then_some(())
         },
     )
@@ -91,10 +97,30 @@ async fn a_cluster_node_killed_under_the_gateways_loses_and_doubles_nothing() ->
             tail(&log, 20)
         );
     }
+    let at_kill = stored_total(&db, &gateways).await.unwrap_or(0);
     cluster.nodes[0].kill(); // SIGKILL the node the gateways are connected to
+    let killed = std::time::Instant::now();
 
     let problems = all_stored_once(&db, &bins, &gateways, Duration::from_secs(240)).await?;
     check(&problems, || logs(&cluster, &gateways))?;
+    // What the recovery took (shown with --nocapture; docs/scaling.md quotes it).
+    let mut refusals = 0.0;
+    let mut resent = 0.0;
+    for g in &gateways {
+        let m = |name| threadline_e2e::metric(&g.health, "/metrics", name);
+        refusals += m("threadline_mqtt_ack_subscribe_refusals_total")
+            .await
+            .unwrap_or(f64::NAN);
+        resent += m("threadline_publish_resent_batches_total")
+            .await
+            .unwrap_or(f64::NAN);
+    }
+    println!(
+        "node 1 killed with {at_kill} of {} records stored; all stored once and acked {:.1} s \
+         later; ack SUBACK refusals {refusals}, envelopes re-sent after the ack timeout {resent}",
+        2 * TOTAL,
+        killed.elapsed().as_secs_f64()
+    );
     for g in &gateways {
         let log = g.proc.output();
         let others = [cluster.nodes[1].url(), cluster.nodes[2].url()];
