@@ -510,7 +510,7 @@ impl Rotation {
     pub fn failed(&mut self) -> Duration {
         self.attempt = self.attempt.wrapping_add(1);
         self.failures += 1;
-        if self.failures % self.brokers != 0 {
+        if !self.failures.is_multiple_of(self.brokers) {
             // Another broker of this round has not been tried yet.
             return self.min_wait;
         }

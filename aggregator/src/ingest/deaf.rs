@@ -1,9 +1,10 @@
-//! A deaf records subscription: the broker granted it but delivers nothing. NATS (2.9, 2.10)
-//! accepts `$share/{group}/…` and never delivers to it, so `shared_group` replicas on NATS
-//! would sit "connected and healthy" while every gateway's outbox grows. The statuses (which
-//! every replica subscribes to without `$share`, so that it also gets the retained ones) say
-//! which gateways are online and how many records they hold: gateways online with records
-//! waiting and no records message for `deaf_after_s` means the subscription is deaf.
+//! A deaf records subscription: the broker granted it but delivers nothing. NATS 2.9 and
+//! RabbitMQ 3.10 (measured, docs/scaling.md) accept `$share/{group}/…` and never deliver to it,
+//! so `shared_group` replicas there would sit "connected and healthy" while every gateway's
+//! outbox grows. The statuses (which every replica subscribes to without `$share`, so that it
+//! also gets the retained ones) say which gateways are online and how many records they hold:
+//! gateways online with records waiting and no records message for `deaf_after_s` means the
+//! subscription is deaf.
 //!
 //! Both conditions must hold for the whole period: records waiting *since* at least
 //! `deaf_after_s` (a status that says so, with no record since), and no record for as long —
@@ -96,8 +97,8 @@ impl DeafWatch {
         Some(format!(
             "no records received for {} s while {} online gateway(s) report {records} records \
              waiting: the broker accepted the records subscription but delivers nothing to it \
-             (NATS does this with `$share/…` shared subscriptions: leave `shared_group` out \
-             there, see docs/scaling.md)",
+             (NATS 2.9 and RabbitMQ 3.10 do this with `$share/…` shared subscriptions: leave \
+             `shared_group` out there, see docs/scaling.md)",
             now.duration_since(self.last_record).as_secs(),
             self.waiting.len()
         ))

@@ -22,9 +22,11 @@
 //! - A retained `…/status` (online) is published on connect and every `status_interval`; the
 //!   last will is the retained offline status; a graceful stop publishes it explicitly.
 //! - When an aggregator's online status arrives live (`{root}/_aggregator/{id}/status`, sent
-//!   right after it subscribed) everything in flight is published again at once: after a broker
-//!   restart the gateway may have reconnected first and sent its window to nobody, and waiting
-//!   `ack_timeout_ms` for it would delay the whole backlog.
+//!   once the broker granted its subscriptions) everything in flight is published again at
+//!   once: after a broker restart the gateway may have reconnected first and sent its window to
+//!   nobody, and waiting `ack_timeout_ms` for it would delay the whole backlog. That filter is
+//!   asked for in the same SUBSCRIBE as `…/ack` (ack first, so the first return code of every
+//!   SUBACK is the ack subscription's); its refusal alone is only a warning.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
