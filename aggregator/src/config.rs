@@ -66,6 +66,13 @@ pub struct AggregatorSection {
     /// than this makes `/healthz` fail, naming it.
     #[serde(default = "default_gap_alarm_s")]
     pub gap_alarm_s: u64,
+    /// A broker that accepts the records subscription but delivers nothing (NATS takes
+    /// `$share/…` and sends nothing to it): when gateways report records waiting (their online
+    /// status, `buffer_depth` > 0) and none arrived for this long, `/healthz` fails saying so.
+    /// 0 = never (e.g. a broker whose shared-subscription strategy is sticky, so that a replica
+    /// may legitimately receive nothing).
+    #[serde(default = "default_deaf_after_s")]
+    pub deaf_after_s: u64,
 }
 
 impl Default for AggregatorSection {
@@ -78,6 +85,7 @@ impl Default for AggregatorSection {
             max_payload_kb: default_max_payload_kb(),
             writers: None,
             gap_alarm_s: default_gap_alarm_s(),
+            deaf_after_s: default_deaf_after_s(),
         }
     }
 }
@@ -90,6 +98,9 @@ fn default_batch_max_records() -> usize {
 }
 fn default_batch_max_mb() -> usize {
     64
+}
+fn default_deaf_after_s() -> u64 {
+    crate::ingest::deaf::DEFAULT_DEAF_AFTER_S
 }
 fn default_gap_alarm_s() -> u64 {
     crate::ingest::stats::DEFAULT_GAP_ALARM_S

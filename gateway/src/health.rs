@@ -210,6 +210,18 @@ impl HealthState {
             "1 while connected to the broker.",
             u8::from(p.connected.load(Ordering::Relaxed)).to_string(),
         );
+        metric(
+            "threadline_mqtt_ack_subscribed",
+            "gauge",
+            "1 while the broker grants the subscription to the ack topic with QoS 1.",
+            u8::from(p.ack_subscribed.load(Ordering::Relaxed)).to_string(),
+        );
+        metric(
+            "threadline_mqtt_ack_subscribe_refusals_total",
+            "counter",
+            "SUBACKs that refused the ack subscription (each retried).",
+            load(&p.ack_subscribe_refusals),
+        );
         let devices: [DeviceMetric; 5] = [
             (
                 "threadline_device_polls_total",
@@ -293,6 +305,17 @@ impl HealthState {
                         .unwrap_or_default()
                 ));
             }
+        }
+        let p = &self.publish;
+        if p.connected.load(Ordering::Relaxed)
+            && !p.ack_subscribed.load(Ordering::Relaxed)
+            && p.ack_subscribe_refusals.load(Ordering::Relaxed) > 0
+        {
+            problems.push(format!(
+                "mqtt: connected, but the broker refuses the subscription to the ack topic \
+                 ({} refusals so far); nothing is published until it is granted, retrying",
+                p.ack_subscribe_refusals.load(Ordering::Relaxed)
+            ));
         }
         let age = self.oldest_age_s().await;
         if age > self.max_outbox_age_s as f64 {

@@ -26,13 +26,16 @@
 //! Every problem is reported as a [`KeyError`] naming the key within `[mqtt]`, so the config
 //! loader can place it at its line and column.
 //!
-//! Two later features plug in here, without another rewrite of either daemon:
-//! - a list of brokers tried in turn (`urls = [...]`): [`ClientSettings`] already keeps its
-//!   endpoints in a `Vec` (one today), [`ClientSettings::options_for`] builds the options of any
-//!   of them, and every TLS endpoint shares the one TLS configuration;
-//! - envelope and ack signing keys (`signing_key_file`): read them at load like the password,
-//!   with [`read_secret_file`] (same trimming rule), and keep them in a daemon-side field next
-//!   to the [`ClientSettings`] of its section.
+//! - `urls = ["mqtt://a:1883", "mqtt://b:1883", …]` instead of `url`: the brokers of a cluster
+//!   (NATS, EMQX, HiveMQ, VerneMQ), tried in turn on connect and on every reconnect
+//!   ([`Rotation`]); exactly one of `url` and `urls` is set, and every element follows the rules
+//!   of `url` (a problem is reported at `urls[i]`). Credentials and the TLS setup are the same
+//!   for every broker of the list (one TLS configuration, loaded when any element is
+//!   `mqtts://`).
+//!
+//! Envelope and ack signing keys (`signing_key_file`) are read at load like the password, with
+//! [`read_secret_file`] (same trimming rule), and kept in a daemon-side field next to the
+//! [`ClientSettings`] of its section.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -197,7 +200,10 @@ impl fmt::Display for Endpoint {
 /// what is its own first (the aggregator's embedded broker gives `url = "mqtt://LISTEN"`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientKeys<'a> {
-    pub url: &'a str,
+    /// `url`: one broker.
+    pub url: Option<&'a str>,
+    /// `urls`: brokers tried in turn (empty when not set); exactly one of `url` and `urls`.
+    pub urls: &'a [String],
     pub username: Option<&'a str>,
     pub password_file: Option<&'a Path>,
     pub ca_file: Option<&'a Path>,
@@ -235,8 +241,8 @@ struct Target {
 /// only step that reads files or can fail; [`ClientSettings::options`] cannot.
 #[derive(Clone)]
 pub struct ClientSettings {
-    /// The brokers, in the order they are tried; never empty. One today (`url`); a list of
-    /// URLs (`urls = [...]`) adds one per element.
+    /// The brokers, in the order they are tried; never empty: `url`, or every element of
+    /// `urls`.
     targets: Vec<Target>,
     /// Username and password (empty without `password_file`).
     credentials: Option<(String, String)>,
@@ -287,9 +293,47 @@ impl ClientSettings {
     /// Checks the keys and reads their files; every problem is reported, each on its key.
     pub fn load(keys: &ClientKeys<'_>) -> Result<ClientSettings, KeyErrors> {
         let mut errors = Vec::new();
-        let endpoint = Endpoint::parse(keys.url)
-            .map_err(|m| errors.push(KeyError::new("url", m)))
-            .ok();
+        // (key, URL) of every broker, in the order they are tried.
+        let named: Vec<(String, &str)> = match (keys.url, keys.urls) {
+            (Some(_), [_, ..]) => {
+                errors.push(KeyError::new(
+                    "urls",
+                    "set either `url` (one broker) or `urls` (brokers tried in turn), not both",
+                ));
+                Vec::new()
+            }
+            (Some(url), []) => vec![("url".to_owned(), url)],
+            (None, []) => {
+                errors.push(KeyError::new(
+                    "url",
+                    "no broker: set `url` (one broker) or `urls` (brokers tried in turn)",
+                ));
+                Vec::new()
+            }
+            (None, urls) => urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("urls[{i}]"), u.as_str()))
+                .collect(),
+        };
+        let endpoints: Vec<Endpoint> = named
+            .iter()
+            .filter_map(|(key, url)| {
+                Endpoint::parse(url)
+                    .map_err(|m| errors.push(KeyError::new(key, m)))
+                    .ok()
+            })
+            .collect();
+        if let Some(dup) = endpoints
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| endpoints[..i].contains(e).then_some(e))
+        {
+            errors.push(KeyError::new(
+                "urls",
+                format!("{dup} is listed twice; every broker once"),
+            ));
+        }
         if !(1..=u64::from(u16::MAX)).contains(&keys.keep_alive_s) {
             errors.push(KeyError::new(
                 "keep_alive_s",
@@ -328,34 +372,34 @@ impl ClientSettings {
                 "client_cert_file and client_key_file go together",
             ));
         }
-        let tls = match &endpoint {
-            Some(e) if e.tls => tls(keys).map_err(|mut e| errors.append(&mut e)).ok(),
-            _ => None,
+        let tls = if endpoints.iter().any(|e| e.tls) {
+            tls(keys).map_err(|mut e| errors.append(&mut e)).ok()
+        } else {
+            None
         };
-        let target = match (endpoint, &tls) {
-            (Some(endpoint), Some(t)) if endpoint.tls => Target {
-                endpoint,
-                tls: Some(t.config.clone()),
-            },
-            (Some(endpoint), _) if !endpoint.tls => Target {
-                endpoint,
-                tls: None,
-            },
-            // A TLS endpoint whose TLS could not be set up: its problems are in `errors`.
-            _ => return Err(KeyErrors(errors)),
-        };
-        if !errors.is_empty() {
+        if !errors.is_empty() || endpoints.len() != named.len() || endpoints.is_empty() {
             return Err(KeyErrors(errors));
         }
+        let targets = endpoints
+            .into_iter()
+            .map(|endpoint| Target {
+                // Some whenever an endpoint is TLS (else `tls` failed and returned above).
+                tls: endpoint
+                    .tls
+                    .then(|| tls.as_ref().map(|t| t.config.clone()))
+                    .flatten(),
+                endpoint,
+            })
+            .collect();
         Ok(ClientSettings {
-            targets: vec![target],
+            targets,
             credentials,
             tls,
             keep_alive: Duration::from_secs(keys.keep_alive_s),
         })
     }
 
-    /// The brokers in the order they are tried (one today).
+    /// The brokers in the order they are tried.
     pub fn endpoints(&self) -> impl ExactSizeIterator<Item = &Endpoint> {
         self.targets.iter().map(|t| &t.endpoint)
     }
@@ -397,9 +441,82 @@ impl ClientSettings {
         o
     }
 
+    /// The broker of connection attempt `attempt` (see [`ClientSettings::options_for`]).
+    pub fn endpoint_for(&self, attempt: usize) -> &Endpoint {
+        &self.target(attempt).endpoint
+    }
+
+    /// A fresh [`Rotation`] over these brokers.
+    pub fn rotation(&self, min_wait: Duration, max_wait: Duration) -> Rotation {
+        Rotation::new(self.targets.len(), min_wait, max_wait)
+    }
+
     fn target(&self, attempt: usize) -> &Target {
         // `targets` is never empty (`load` builds it with one endpoint at least).
         &self.targets[attempt % self.targets.len()]
+    }
+}
+
+/// Which broker to try next and how long to wait first, for a daemon's connection loop: every
+/// failure (a connect refused or timed out, or a connection lost) moves on to the next broker
+/// of the list, at once while some broker of the round has not been tried yet; a whole round
+/// of failures waits (from `min_wait`, doubling up to `max_wait`), so a dead cluster is not
+/// hammered; a successful connection resets the wait and stays on that broker. With one broker
+/// this is a plain doubling back-off on the same broker.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    brokers: usize,
+    /// The attempt number, for [`ClientSettings::options_for`].
+    attempt: usize,
+    /// Failures since the last successful connection.
+    failures: usize,
+    min_wait: Duration,
+    max_wait: Duration,
+    /// The wait after the next whole round of failures.
+    wait: Duration,
+}
+
+impl Rotation {
+    /// A rotation over `brokers` brokers (at least one), starting with the first.
+    pub fn new(brokers: usize, min_wait: Duration, max_wait: Duration) -> Rotation {
+        Rotation {
+            brokers: brokers.max(1),
+            attempt: 0,
+            failures: 0,
+            min_wait,
+            max_wait,
+            wait: min_wait,
+        }
+    }
+
+    /// The current attempt: give it to [`ClientSettings::options_for`].
+    pub fn attempt(&self) -> usize {
+        self.attempt
+    }
+
+    /// The index (in the list) of the broker of the current attempt.
+    pub fn broker(&self) -> usize {
+        self.attempt % self.brokers
+    }
+
+    /// Connected: the next failure starts a new round with the shortest wait.
+    pub fn connected(&mut self) {
+        self.failures = 0;
+        self.wait = self.min_wait;
+    }
+
+    /// The current attempt failed (or its connection was lost): moves on to the next broker
+    /// and returns how long to wait before trying it.
+    pub fn failed(&mut self) -> Duration {
+        self.attempt = self.attempt.wrapping_add(1);
+        self.failures += 1;
+        if !self.failures.is_multiple_of(self.brokers) {
+            // Another broker of this round has not been tried yet.
+            return self.min_wait;
+        }
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(self.max_wait);
+        wait
     }
 }
 
@@ -534,7 +651,8 @@ mod tests {
 
     fn keys(url: &str) -> ClientKeys<'_> {
         ClientKeys {
-            url,
+            url: Some(url),
+            urls: &[],
             username: None,
             password_file: None,
             ca_file: None,
@@ -902,5 +1020,152 @@ mod tests {
             s.to_string(),
             "mqtt://broker:1884 (anonymous; keep-alive 30 s)"
         );
+    }
+
+    fn list(urls: &[&str]) -> Vec<String> {
+        urls.iter().map(|u| (*u).to_owned()).collect()
+    }
+
+    #[test]
+    fn urls_are_tried_in_turn_and_start_over() {
+        let urls = list(&["mqtt://a:1883", "mqtt://b:1884", "mqtt://[::1]:1885"]);
+        let s = ClientSettings::load(&ClientKeys {
+            url: None,
+            urls: &urls,
+            ..keys("unused")
+        })
+        .unwrap();
+        assert_eq!(s.endpoints().len(), 3);
+        let addr = |n| s.options_for(n, "c").broker_address();
+        assert_eq!(addr(0), ("a".into(), 1883));
+        assert_eq!(addr(1), ("b".into(), 1884));
+        assert_eq!(addr(2), ("[::1]".into(), 1885));
+        assert_eq!(addr(3), ("a".into(), 1883));
+        assert_eq!(s.endpoint_for(4).to_string(), "mqtt://b:1884");
+        assert_eq!(s.primary().to_string(), "mqtt://a:1883");
+        assert!(
+            s.to_string()
+                .starts_with("mqtt://a:1883, mqtt://b:1884, mqtt://[::1]:1885 ("),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn rotation_moves_on_at_once_and_waits_after_a_whole_round() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_millis(350));
+        let mut r = Rotation::new(3, min, max);
+        assert_eq!((r.attempt(), r.broker()), (0, 0));
+        // Broker 0 fails: 1 and 2 are tried at once (the shortest wait) ...
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.broker(), 1);
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.broker(), 2);
+        // ... a whole round failed: wait, back to broker 0, doubling up to max per round.
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.broker(), 0);
+        let round: Vec<Duration> = (0..3).map(|_| r.failed()).collect();
+        assert_eq!(round, [min, min, min * 2]);
+        let round: Vec<Duration> = (0..3).map(|_| r.failed()).collect();
+        assert_eq!(round, [min, min, max]);
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.failed(), max, "capped");
+        // Connected to broker 1: a lost connection moves on to broker 2 at once, and the
+        // waits start over.
+        r.failed();
+        assert_eq!(r.broker(), 1);
+        r.connected();
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.broker(), 2);
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.failed(), min);
+        assert_eq!(r.failed(), min * 2);
+        assert_eq!(r.broker(), 1, "six failures after broker 1");
+    }
+
+    #[test]
+    fn one_broker_is_a_plain_back_off() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_millis(300));
+        let mut r = Rotation::new(1, min, max);
+        let waits: Vec<Duration> = (0..4).map(|_| r.failed()).collect();
+        assert_eq!(waits, [min, min * 2, max, max]);
+        assert_eq!(r.broker(), 0);
+        r.connected();
+        assert_eq!(r.failed(), min);
+    }
+
+    #[test]
+    fn url_or_urls_exactly_one_and_each_element_checked() {
+        let errs = errors(&ClientKeys {
+            url: None,
+            ..keys("unused")
+        });
+        assert!(
+            errs.len() == 1 && errs[0].key == "url" && errs[0].message.contains("`urls`"),
+            "{errs:?}"
+        );
+        let urls = list(&["mqtt://a"]);
+        let errs = errors(&ClientKeys {
+            urls: &urls,
+            ..keys("mqtt://b")
+        });
+        assert!(
+            errs.len() == 1 && errs[0].key == "urls" && errs[0].message.contains("not both"),
+            "{errs:?}"
+        );
+        let urls = list(&[
+            "mqtt://a",
+            "http://b",
+            "mqtt://u:p4ssw0rd@c",
+            "mqtt://a:1883",
+        ]);
+        let errs = errors(&ClientKeys {
+            url: None,
+            urls: &urls,
+            ..keys("unused")
+        });
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(shown[0].starts_with("urls[1]: ") && shown[0].contains("http://"));
+        assert!(shown[1].starts_with("urls[2]: ") && !shown[1].contains("p4ssw0rd"));
+        assert!(
+            shown[2].starts_with("urls: mqtt://a:1883 is listed twice"),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_list_with_tls_shares_one_tls_setup() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        if !crate::testing::make_tls_certs(d) {
+            eprintln!("SKIPPED: openssl not available");
+            return;
+        }
+        let ca = d.join("ca.pem");
+        let urls = list(&["mqtts://127.0.0.1:8884", "mqtt://127.0.0.1:1883"]);
+        let s = ClientSettings::load(&ClientKeys {
+            url: None,
+            urls: &urls,
+            ca_file: Some(&ca),
+            ..keys("unused")
+        })
+        .unwrap();
+        assert!(matches!(
+            s.options_for(0, "c").transport(),
+            Transport::Tls(_)
+        ));
+        assert!(matches!(s.options_for(1, "c").transport(), Transport::Tcp));
+        // A TLS element needs the TLS files, wherever it is in the list.
+        let urls = list(&["mqtt://127.0.0.1:1883", "mqtts://127.0.0.1:8884"]);
+        let errs = errors(&ClientKeys {
+            url: None,
+            urls: &urls,
+            ca_file: Some(Path::new("/nonexistent/ca.pem")),
+            ..keys("unused")
+        });
+        assert!(errs.len() == 1 && errs[0].key == "ca_file", "{errs:?}");
     }
 }

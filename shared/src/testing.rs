@@ -5,6 +5,7 @@
 //!   restartable on the same port;
 //! - [`TcpProxy`]: a loopback proxy to a real server that a test cuts and restores (an outage);
 //!   [`free_port`], [`url_authority`];
+//! - [`SubackProxy`]: an MQTT proxy to a real broker that refuses the first N subscriptions;
 //! - [`make_tls_certs`]: a private CA and a server certificate for 127.0.0.1 (`openssl`);
 //! - [`skip_or_fail`]: a missing outside dependency skips loudly, or fails under CI.
 
@@ -12,8 +13,10 @@ mod certs;
 mod mosquitto;
 mod net;
 mod skip;
+mod suback;
 
 pub use certs::{make_tls_certs, run_quiet};
 pub use mosquitto::{MOSQUITTO, Mosquitto};
 pub use net::{TcpProxy, free_port, url_authority};
 pub use skip::{ci, skip_or_fail};
+pub use suback::SubackProxy;

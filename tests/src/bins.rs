@@ -39,7 +39,27 @@ fn build_binaries() -> Result<Bins> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // THREADLINE_E2E_RELEASE=1: release binaries (the benchmarks that run through these tests).
     let release = std::env::var("THREADLINE_E2E_RELEASE").is_ok_and(|v| v == "1");
-    let status = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    // Not the variables `cargo test` sets for this test process (CARGO_MANIFEST_DIR, …): ring's
+    // build script reruns when CARGO_MANIFEST_DIR changes, so inheriting it made this build and
+    // the next `cargo test` rebuild ring, rustls, rumqttc and the workspace every time.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_TARGET_TMPDIR"
+        {
+            build.env_remove(&key);
+        }
+    }
+    let status = build
         .current_dir(workspace_root())
         .args([
             "build",

@@ -8,7 +8,9 @@
 //! - `api`: a JSON client of the aggregator's HTTP API ([`Api`]);
 //! - `truth`: the plant's ground truth and what a trace must reach by it;
 //! - `verify`: the aggregator's answers held against the truth, one difference per line;
-//! - `plant`: the whole plant under test as separate processes ([`PlantEnv`]).
+//! - `plant`: the whole plant under test as separate processes ([`PlantEnv`]);
+//! - `scaleout`: synthetic gateways, aggregator replicas, NATS servers and clusters, and the
+//!   stored-exactly-once checks of the scale-out tests.
 //!
 //! The broker, the database proxy and the free ports are [`threadline_shared::testing`]'s,
 //! the same the gateway's and the aggregator's own tests use.
@@ -20,6 +22,7 @@ mod bins;
 mod database;
 mod plant;
 mod process;
+mod scaleout;
 mod truth;
 mod verify;
 
@@ -28,7 +31,13 @@ pub use bins::{Bins, binaries, workspace_root};
 pub use database::{TestDb, duplicates};
 pub use plant::{PlantEnv, PlantRun};
 pub use process::{Proc, wait_for};
-pub use threadline_shared::testing::{Mosquitto, TcpProxy, free_port, skip_or_fail, url_authority};
+pub use scaleout::{
+    Aggregator, NATS_SERVER, Nats, NatsCluster, Stored, SynthGateway, all_stored_once, check,
+    metric, stored, tail,
+};
+pub use threadline_shared::testing::{
+    Mosquitto, SubackProxy, TcpProxy, free_port, skip_or_fail, url_authority,
+};
 pub use truth::{expected_backward, expected_shipment_backward, post_master_data, read_truth};
 pub use verify::{
     audit_ok, diff_recall, diff_unit_report, rejected_scans, trace_nodes, verify_all,

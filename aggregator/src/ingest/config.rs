@@ -20,6 +20,10 @@ pub struct MqttSection {
     /// `embedded = true`, the aggregator connects to its own broker and this is ignored.
     #[serde(default)]
     pub url: Option<String>,
+    /// The brokers of a cluster, tried in turn on connect and on every reconnect; either this
+    /// or `url` (ignored with `embedded = true`).
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// Run an MQTT broker (rumqttd) in-process, for one-box installs.
     #[serde(default)]
     pub embedded: bool,
@@ -92,8 +96,10 @@ impl MqttSection {
         self.client
             .get_or_init(|| {
                 let url = self.broker_url().map_err(|e| KeyErrors(vec![e]))?;
+                let no_urls = Vec::new();
                 ClientSettings::load(&ClientKeys {
-                    url: &url,
+                    url: url.as_deref(),
+                    urls: if self.embedded { &no_urls } else { &self.urls },
                     username: self.username.as_deref(),
                     password_file: self.password_file.as_deref(),
                     ca_file: self.ca_file.as_deref(),
@@ -126,9 +132,9 @@ impl MqttSection {
         (self.embedded && !self.allow_anonymous).then(|| (INTERNAL_USER, internal_password()))
     }
 
-    /// `url`, or with `embedded = true` the embedded broker's listener (over loopback when it
-    /// listens on every address).
-    fn broker_url(&self) -> Result<String, KeyError> {
+    /// `url` (`None` when `urls` names the brokers), or with `embedded = true` the embedded
+    /// broker's listener (over loopback when it listens on every address).
+    fn broker_url(&self) -> Result<Option<String>, KeyError> {
         if self.embedded {
             let addr: SocketAddr = self.listen.parse().map_err(|_| KeyError {
                 key: "listen".to_owned(),
@@ -142,12 +148,9 @@ impl MqttSection {
             } else {
                 addr.ip()
             };
-            return Ok(format!("mqtt://{}", SocketAddr::new(ip, addr.port())));
+            return Ok(Some(format!("mqtt://{}", SocketAddr::new(ip, addr.port()))));
         }
-        self.url.clone().ok_or_else(|| KeyError {
-            key: "url".to_owned(),
-            message: "set `url` (an external broker) or `embedded = true`".to_owned(),
-        })
+        Ok(self.url.clone())
     }
 }
 
@@ -158,10 +161,10 @@ const ANONYMOUS_REFUSED: &str = "the embedded broker would accept any client on 
 /// The checks of `[mqtt]`: a broker is named, and its connection loads (every problem on its
 /// key).
 pub(crate) fn validate(mqtt: &MqttSection, v: &mut Validator<'_>) {
-    if mqtt.url.is_none() && !mqtt.embedded {
+    if mqtt.url.is_none() && mqtt.urls.is_empty() && !mqtt.embedded {
         v.error(
             "mqtt",
-            "set `url` (an external broker) or `embedded = true`",
+            "set `url` (an external broker), `urls` (brokers tried in turn) or `embedded = true`",
         );
         return;
     }
@@ -319,5 +322,41 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.mqtt.internal_login().is_none());
+    }
+
+    #[test]
+    fn urls_is_a_list_tried_in_turn_and_excludes_url() {
+        let cfg = AggregatorConfig::parse(
+            "agg.toml",
+            &config("urls = [\"mqtt://a:1883\", \"mqtt://b:1884\"]"),
+        )
+        .unwrap();
+        let c = cfg.mqtt.client().unwrap();
+        assert_eq!(c.endpoints().len(), 2);
+        assert_eq!(c.endpoint_for(1).to_string(), "mqtt://b:1884");
+        let errs = AggregatorConfig::parse(
+            "agg.toml",
+            &config("url = \"mqtt://a\"\nurls = [\"mqtt://b\"]"),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            errs.len() == 1
+                && errs[0].to_string().starts_with("agg.toml:3:1: mqtt.urls:")
+                && errs[0].message.contains("not both"),
+            "{errs:#?}"
+        );
+        // The embedded broker wins over both, as over `url`.
+        let cfg = AggregatorConfig::parse(
+            "agg.toml",
+            &config(
+                "embedded = true\nallow_anonymous = true\nlisten = \"127.0.0.1:18831\"\nurls = [\"mqtt://b\"]",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.mqtt.client().unwrap().primary().to_string(),
+            "mqtt://127.0.0.1:18831"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! - [`keys`]: the gateways' signing keys (`gateway_keys_dir`), read on demand;
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for one-box installs; [`broker_auth`]: who
 //!   may log in to it (`broker_password_file`, Mosquitto's format);
+//! - [`deaf`]: a broker that takes the records subscription and delivers nothing (NATS with
+//!   `$share/…`), told from the gateways' statuses;
 //! - [`gaps`]: seq gaps per gateway and epoch (`/api/v1/gateways`, `/metrics`, `/healthz`);
 //! - [`stats`]: [`IngestStats`], shared with `/healthz` and `/metrics`.
 //!
@@ -21,6 +23,7 @@
 pub mod broker;
 pub mod broker_auth;
 pub mod config;
+pub mod deaf;
 pub mod decode;
 pub mod gaps;
 pub mod keys;

@@ -1,12 +1,26 @@
 //! The MQTT side of ingest: connect (external broker or the embedded one), subscribe to every
 //! gateway's records and status, feed the writer, publish acks. The connection setup (URL,
 //! credentials, TLS) is the shared one of [`threadline_shared::mqtt`], loaded with the config.
+//!
+//! - `urls`: the brokers are tried in turn ([`Rotation`]); every failed connect or lost
+//!   connection moves on to the next one.
+//! - Records are subscribed as `$share/{shared_group}/…` when replicas split the load; statuses
+//!   always without `$share`: a shared subscription gets no retained messages, and every
+//!   replica must know every gateway's state (each stores it; the upsert is idempotent).
+//! - Every SUBACK is read: a refused filter (0x80, or a QoS below 1) keeps ingest unhealthy and
+//!   is asked for again after a short wait; after [`REFUSALS_BEFORE_RECONNECT`] refusals in a
+//!   row the connection is dropped and made again (to the next broker of `urls`).
+//! - A records subscription that was granted but delivers nothing is told by
+//!   [`super::deaf::DeafWatch`] and reported by `/healthz`.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use threadline_shared::mqtt::{ClientSettings, Rotation};
 use threadline_shared::{GatewayState, Status, Topic, TopicKind};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::IngestStats;
@@ -21,6 +35,10 @@ use crate::store::Db;
 const QUEUE_MESSAGES: usize = 256;
 /// Acks the MQTT client can queue; acks are few (one per gateway and batch).
 const ACK_QUEUE: usize = 10_000;
+/// Refused SUBACKs of one filter in a row after which the connection is dropped and made again.
+pub const REFUSALS_BEFORE_RECONNECT: u32 = 3;
+/// The wait before a refused filter is asked for again (times its refusals in a row).
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 
 /// The MQTT packet limit: big enough that an oversized payload still arrives (to be refused,
 /// counted and dead-lettered) instead of killing the connection.
@@ -36,8 +54,13 @@ pub fn options(cfg: &AggregatorConfig) -> anyhow::Result<MqttOptions> {
         .mqtt
         .client()
         .map_err(|e| anyhow::anyhow!("bad MQTT settings: {e}"))?;
+    Ok(options_for(cfg, client, 0))
+}
+
+/// [`options`] for connection attempt `attempt` (the brokers of `urls` in turn).
+fn options_for(cfg: &AggregatorConfig, client: &ClientSettings, attempt: usize) -> MqttOptions {
     let client_id = cfg.mqtt.client_id.as_deref().unwrap_or(&cfg.aggregator.id);
-    let mut o = client.options(client_id);
+    let mut o = client.options_for(attempt, client_id);
     if let Some((user, password)) = cfg.mqtt.internal_login() {
         o.set_credentials(user, password);
     }
@@ -53,7 +76,7 @@ pub fn options(cfg: &AggregatorConfig) -> anyhow::Result<MqttOptions> {
     o.set_max_packet_size(limit, limit);
     o.set_request_channel_capacity(ACK_QUEUE);
     o.set_inflight(1000);
-    Ok(o)
+    o
 }
 
 /// The aggregator's status message ([`Topic::aggregator_status`]).
@@ -70,8 +93,9 @@ fn status_payload(state: GatewayState) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Reconnect delays: from `MIN_BACKOFF`, doubling, at most `MAX_BACKOFF` — a broker that comes
-/// back is found within a second (the gateways wait for this aggregator to re-send).
+/// Reconnect delays ([`Rotation`]): the next broker of `urls` at once, and after a whole round of
+/// failures from `MIN_BACKOFF`, doubling, at most `MAX_BACKOFF` — a broker that comes back is
+/// found within a second (the gateways wait for this aggregator to re-send).
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -133,15 +157,25 @@ pub async fn run(
     ));
     let filters = vec![
         Topic::filter(&root, TopicKind::Records, cfg.mqtt.shared_group.as_deref()),
-        Topic::filter(&root, TopicKind::Status, cfg.mqtt.shared_group.as_deref()),
+        // Never shared: a shared subscription gets no retained status (see the module docs).
+        Topic::filter(&root, TopicKind::Status, None),
     ];
     let status_topic = Topic::aggregator_status(&root, &cfg.aggregator.id);
+    let settings = cfg
+        .mqtt
+        .client()
+        .map_err(|e| anyhow::anyhow!("bad MQTT settings: {e}"))?;
     let mut eventloop = eventloop;
     let res = mqtt_loop(
         &mut eventloop,
         client.clone(),
-        &filters,
-        &status_topic,
+        Connection {
+            cfg,
+            settings,
+            filters: &filters,
+            status_topic: &status_topic,
+            rotation: settings.rotation(MIN_BACKOFF, MAX_BACKOFF),
+        },
         &writers,
         &stats,
         &cancel,
@@ -159,6 +193,76 @@ pub async fn run(
     .await;
     stats.mqtt_state(false, None);
     res
+}
+
+/// What the MQTT loop connects to and subscribes.
+struct Connection<'a> {
+    cfg: &'a AggregatorConfig,
+    settings: &'a ClientSettings,
+    /// Records (index 0) and status (index 1) filters.
+    filters: &'a [String],
+    /// This aggregator's status topic ([`Topic::aggregator_status`]).
+    status_topic: &'a str,
+    rotation: Rotation,
+}
+
+impl Connection<'_> {
+    fn url(&self) -> String {
+        self.settings
+            .endpoint_for(self.rotation.attempt())
+            .to_string()
+    }
+}
+
+/// The subscriptions of one connection: which SUBSCRIBE asked for which filter, and how each
+/// stands.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Filters asked for, in request order, not yet seen going out (rumqttc gives the packet
+    /// id only then).
+    requested: VecDeque<usize>,
+    /// Packet id of a SUBSCRIBE sent → its filter.
+    by_pkid: HashMap<u16, usize>,
+    /// Per filter: granted with QoS 1 on this connection.
+    granted: Vec<bool>,
+    /// Per filter: refusals in a row.
+    refusals: Vec<u32>,
+    /// Per filter: when to ask again after a refusal.
+    retry_at: Vec<Option<Instant>>,
+}
+
+impl Subscriptions {
+    fn new(n: usize) -> Subscriptions {
+        Subscriptions {
+            granted: vec![false; n],
+            refusals: vec![0; n],
+            retry_at: vec![None; n],
+            ..Subscriptions::default()
+        }
+    }
+
+    fn all_granted(&self) -> bool {
+        self.granted.iter().all(|g| *g)
+    }
+}
+
+fn subscribe(client: &AsyncClient, filters: &[String], i: usize, subs: &mut Subscriptions) {
+    match client.try_subscribe(filters[i].clone(), QoS::AtLeastOnce) {
+        Ok(()) => subs.requested.push_back(i),
+        Err(e) => {
+            tracing::warn!(error = %e, filter = %filters[i], "subscribe not queued; retrying");
+            subs.retry_at[i] = Some(Instant::now() + RESUBSCRIBE_AFTER);
+        }
+    }
+}
+
+/// True when a SUBACK grants every filter with QoS 1 or more.
+fn granted(codes: &[rumqttc::SubscribeReasonCode]) -> bool {
+    use rumqttc::SubscribeReasonCode::Success;
+    !codes.is_empty()
+        && codes
+            .iter()
+            .all(|c| matches!(c, Success(QoS::AtLeastOnce | QoS::ExactlyOnce)))
 }
 
 /// How long a shutdown waits for the writers to commit and ack what they hold.
@@ -228,75 +332,161 @@ async fn drain(
 async fn mqtt_loop(
     eventloop: &mut EventLoop,
     client: AsyncClient,
-    filters: &[String],
-    status_topic: &str,
+    mut conn: Connection<'_>,
     writers: &Writers,
     stats: &IngestStats,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut backoff = MIN_BACKOFF;
+    let filters = conn.filters;
+    let status_suffix = format!("/{}", TopicKind::Status.as_str());
+    let mut subs = Subscriptions::new(filters.len());
+    let mut deaf = super::deaf::DeafWatch::new(conn.cfg.aggregator.deaf_after_s, Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for i in 0..filters.len() {
+                    if subs.retry_at[i].is_some_and(|t| now >= t) {
+                        subs.retry_at[i] = None;
+                        subscribe(&client, filters, i, &mut subs);
+                    }
+                }
+                if subs.all_granted() {
+                    stats.set_deaf(deaf.deaf(now));
+                }
+                continue;
+            }
             ev = eventloop.poll() => ev,
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!("MQTT connected; subscribing to {filters:?}");
-                stats.mqtt_state(true, None);
-                backoff = MIN_BACKOFF;
-                // Queued now, sent by the event loop; re-done on every (re)connect because
-                // the session is clean.
-                for f in filters {
-                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                        tracing::warn!(error = %e, filter = %f, "subscribe not queued");
-                    }
+                conn.rotation.connected();
+                tracing::info!(url = %conn.url(), "MQTT connected; subscribing to {filters:?}");
+                stats.mqtt_state(
+                    false,
+                    Some("connected; waiting for the broker to grant the subscriptions".into()),
+                );
+                // Re-done on every (re)connect because the session is clean.
+                subs = Subscriptions::new(filters.len());
+                for i in 0..filters.len() {
+                    subscribe(&client, filters, i, &mut subs);
                 }
-                // After the subscriptions (the broker handles a client's packets in order):
-                // a gateway that sees this knows it is heard, and re-sends what it published
-                // while nobody listened.
-                if let Err(e) = client.try_publish(
-                    status_topic,
-                    QoS::AtLeastOnce,
-                    true,
-                    status_payload(GatewayState::Online),
-                ) {
-                    tracing::warn!(error = %e, "online status not queued");
+            }
+            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                if let Some(i) = subs.requested.pop_front() {
+                    subs.by_pkid.insert(pkid, i);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let Some(i) = subs.by_pkid.remove(&ack.pkid) else {
+                    continue;
+                };
+                if granted(&ack.return_codes) {
+                    if subs.refusals[i] > 0 {
+                        tracing::info!(filter = %filters[i], refusals = subs.refusals[i],
+                            "the broker granted the subscription at last");
+                    }
+                    subs.granted[i] = true;
+                    subs.refusals[i] = 0;
+                    if subs.all_granted() {
+                        stats.mqtt_state(true, None);
+                        deaf.subscribed(Instant::now());
+                        // Only now: a gateway that sees this knows it is heard, and re-sends
+                        // what it published while nobody listened (or while a subscription was
+                        // refused).
+                        publish_online(&client, conn.status_topic);
+                    }
+                    continue;
+                }
+                subs.granted[i] = false;
+                subs.refusals[i] += 1;
+                // Connected but deaf: unhealthy rather than looking fine.
+                let msg = format!(
+                    "the broker refused the subscription {:?} ({:?}; {} time(s) in a row)",
+                    filters[i], ack.return_codes, subs.refusals[i]
+                );
+                stats.mqtt_state(false, Some(msg.clone()));
+                if subs.refusals[i] >= REFUSALS_BEFORE_RECONNECT {
+                    tracing::error!("{msg}; dropping the connection to make it again");
+                    eventloop.clean();
+                    let _ = conn.rotation.failed();
+                    eventloop.mqtt_options =
+                        options_for(conn.cfg, conn.settings, conn.rotation.attempt());
+                } else {
+                    tracing::error!("{msg}; asking again");
+                    subs.retry_at[i] = Some(Instant::now() + RESUBSCRIBE_AFTER * subs.refusals[i]);
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 stats
                     .messages_received
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if p.topic.ends_with(&status_suffix) {
+                    // Statuses are few; the watch needs only state and depth (the writer
+                    // decodes and stores it again, dead-lettering a malformed one).
+                    if let Ok(s) = serde_json::from_slice::<Status>(&p.payload) {
+                        deaf.status(&p.topic, &s, Instant::now());
+                        stats
+                            .gateways_online
+                            .store(deaf.online() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                } else {
+                    deaf.record(Instant::now());
+                    stats.set_deaf(None);
+                }
                 // Decoded by the gateway's writer, not here: this loop stays free to poll.
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
                     r = writers.send_raw(p.topic, p.payload) => if r.is_err() { return Ok(()) },
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    // Connected but deaf: report it as unhealthy rather than look fine.
-                    let msg = format!("broker refused a subscription of {filters:?}");
-                    tracing::error!("{msg}");
-                    stats.mqtt_state(false, Some(msg));
-                }
-            }
             Ok(_) => {}
             Err(e) => {
                 let msg = e.to_string();
-                tracing::warn!(error = %msg, retry_in_ms = backoff.as_millis() as u64, "MQTT connection error");
-                stats.mqtt_state(false, Some(msg));
+                let url = conn.url();
+                let wait = conn.rotation.failed();
+                eventloop.mqtt_options =
+                    options_for(conn.cfg, conn.settings, conn.rotation.attempt());
+                tracing::warn!(error = %msg, %url, next = %conn.url(),
+                    retry_in_ms = wait.as_millis() as u64, "MQTT connection error");
+                stats.mqtt_state(false, Some(format!("{url}: {msg}")));
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// This aggregator's retained online status (the offline one is the last will, or sent by
+/// [`drain`]).
+fn publish_online(client: &AsyncClient, status_topic: &str) {
+    if let Err(e) = client.try_publish(
+        status_topic,
+        QoS::AtLeastOnce,
+        true,
+        status_payload(GatewayState::Online),
+    ) {
+        tracing::warn!(error = %e, "online status not queued");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::SubscribeReasonCode::{Failure, Success};
+
+    use super::*;
+
+    #[test]
+    fn only_qos_1_or_2_is_a_grant() {
+        assert!(granted(&[Success(QoS::AtLeastOnce)]));
+        assert!(granted(&[Success(QoS::ExactlyOnce)]));
+        assert!(!granted(&[Failure]));
+        assert!(!granted(&[Success(QoS::AtMostOnce)]));
+        assert!(!granted(&[]));
     }
 }

@@ -30,6 +30,8 @@ pub struct IngestStats {
     /// The last MQTT / database error, for `/healthz`.
     pub last_mqtt_error: Mutex<Option<String>>,
     pub last_db_error: Mutex<Option<String>>,
+    /// Set while the records subscription looks deaf (see [`super::deaf`]), with the reason.
+    deaf: Mutex<Option<String>>,
     pub batches: AtomicU64,
     pub batch_failures: AtomicU64,
     pub duplicates: AtomicU64,
@@ -38,6 +40,9 @@ pub struct IngestStats {
     /// the duplicate is absorbed and acked again.
     pub acks_dropped: AtomicU64,
     pub messages_received: AtomicU64,
+    /// Gateways whose last status this process received says online (every replica receives
+    /// every status, retained ones included).
+    pub gateways_online: AtomicU64,
     /// Batch commit latency histogram: counts per bucket of [`LATENCY_BUCKETS`] (+Inf last).
     latency: Mutex<Latency>,
     /// New rows by record type.
@@ -145,6 +150,18 @@ impl IngestStats {
         }
     }
 
+    /// The records subscription looks deaf (`Some(reason)`) or hears again (`None`); logged
+    /// when that changes.
+    pub fn set_deaf(&self, reason: Option<String>) {
+        let mut d = lock(&self.deaf);
+        match (&*d, &reason) {
+            (None, Some(why)) => tracing::error!("ingest is deaf: {why}"),
+            (Some(_), None) => tracing::info!("ingest hears again: records are arriving"),
+            _ => {}
+        }
+        *d = reason;
+    }
+
     /// Total new rows of a record type.
     pub fn records_of(&self, ty: &str) -> u64 {
         lock(&self.records).get(ty).copied().unwrap_or(0)
@@ -169,7 +186,7 @@ impl IngestStats {
                 .unwrap_or_else(|| "connecting".to_owned());
             return Some(format!("MQTT broker not connected: {e}"));
         }
-        None
+        lock(&self.deaf).clone()
     }
 
     /// Seq gaps open longer than `gap_alarm_s`, for `/healthz` (ingest itself still works).
@@ -278,6 +295,11 @@ impl IngestStats {
                 g.count
             );
         }
+        let _ = writeln!(
+            s,
+            "# HELP threadline_ingest_gateways_online Gateways whose last status received by this process says online.\n# TYPE threadline_ingest_gateways_online gauge\nthreadline_ingest_gateways_online {}",
+            self.gateways_online.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             s,
             "# HELP threadline_ingest_up 1 when MQTT is connected and the database accepts writes.\n# TYPE threadline_ingest_up gauge\nthreadline_ingest_up {}",

@@ -14,8 +14,13 @@ use threadline_shared::signing::KeyRing;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSection {
-    /// `mqtt://host:1883` or `mqtts://host:8883`; no credentials in it.
-    pub url: String,
+    /// `mqtt://host:1883` or `mqtts://host:8883`; no credentials in it. Either this or `urls`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The brokers of a cluster, tried in turn on connect and on every reconnect
+    /// (`["mqtt://a:1883", "mqtt://b:1883"]`); either this or `url`.
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// Default: `gateway.id`.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -83,7 +88,8 @@ impl MqttSection {
         self.client
             .get_or_init(|| {
                 ClientSettings::load(&ClientKeys {
-                    url: &self.url,
+                    url: self.url.as_deref(),
+                    urls: &self.urls,
                     username: self.username.as_deref(),
                     password_file: self.password_file.as_deref(),
                     ca_file: self.ca_file.as_deref(),
@@ -185,5 +191,37 @@ mod tests {
         // A clone (the publisher's copy) carries the loaded connection along.
         let copy = cfg.mqtt.clone();
         assert!(copy.client().is_ok());
+    }
+
+    #[test]
+    fn urls_is_a_list_tried_in_turn_and_excludes_url() {
+        let text = config("urls = [\"mqtt://a:1883\", \"mqtt://b:1884\"]");
+        let cfg = GatewayConfig::parse("gw.toml", &text).unwrap();
+        let c = cfg.mqtt.client().unwrap();
+        assert_eq!(c.endpoints().len(), 2);
+        assert_eq!(c.options_for(1, "x").broker_address(), ("b".into(), 1884));
+
+        let text = config("url = \"mqtt://a\"\nurls = [\"mqtt://b\"]");
+        let errs = GatewayConfig::parse("gw.toml", &text).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            shown.len() == 1
+                && shown[0].starts_with("gw.toml:9:1: mqtt.urls:")
+                && shown[0].contains("not both"),
+            "{shown:#?}"
+        );
+        let text = config("keep_alive_s = 5");
+        let errs = GatewayConfig::parse("gw.toml", &text).unwrap_err().0;
+        assert!(
+            errs.len() == 1 && errs[0].to_string().contains("mqtt.url: no broker"),
+            "{errs:#?}"
+        );
+        let text = config("urls = [\"mqtt://a\", \"ftp://b\"]");
+        let errs = GatewayConfig::parse("gw.toml", &text).unwrap_err().0;
+        assert!(
+            errs.len() == 1 && errs[0].to_string().starts_with("gw.toml:8:"),
+            "{errs:#?}"
+        );
+        assert!(errs[0].to_string().contains("mqtt.urls[1]: "), "{errs:#?}");
     }
 }

@@ -12,12 +12,21 @@
 //!   only when signed with one of the gateway's keys (`threadline_shared::signing`); any other
 //!   ack is ignored, counted (`threadline_gateway_acks_rejected_total`) and logged at most once a
 //!   minute — a forged ack must never delete the backlog.
+//! - `[mqtt] urls`: the brokers are tried in turn (`threadline_shared::mqtt::Rotation`): every
+//!   failed connect or lost connection moves on to the next one.
+//! - The subscription to `…/ack` must be granted with QoS 1 before anything is published: a
+//!   SUBACK that refuses it (0x80, or a lower QoS) is retried after a short wait, and after
+//!   [`REFUSALS_BEFORE_RECONNECT`] refusals in a row the connection is dropped and made again
+//!   (with `urls`, to the next broker) — a gateway never sits connected without its acks
+//!   (a NATS node may refuse the re-subscription after a cluster change).
 //! - A retained `…/status` (online) is published on connect and every `status_interval`; the
 //!   last will is the retained offline status; a graceful stop publishes it explicitly.
 //! - When an aggregator's online status arrives live (`{root}/_aggregator/{id}/status`, sent
-//!   right after it subscribed) everything in flight is published again at once: after a broker
-//!   restart the gateway may have reconnected first and sent its window to nobody, and waiting
-//!   `ack_timeout_ms` for it would delay the whole backlog.
+//!   once the broker granted its subscriptions) everything in flight is published again at
+//!   once: after a broker restart the gateway may have reconnected first and sent its window to
+//!   nobody, and waiting `ack_timeout_ms` for it would delay the whole backlog. That filter is
+//!   asked for in the same SUBSCRIBE as `…/ack` (ack first, so the first return code of every
+//!   SUBACK is the ack subscription's); its refusal alone is only a warning.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,6 +52,11 @@ use crate::outbox::{Outbox, StoredRecord};
 pub const MAX_OUTGOING_PACKET: usize = 64 * 1024 * 1024;
 /// Largest message we accept (acks; a long list of ranges stays far below this).
 pub const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
+/// Refused SUBACKs of `…/ack` in a row after which the connection is dropped and made again.
+pub const REFUSALS_BEFORE_RECONNECT: u32 = 3;
+/// The wait before the subscription to `…/ack` is asked again after a refusal (times the
+/// refusals in a row).
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 
 /// Gives the current health of every device for the status message.
 pub type DeviceSource = Arc<dyn Fn() -> Vec<DeviceHealth> + Send + Sync>;
@@ -94,13 +108,22 @@ pub struct PublishMetrics {
     pub connected: AtomicBool,
     /// Live online statuses of an aggregator, each of which re-sent the window.
     pub aggregator_onlines: AtomicU64,
+    /// True while the broker has granted the subscription to `…/ack` with QoS 1.
+    pub ack_subscribed: AtomicBool,
+    /// SUBACKs that refused the subscription to `…/ack` (each is retried).
+    pub ack_subscribe_refusals: AtomicU64,
 }
 
 /// What the event-loop task reports.
 #[derive(Debug)]
 enum MqttEvent {
-    Connected,
-    Disconnected(String),
+    /// Connected to this broker.
+    Connected(String),
+    /// Lost (or could not make) the connection to this broker.
+    Disconnected(String, String),
+    /// A SUBACK: per filter of the SUBSCRIBE (the ack topic first, see
+    /// [`Publisher::subscribe_acks`]), true when granted QoS 1 (or 2).
+    SubAck(Vec<bool>),
     Published(u16),
     PubAck(u16),
     /// Topic, payload, and whether the broker sent it as a retained message (on subscribing)
@@ -154,6 +177,12 @@ struct State {
     old_turn: bool,
     last_status: Instant,
     warned_down: bool,
+    /// The broker granted `…/ack` with QoS 1 on this connection; nothing is published before.
+    subscribed: bool,
+    /// Refused SUBACKs in a row on this connection.
+    refusals: u32,
+    /// When to ask for `…/ack` again after a refusal.
+    resubscribe_at: Option<Instant>,
 }
 
 impl Publisher {
@@ -249,12 +278,19 @@ impl Publisher {
     /// Runs until `stop`, then keeps delivering for at most `drain_timeout` (until the outbox is
     /// empty), publishes the offline status and disconnects.
     pub async fn run(self, stop: CancellationToken) -> Result<(), KeyErrors> {
-        let opts = self.options()?;
+        let options = self.options()?;
         let cap = self.cfg.mqtt.inflight_batches.saturating_mul(2).max(16);
-        let (client, eventloop) = AsyncClient::new(opts, cap);
+        let (client, eventloop) = AsyncClient::new(options.make(0), cap);
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
         let ev_stop = CancellationToken::new();
-        let ev_task = tokio::spawn(poll_loop(eventloop, ev_tx, ev_stop.clone()));
+        let reconnect = Arc::new(tokio::sync::Notify::new());
+        let ev_task = tokio::spawn(poll_loop(
+            eventloop,
+            options,
+            ev_tx,
+            reconnect.clone(),
+            ev_stop.clone(),
+        ));
         let appended = self.outbox.appended_notify();
         let ack_timeout = Duration::from_millis(self.cfg.mqtt.ack_timeout_ms.max(1));
         let mut st = State {
@@ -269,12 +305,16 @@ impl Publisher {
             old_turn: true,
             last_status: Instant::now(),
             warned_down: false,
+            subscribed: false,
+            refusals: 0,
+            resubscribe_at: None,
         };
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain_until: Option<Instant> = None;
         loop {
             if st.connected
+                && st.subscribed
                 && let Err(e) = self.fill_window(&client, &mut st).await
             {
                 tracing::warn!(error = %e, "publisher: outbox read failed; retrying");
@@ -294,12 +334,19 @@ impl Publisher {
                     );
                 }
                 ev = ev_rx.recv() => match ev {
-                    Some(ev) => self.on_event(ev, &client, &mut st).await,
+                    Some(ev) => self.on_event(ev, &client, &mut st, &reconnect).await,
                     None => break,
                 },
                 _ = appended.notified() => {}
                 _ = tick.tick() => {
-                    if st.connected {
+                    if st.connected
+                        && !st.subscribed
+                        && st.resubscribe_at.is_some_and(|t| Instant::now() >= t)
+                    {
+                        st.resubscribe_at = None;
+                        self.subscribe_acks(&client);
+                    }
+                    if st.connected && st.subscribed {
                         self.resend_expired(&client, &mut st, ack_timeout).await;
                         if st.last_status.elapsed() >= self.cfg.status_interval {
                             self.publish_status(&client, &mut st, GatewayState::Online);
@@ -322,7 +369,7 @@ impl Publisher {
             let _ = client.try_disconnect();
             let wait = tokio::time::timeout(Duration::from_secs(1), async {
                 while let Some(ev) = ev_rx.recv().await {
-                    if matches!(ev, MqttEvent::DisconnectSent | MqttEvent::Disconnected(_)) {
+                    if matches!(ev, MqttEvent::DisconnectSent | MqttEvent::Disconnected(..)) {
                         break;
                     }
                 }
@@ -336,31 +383,40 @@ impl Publisher {
         Ok(())
     }
 
-    /// The client options: the shared connection setup of `[mqtt]` (URL, credentials, TLS,
-    /// keep-alive), then the publisher's own: packet sizes, the in-flight window, a clean
-    /// session, and the retained offline status as last will.
-    fn options(&self) -> Result<MqttOptions, KeyErrors> {
+    /// The client options of every connection attempt: the shared connection setup of
+    /// `[mqtt]` (the broker of the attempt, credentials, TLS, keep-alive), then the publisher's
+    /// own: packet sizes, the in-flight window, a clean session, and the retained offline status
+    /// as last will.
+    fn options(&self) -> Result<Options, KeyErrors> {
         let mqtt = &self.cfg.mqtt;
-        let mut opts = mqtt
-            .client()
-            .map_err(Clone::clone)?
-            .options(&self.cfg.client_id);
-        opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
-        // The outbox is the source of truth and everything unacked is re-sent after a reconnect,
-        // so a persistent broker session would add nothing but duplicates.
-        opts.set_clean_session(true);
-        opts.set_inflight(
-            u16::try_from(mqtt.inflight_batches.saturating_add(8)).unwrap_or(u16::MAX),
-        );
-        opts.set_request_channel_capacity(mqtt.inflight_batches.saturating_mul(2).max(16));
-        let will = self.status(GatewayState::Offline, threadline_shared::time::now());
-        opts.set_last_will(LastWill::new(
+        let settings = mqtt.client().map_err(Clone::clone)?.clone();
+        let will = LastWill::new(
             &self.status_topic,
-            will,
+            self.status(GatewayState::Offline, threadline_shared::time::now()),
             QoS::AtLeastOnce,
             true,
-        ));
-        Ok(opts)
+        );
+        Ok(Options {
+            rotation: settings.rotation(MIN_BACKOFF, MAX_BACKOFF),
+            settings,
+            client_id: self.cfg.client_id.clone(),
+            inflight_batches: mqtt.inflight_batches,
+            will,
+        })
+    }
+
+    /// Asks for `…/ack` (again), and in the same SUBSCRIBE for the aggregators' status: one
+    /// packet, the ack topic first, so that the first return code of every SUBACK is the ack
+    /// subscription's.
+    fn subscribe_acks(&self, client: &AsyncClient) {
+        let filters = [
+            self.ack_topic.clone(),
+            Topic::aggregator_status_filter(&self.cfg.mqtt.topic_root),
+        ]
+        .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+        if let Err(e) = client.try_subscribe_many(filters) {
+            tracing::warn!(error = %e, "cannot subscribe to the ack topic");
+        }
     }
 
     fn publish_status(&self, client: &AsyncClient, st: &mut State, state: GatewayState) {
@@ -376,12 +432,18 @@ impl Publisher {
         st.last_status = Instant::now();
     }
 
-    async fn on_event(&self, ev: MqttEvent, client: &AsyncClient, st: &mut State) {
+    async fn on_event(
+        &self,
+        ev: MqttEvent,
+        client: &AsyncClient,
+        st: &mut State,
+        reconnect: &tokio::sync::Notify,
+    ) {
         match ev {
-            MqttEvent::Connected => {
+            MqttEvent::Connected(url) => {
                 let depth = self.outbox.stats().depth();
                 tracing::info!(
-                    url = %self.cfg.mqtt.url, depth,
+                    %url, depth,
                     "connected to the broker; re-sending everything unacknowledged, oldest first"
                 );
                 st.connected = true;
@@ -397,25 +459,66 @@ impl Publisher {
                 self.metrics.connects.fetch_add(1, Ordering::Relaxed);
                 self.metrics.connected.store(true, Ordering::Relaxed);
                 self.metrics.inflight.store(0, Ordering::Relaxed);
-                if let Err(e) = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "cannot subscribe to the ack topic");
-                }
-                let aggregators = Topic::aggregator_status_filter(&self.cfg.mqtt.topic_root);
-                if let Err(e) = client.try_subscribe(&aggregators, QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "cannot subscribe to the aggregators' status");
-                }
+                st.subscribed = false;
+                st.refusals = 0;
+                st.resubscribe_at = None;
+                self.subscribe_acks(client);
                 self.publish_status(client, st, GatewayState::Online);
             }
-            MqttEvent::Disconnected(why) => {
+            MqttEvent::SubAck(codes) if codes.first() == Some(&true) => {
+                if codes.contains(&false) {
+                    tracing::warn!(
+                        "the broker refused the subscription to the aggregators' status; \
+                         after an aggregator restart the window is re-sent only after \
+                         ack_timeout_ms"
+                    );
+                }
+                if st.refusals > 0 {
+                    tracing::info!(
+                        refusals = st.refusals,
+                        "the broker granted the ack subscription at last; publishing"
+                    );
+                }
+                st.subscribed = true;
+                st.refusals = 0;
+                self.metrics.ack_subscribed.store(true, Ordering::Relaxed);
+            }
+            MqttEvent::SubAck(_) => {
+                st.subscribed = false;
+                st.refusals += 1;
+                self.metrics.ack_subscribed.store(false, Ordering::Relaxed);
+                self.metrics
+                    .ack_subscribe_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                if st.refusals >= REFUSALS_BEFORE_RECONNECT {
+                    tracing::warn!(
+                        topic = %self.ack_topic, refusals = st.refusals,
+                        "the broker keeps refusing the ack subscription; dropping the \
+                         connection to make it again"
+                    );
+                    st.resubscribe_at = None;
+                    reconnect.notify_one();
+                } else {
+                    tracing::warn!(
+                        topic = %self.ack_topic, refusals = st.refusals,
+                        "the broker refused the ack subscription (SUBACK failure); nothing is \
+                         published without it, asking again"
+                    );
+                    st.resubscribe_at = Some(Instant::now() + RESUBSCRIBE_AFTER * st.refusals);
+                }
+            }
+            MqttEvent::Disconnected(url, why) => {
                 if st.connected || !st.warned_down {
-                    tracing::warn!(url = %self.cfg.mqtt.url, error = %why,
+                    tracing::warn!(%url, error = %why,
                         "broker connection lost; records stay in the outbox, retrying");
                     st.warned_down = true;
                 } else {
                     tracing::debug!(error = %why, "broker still unreachable");
                 }
                 st.connected = false;
+                st.subscribed = false;
                 self.metrics.connected.store(false, Ordering::Relaxed);
+                self.metrics.ack_subscribed.store(false, Ordering::Relaxed);
             }
             MqttEvent::Published(pkid) => {
                 if let Some(Some(first)) = st.requested.pop_front()
@@ -461,7 +564,7 @@ impl Publisher {
             tracing::debug!(topic, "ignoring a malformed aggregator status");
             return;
         };
-        if status.state != GatewayState::Online || !st.connected {
+        if status.state != GatewayState::Online || !st.connected || !st.subscribed {
             return;
         }
         let timeout = Duration::from_millis(self.cfg.mqtt.ack_timeout_ms.max(1));
@@ -645,22 +748,86 @@ impl Publisher {
     }
 }
 
-/// Drives rumqttc's event loop (which also reconnects) and reports what matters.
-async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<MqttEvent>, stop: CancellationToken) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    // Capped at a second: a broker that comes back is found within a second.
-    const MAX_BACKOFF: Duration = Duration::from_secs(1);
-    let mut backoff = MIN_BACKOFF;
+/// The first wait before connecting again (after a whole round of `urls` failed), doubling up
+/// to `MAX_BACKOFF`: capped at a second, so a broker that comes back is found within a second.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Everything the poll loop needs to make the options of any connection attempt.
+struct Options {
+    settings: threadline_shared::mqtt::ClientSettings,
+    rotation: threadline_shared::mqtt::Rotation,
+    client_id: String,
+    inflight_batches: usize,
+    will: LastWill,
+}
+
+impl Options {
+    /// The options of connection attempt `attempt` (its broker is the rotation's).
+    fn make(&self, attempt: usize) -> MqttOptions {
+        let mut opts = self.settings.options_for(attempt, &self.client_id);
+        opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        // The outbox is the source of truth and everything unacked is re-sent after a reconnect,
+        // so a persistent broker session would add nothing but duplicates.
+        opts.set_clean_session(true);
+        opts.set_inflight(
+            u16::try_from(self.inflight_batches.saturating_add(8)).unwrap_or(u16::MAX),
+        );
+        opts.set_request_channel_capacity(self.inflight_batches.saturating_mul(2).max(16));
+        opts.set_last_will(self.will.clone());
+        opts
+    }
+}
+
+/// True when a SUBACK grants every filter with QoS 1 or more.
+fn granted(codes: &[rumqttc::SubscribeReasonCode]) -> bool {
+    use rumqttc::SubscribeReasonCode::Success;
+    !codes.is_empty()
+        && codes
+            .iter()
+            .all(|c| matches!(c, Success(QoS::AtLeastOnce | QoS::ExactlyOnce)))
+}
+
+/// Drives rumqttc's event loop (which also reconnects), moves on to the next broker of `urls`
+/// after every failure, drops the connection when asked (`reconnect`), and reports what matters.
+async fn poll_loop(
+    mut el: EventLoop,
+    mut options: Options,
+    tx: mpsc::Sender<MqttEvent>,
+    reconnect: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let url = |o: &Options| o.settings.endpoint_for(o.rotation.attempt()).to_string();
     loop {
         let ev = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = reconnect.notified() => {
+                // Dropped without DISCONNECT: the will tells the others we are gone for now.
+                el.clean();
+                let _ = options.rotation.failed();
+                el.mqtt_options = options.make(options.rotation.attempt());
+                if tx
+                    .send(MqttEvent::Disconnected(url(&options), "dropped on purpose".into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             ev = el.poll() => ev,
         };
         let out = match ev {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                backoff = MIN_BACKOFF;
-                Some(MqttEvent::Connected)
+                options.rotation.connected();
+                Some(MqttEvent::Connected(url(&options)))
             }
+            Ok(Event::Incoming(Incoming::SubAck(s))) => Some(MqttEvent::SubAck(
+                s.return_codes
+                    .iter()
+                    .map(|c| granted(std::slice::from_ref(c)))
+                    .collect(),
+            )),
             Ok(Event::Incoming(Incoming::PubAck(p))) => Some(MqttEvent::PubAck(p.pkid)),
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 Some(MqttEvent::Message(p.topic.clone(), p.payload, p.retain))
@@ -670,17 +837,18 @@ async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<MqttEvent>, stop: Cancell
             Ok(_) => None,
             Err(e) => {
                 if tx
-                    .send(MqttEvent::Disconnected(e.to_string()))
+                    .send(MqttEvent::Disconnected(url(&options), e.to_string()))
                     .await
                     .is_err()
                 {
                     return;
                 }
+                let wait = options.rotation.failed();
+                el.mqtt_options = options.make(options.rotation.attempt());
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 None
             }
         };
@@ -689,5 +857,22 @@ async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<MqttEvent>, stop: Cancell
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::SubscribeReasonCode::{Failure, Success};
+
+    use super::*;
+
+    #[test]
+    fn only_qos_1_or_2_for_every_filter_is_a_grant() {
+        assert!(granted(&[Success(QoS::AtLeastOnce)]));
+        assert!(granted(&[Success(QoS::ExactlyOnce)]));
+        assert!(!granted(&[Failure]));
+        assert!(!granted(&[Success(QoS::AtMostOnce)]));
+        assert!(!granted(&[Success(QoS::AtLeastOnce), Failure]));
+        assert!(!granted(&[]));
     }
 }

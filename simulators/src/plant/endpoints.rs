@@ -95,7 +95,7 @@ mod tests {
         )
         .unwrap();
         let cfg = GatewayConfig::parse("rewritten.toml", &out).unwrap();
-        assert_eq!(cfg.mqtt.url, "mqtt://127.0.0.1:1999");
+        assert_eq!(cfg.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1999"));
         assert_eq!(cfg.gateway.data_dir, std::path::PathBuf::from("/tmp/x"));
         let d = cfg.device.iter().find(|d| d.id == "l1-plc").unwrap();
         assert_eq!(d.address.as_deref(), Some("127.0.0.1:40001"));
