@@ -7,7 +7,10 @@
 //!    port, with a fast stand-in aggregator that acks every envelope: time until the outbox
 //!    is empty, and a check that every seq arrived.
 //!
-//! `THREADLINE_BENCH_RECORDS` changes the backlog size.
+//! `THREADLINE_BENCH_RECORDS` changes the backlog size. `THREADLINE_BENCH_SIGNED=1` replays with
+//! a signing key (`[mqtt] signing_key_file`): the gateway signs every envelope and checks every
+//! ack's signature, and the stand-in aggregator verifies each envelope and signs its acks, as the
+//! real one does — the difference to an unsigned run is the cost of signing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +28,7 @@ use threadline_gateway::outbox::{NewRecord, Outbox, OutboxOptions};
 use threadline_gateway::publish::{PublishMetrics, Publisher, PublisherConfig};
 use threadline_shared::envelope::Ack;
 use threadline_shared::event::{Quality, Reading, RecordBody, ScanRejected, TagValue};
+use threadline_shared::signing::{self, KeyRing, Purpose};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -145,6 +149,11 @@ async fn main() {
         return;
     }
     let broker = delivery_support::Mosquitto::start().await;
+    let signed = std::env::var("THREADLINE_BENCH_SIGNED").is_ok_and(|v| v == "1");
+    let key_file = dir.path().join("gw-test.key");
+    std::fs::write(&key_file, signing::generate_key().unwrap()).unwrap();
+    let ring: Option<Arc<KeyRing>> =
+        signed.then(|| Arc::new(KeyRing::read(&[key_file.as_path()]).unwrap()));
     let outbox = Arc::new(Outbox::open(opts).await.unwrap());
     let epoch = outbox.epoch();
     let first_seq = 1u64;
@@ -162,6 +171,7 @@ async fn main() {
     let (sub_tx, sub_rx) = tokio::sync::oneshot::channel::<()>();
     let acker = {
         let (seen, distinct, stop) = (seen.clone(), distinct.clone(), acker_stop.clone());
+        let ring = ring.clone();
         tokio::spawn(async move {
             let mut sub_tx = Some(sub_tx);
             loop {
@@ -182,7 +192,12 @@ async fn main() {
                         }
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        let env: EnvelopeSeqs = serde_json::from_slice(&p.payload).unwrap();
+                        let gateway = p.topic.rsplit('/').nth(1).unwrap_or_default().to_owned();
+                        let body = match &ring {
+                            Some(r) => r.verify(Purpose::Envelope, &gateway, &p.payload).unwrap(),
+                            None => &p.payload[..],
+                        };
+                        let env: EnvelopeSeqs = serde_json::from_slice(body).unwrap();
                         let seqs: Vec<u64> = env.records.iter().map(|r| r.seq).collect();
                         {
                             let mut s = seen.lock().unwrap();
@@ -196,13 +211,12 @@ async fn main() {
                         }
                         let ack = Ack::from_seqs(env.epoch, seqs);
                         let topic = p.topic.trim_end_matches("records").to_owned() + "ack";
+                        let mut payload = serde_json::to_vec(&ack).unwrap();
+                        if let Some(r) = &ring {
+                            r.sign_into(Purpose::Ack, &gateway, &mut payload);
+                        }
                         client
-                            .publish(
-                                topic,
-                                QoS::AtLeastOnce,
-                                false,
-                                serde_json::to_vec(&ack).unwrap(),
-                            )
+                            .publish(topic, QoS::AtLeastOnce, false, payload)
                             .await
                             .unwrap();
                     }
@@ -215,13 +229,31 @@ async fn main() {
     sub_rx.await.unwrap();
     let cfg = GatewayConfig::parse(
         "bench.toml",
-        &delivery_support::gateway_toml(dir.path(), &broker.url(), "ack_timeout_ms = 60000", 1024),
+        &delivery_support::gateway_toml(
+            dir.path(),
+            &broker.url(),
+            &if signed {
+                format!(
+                    "ack_timeout_ms = 60000\nsigning_key_file = \"{}\"",
+                    key_file.display()
+                )
+            } else {
+                "ack_timeout_ms = 60000".to_owned()
+            },
+            1024,
+        ),
     )
     .unwrap();
     let pcfg = PublisherConfig::from_gateway(&cfg);
     println!(
-        "replay: batch_max_records = {}, inflight_batches = {}",
-        pcfg.mqtt.batch_max_records, pcfg.mqtt.inflight_batches
+        "replay: batch_max_records = {}, inflight_batches = {}, signed: {}",
+        pcfg.mqtt.batch_max_records,
+        pcfg.mqtt.inflight_batches,
+        if signed {
+            "yes (HMAC-SHA256 envelopes and acks)"
+        } else {
+            "no"
+        }
     );
     let metrics = Arc::new(PublishMetrics::default());
     let publisher =

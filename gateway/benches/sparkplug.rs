@@ -67,7 +67,10 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-/// Counts the metrics of every Sparkplug DDATA on the broker.
+/// DDATA messages seen by [`sparkplug_counter`].
+static DDATA_MESSAGES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts the metrics of every Sparkplug DDATA on the broker (and the messages).
 async fn sparkplug_counter(port: u16, metrics: Arc<AtomicU64>, stop: CancellationToken) {
     let mut opts = MqttOptions::new("bench-spb-counter", "127.0.0.1", port);
     opts.set_max_packet_size(16 * 1024 * 1024, 1024);
@@ -87,6 +90,7 @@ async fn sparkplug_counter(port: u16, metrics: Arc<AtomicU64>, stop: Cancellatio
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let n = Payload::decode(p.payload.as_ref()).map_or(0, |p| p.metrics.len());
                 metrics.fetch_add(n as u64, Ordering::Relaxed);
+                DDATA_MESSAGES.fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -99,6 +103,7 @@ struct Run {
     cpu_pct: f64,
     values_per_s: f64,
     spb_metrics_per_s: f64,
+    ddata_per_s: f64,
     rss_mb: f64,
 }
 
@@ -139,17 +144,19 @@ async fn run_once(
     let pid = gw.id();
     // Warm-up: connected, first values, births.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (cpu0, acked0, spb0, t0) = (
+    let (cpu0, acked0, spb0, msg0, t0) = (
         cpu_seconds(pid),
         acker.count(),
         spb_metrics.load(Ordering::Relaxed),
+        DDATA_MESSAGES.load(Ordering::Relaxed),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let (cpu1, acked1, spb1, dt) = (
+    let (cpu1, acked1, spb1, msg1, dt) = (
         cpu_seconds(pid),
         acker.count(),
         spb_metrics.load(Ordering::Relaxed),
+        DDATA_MESSAGES.load(Ordering::Relaxed),
         t0.elapsed().as_secs_f64(),
     );
     let rss = rss_mb(pid);
@@ -162,6 +169,7 @@ async fn run_once(
         cpu_pct: (cpu1 - cpu0) / dt * 100.0,
         values_per_s: (acked1 - acked0) as f64 / dt,
         spb_metrics_per_s: (spb1 - spb0) as f64 / dt,
+        ddata_per_s: (msg1 - msg0) as f64 / dt,
         rss_mb: rss,
     }
 }
@@ -226,8 +234,8 @@ fn main() {
             for sparkplug in [false, true] {
                 let r = run_once(&broker, &acker, &sim, &spb_metrics, sparkplug, secs).await;
                 eprintln!(
-                    "sparkplug={:<5} cpu {:5.1} % of one core, {:8.0} values/s acked, {:8.0} Sparkplug metrics/s, RSS {:.1} MB",
-                    r.sparkplug, r.cpu_pct, r.values_per_s, r.spb_metrics_per_s, r.rss_mb
+                    "sparkplug={:<5} cpu {:5.1} % of one core, {:8.0} values/s acked, {:8.0} Sparkplug metrics/s in {:.0} DDATA/s, RSS {:.1} MB",
+                    r.sparkplug, r.cpu_pct, r.values_per_s, r.spb_metrics_per_s, r.ddata_per_s, r.rss_mb
                 );
                 runs.push(r);
             }
@@ -241,11 +249,13 @@ fn main() {
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
     let (off, on) = (mean(false, |r| r.cpu_pct), mean(true, |r| r.cpu_pct));
-    println!("| run | gateway CPU (% of one core) | values/s acked | Sparkplug metrics/s | RSS |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| run | gateway CPU (% of one core) | values/s acked | Sparkplug metrics/s | DDATA messages/s | RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
     for r in &runs {
         println!(
-            "| {} | {:.1} % | {:.0} | {:.0} | {:.1} MB |",
+            "| {} | {:.1} % | {:.0} | {:.0} | {:.0} | {:.1} MB |",
             if r.sparkplug {
                 "with [sparkplug]"
             } else {
@@ -254,6 +264,7 @@ fn main() {
             r.cpu_pct,
             r.values_per_s,
             r.spb_metrics_per_s,
+            r.ddata_per_s,
             r.rss_mb
         );
     }
