@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     pub health: Option<HealthSection>,
     /// Sparkplug B edge node for readings (`docs/sparkplug.md`); absent = not published.
     pub sparkplug: Option<crate::publish::sparkplug::SparkplugSection>,
+    /// Route and hold enforcement at stations with `enforce_route = true`
+    /// (docs/routing.md); absent = no station enforces.
+    pub route: Option<crate::route::RouteSection>,
     /// PLCs and OPC UA servers, with their tags.
     #[serde(default)]
     pub device: Vec<DeviceConfig>,
@@ -140,6 +143,9 @@ impl Validate for GatewayConfig {
         crate::publish::config::validate(&self.mqtt, v);
         if let Some(sp) = &self.sparkplug {
             crate::publish::sparkplug::validate(sp, v);
+        }
+        if let Some(r) = &self.route {
+            crate::route::validate(r, v);
         }
         self.check_devices(v);
         self.check_scanners(v);
@@ -269,6 +275,12 @@ impl GatewayConfig {
                         format!("unknown tag {tag:?}: no [[device.tag]] has this name"),
                     );
                 }
+            }
+            if s.enforce_route && self.route.is_none() {
+                v.error(
+                    format!("{at}.enforce_route"),
+                    "needs a [route] section (aggregator_url) to look units up",
+                );
             }
             s.check(&at, v);
         }

@@ -36,6 +36,8 @@ pub struct HealthState {
     pub max_outbox_age_s: u64,
     /// Unix ms when the gateway started (a device never heard from is silent since then).
     pub started_ms: u64,
+    /// The route gate's counters (`None` without `[route]`).
+    pub route: Option<Arc<crate::route::GateCounters>>,
 }
 
 fn now_ms() -> u64 {
@@ -210,6 +212,26 @@ impl HealthState {
             "1 while connected to the broker.",
             u8::from(p.connected.load(Ordering::Relaxed)).to_string(),
         );
+        if let Some(r) = &self.route {
+            metric(
+                "threadline_route_lookups_total",
+                "counter",
+                "route-status lookups of enforcing stations.",
+                load(&r.lookups),
+            );
+            metric(
+                "threadline_route_unreachable_total",
+                "counter",
+                "Lookups without a usable answer (unreachable, timeout, error status).",
+                load(&r.unreachable),
+            );
+            metric(
+                "threadline_route_refused_total",
+                "counter",
+                "Scans refused by the route check (holds, routes, when_unreachable).",
+                load(&r.refused),
+            );
+        }
         let devices: [DeviceMetric; 5] = [
             (
                 "threadline_device_polls_total",

@@ -274,6 +274,11 @@ pub struct StationConfig {
     /// inspect: characteristics recorded as `quality_check` on `complete_on`.
     #[serde(default)]
     pub characteristics: Vec<MeasuredTag>,
+    /// Check every unit scanned here against its route and every scanned lot or unit against
+    /// the holds before the scan is used (`[route]`, docs/routing.md); a refused scan is a
+    /// `scan_rejected` naming why.
+    #[serde(default)]
+    pub enforce_route: bool,
 }
 
 fn default_rework_memory() -> usize {
@@ -486,6 +491,12 @@ impl StationConfig {
                 !self.characteristics.is_empty(),
                 is(StationKind::Inspect),
                 "inspect",
+            ),
+            (
+                "enforce_route",
+                self.enforce_route,
+                !is(StationKind::Receive),
+                "process, assembly, inspect, pack and ship",
             ),
         ] {
             if given && !allowed {
