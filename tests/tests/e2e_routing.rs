@@ -67,6 +67,25 @@ fn gateway_config(
     s
 }
 
+/// `log` without its ANSI colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One pty scanner per station, in [`STATIONS`] order.
 struct Scanners(Vec<SimScanner>, Vec<PathBuf>);
 
@@ -352,7 +371,9 @@ async fn e2e_route_and_holds_enforced_online_offline_and_after_a_restart() {
         .unwrap();
     assert_eq!(st, 201, "{v}");
     wait_for("both holds at the gateway", WAIT, || async {
-        gw.output().contains("holds received holds=2").then_some(())
+        plain(&gw.output())
+            .contains("holds received holds=2")
+            .then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", gw.output(), aggregator.output()));
