@@ -231,6 +231,18 @@ impl HealthState {
                 "Scans refused by the route check (holds, routes, when_unreachable).",
                 load(&r.refused),
             );
+            metric(
+                "threadline_interlock_writes_total",
+                "counter",
+                "Interlock writes the device confirmed.",
+                load(&r.interlock_writes),
+            );
+            metric(
+                "threadline_interlock_failures_total",
+                "counter",
+                "Interlock writes that failed (refused, timed out, no connection).",
+                load(&r.interlock_failures),
+            );
         }
         let devices: [DeviceMetric; 5] = [
             (

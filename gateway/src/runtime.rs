@@ -25,7 +25,9 @@ use crate::health::{self, HealthState};
 use crate::outbox::{NewRecord, Outbox, OutboxOptions};
 use crate::publish::{DeviceSource, PublishMetrics, Publisher, PublisherConfig};
 use crate::readings::Deadband;
-use crate::route::{Decided, GateCounters, RouteCache, RouteGate, spawn_holds_listener};
+use crate::route::{
+    Decided, GateCounters, Interlocks, RouteCache, RouteGate, spawn_holds_listener,
+};
 use crate::stations::StationEngine;
 
 /// Tag updates buffered between the drivers and the pipeline.
@@ -85,8 +87,9 @@ pub async fn run_with(
         (Some(r), Some(counters)) => {
             let cache = RouteCache::load(&data_dir);
             let stations = cfg.station.iter().map(|s| s.id.clone()).collect();
-            let gate = RouteGate::new(r, cache.clone(), stations, counters.clone())
+            let mut gate = RouteGate::new(r, cache.clone(), stations, counters.clone())
                 .context("cannot start the route check")?;
+            gate.set_interlocks(Interlocks::start(&cfg, counters.clone()));
             let parts: std::collections::BTreeSet<String> = cfg
                 .station
                 .iter()
@@ -421,6 +424,15 @@ async fn decided_step(
             Some(why) => engine.refuse_scan(&d.scan, why.clone(), d.unit_scan),
             None => engine.on_scan(&d.scan),
         };
+        // Accepted: the gate let it through and the station used it.
+        let accepted = d.refused.is_none()
+            && !events.iter().any(|e| {
+                matches!(
+                    e.body,
+                    threadline_shared::event::RecordBody::ScanRejected(_)
+                )
+            });
+        gate.signal(&d, accepted);
         commit_step(engine, Some(gate), events, outbox, stop).await;
         let Some(next) = gate.next_queued(&d) else {
             return;

@@ -16,7 +16,8 @@
 //! 4. the gateway restarted while both stay down: the cached holds and route still refuse.
 //!
 //! And without any aggregator, `when_unreachable = "block"` refuses naming the unreachable
-//! route service, `"allow"` accepts.
+//! route service, `"allow"` accepts; each verdict is written to the station's interlock tag
+//! (a coil, a holding register) and read back from the Modbus simulator.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +29,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, SqliteConnection};
 use threadline_e2e::{Api, Mosquitto, Proc, TestDb, binaries, free_port, wait_for};
+use threadline_simulators::modbus::{SimBank, TcpSim};
 use threadline_simulators::scanner::SimScanner;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -40,7 +42,21 @@ fn gateway_config(
     aggregator: &str,
     policy: &str,
     ports: &[PathBuf],
+    interlock: Option<(&str, &str)>,
 ) -> String {
+    // With an interlock: a Modbus TCP device at `addr` whose tag `st20.ok` (`area`, address
+    // 10) ST20 writes.
+    let (device, st20_interlock) = match interlock {
+        Some((addr, area)) => (
+            format!(
+                "[[device]]\nid = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"{addr}\"\n\
+                 timeout_ms = 500\n  [[device.tag]]\n  name = \"st20.ok\"\n  area = \"{area}\"\n\
+                 address = 10\n  writable = true\n\n"
+            ),
+            "interlock = { tag = \"st20.ok\", ok = 1, nok = 0 }\n",
+        ),
+        None => (String::new(), ""),
+    };
     let mut s = format!(
         "[gateway]\nid = \"gw-route\"\nplant = \"plant-r\"\nline = \"line-1\"\ndata_dir = \"{}\"\n\n\
          [mqtt]\nurl = \"{mqtt_url}\"\nkeep_alive_s = 5\n\n\
@@ -51,8 +67,8 @@ fn gateway_config(
          [[station]]\nid = \"RCV\"\nkind = \"receive\"\n\n\
          [[station]]\nid = \"ST10\"\noperation = \"assemble\"\nkind = \"process\"\n\
          starts_units = true\npart = \"FG-1\"\ncomplete_code = \"DONE\"\n\n\
-         [[station]]\nid = \"ST20\"\noperation = \"test\"\nkind = \"process\"\n\
-         enforce_route = true\ncomplete_code = \"DONE\"\n\
+         {device}[[station]]\nid = \"ST20\"\noperation = \"test\"\nkind = \"process\"\n\
+         enforce_route = true\ncomplete_code = \"DONE\"\n{st20_interlock}\
            [[station.feeder]]\n  part = \"P1\"\n  qty_per_unit = 1\n\n\
          [[station]]\nid = \"ST30\"\noperation = \"final\"\nkind = \"process\"\n\
          enforce_route = true\ncomplete_code = \"DONE\"\n\n",
@@ -311,7 +327,7 @@ async fn e2e_route_and_holds_enforced_online_offline_and_after_a_restart() {
     let gw_cfg = dir.path().join("gw.toml");
     std::fs::write(
         &gw_cfg,
-        gateway_config(&data, &broker.url(), &agg_http, "allow", &scanners.1),
+        gateway_config(&data, &broker.url(), &agg_http, "allow", &scanners.1, None),
     )
     .unwrap();
     let gw_cfg_s = gw_cfg.to_string_lossy().into_owned();
@@ -452,9 +468,29 @@ async fn e2e_route_unreachable_block_refuses_and_allow_accepts() {
         // Nothing listens on either port.
         let closed = format!("127.0.0.1:{}", free_port());
         let mqtt = format!("mqtt://127.0.0.1:{}", free_port());
+        // The interlock: a coil (block: starts true, refused → false) or a holding register
+        // (allow: starts 7, accepted → 1), read back from the simulator.
+        let bank = SimBank::new();
+        let area = if policy == "block" { "coil" } else { "holding" };
+        if policy == "block" {
+            bank.set_coil(10, true);
+        } else {
+            bank.set_holding(10, &[7]);
+        }
+        let sim = TcpSim::start("127.0.0.1:0".parse().unwrap(), bank.clone())
+            .await
+            .unwrap();
+        let sim_addr = sim.local_addr().to_string();
         std::fs::write(
             &cfg,
-            gateway_config(&data, &mqtt, &closed, policy, &scanners.1),
+            gateway_config(
+                &data,
+                &mqtt,
+                &closed,
+                policy,
+                &scanners.1,
+                Some((&sim_addr, area)),
+            ),
         )
         .unwrap();
         let cfg_s = cfg.to_string_lossy().into_owned();
@@ -473,10 +509,26 @@ async fn e2e_route_unreachable_block_refuses_and_allow_accepts() {
                 why.starts_with("route service unreachable: cannot connect"),
                 "{why}"
             );
+            wait_for("the interlock coil written false", WAIT, || async {
+                (!bank.with_regs(|r| r.coils[10])).then_some(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
         } else {
             wait_outbox_completed(&data, &gw, "ST20", "SN7").await;
             let refused = outbox_rejections(&data, "ST20", "SN7").await;
             assert!(refused.is_empty(), "{refused:?}");
+            wait_for("the interlock register written 1", WAIT, || async {
+                (bank.holding(10, 1) == [1]).then_some(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
         }
+        assert!(
+            plain(&gw.output()).contains("interlock written"),
+            "{}",
+            gw.output()
+        );
+        drop(sim);
     }
 }

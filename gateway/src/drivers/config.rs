@@ -254,6 +254,9 @@ fn default_baud() -> u32 {
 pub struct TagConfig {
     /// Unique within the gateway.
     pub name: String,
+    /// The gateway may write this tag (a station's `interlock`); reading is unchanged.
+    #[serde(default)]
+    pub writable: bool,
     /// Modbus area.
     pub area: Option<Area>,
     /// Modbus: 0-based protocol address.

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use super::cache::RouteCache;
+use super::interlock::Interlocks;
 use super::lookup::{Lookup, RouteStatus};
 use super::{RouteSection, WhenUnreachable};
 use crate::drivers::RawScan;
@@ -40,6 +41,9 @@ pub struct Decided {
     pub refused: Option<String>,
     /// The scan named a unit that would have become current.
     pub unit_scan: bool,
+    /// The scan was checked (a unit or lot at an enforcing station): its outcome is written
+    /// to the station's interlock.
+    pub checked: bool,
     /// The verdict came from a lookup: the station's queued scans may go on after it.
     pub(crate) looked_up: bool,
 }
@@ -53,6 +57,10 @@ pub struct GateCounters {
     pub unreachable: AtomicU64,
     /// Scans refused by the gate (holds, routes, the unreachable policy).
     pub refused: AtomicU64,
+    /// Interlock writes the device confirmed.
+    pub interlock_writes: AtomicU64,
+    /// Interlock writes that failed (refused, timed out, no connection).
+    pub interlock_failures: AtomicU64,
 }
 
 /// What the lookup tasks share.
@@ -74,6 +82,7 @@ pub struct RouteGate {
     queued: HashMap<String, VecDeque<RawScan>>,
     tx: mpsc::UnboundedSender<Decided>,
     rx: Option<mpsc::UnboundedReceiver<Decided>>,
+    interlocks: Interlocks,
 }
 
 impl RouteGate {
@@ -97,6 +106,7 @@ impl RouteGate {
             queued: HashMap::new(),
             tx,
             rx: Some(rx),
+            interlocks: Interlocks::default(),
         })
     }
 
@@ -131,6 +141,7 @@ impl RouteGate {
                 scan,
                 refused: None,
                 unit_scan: false,
+                checked: false,
                 looked_up: false,
             });
         };
@@ -141,6 +152,7 @@ impl RouteGate {
                 scan,
                 refused: Some(why),
                 unit_scan,
+                checked: true,
                 looked_up: false,
             });
         }
@@ -149,6 +161,7 @@ impl RouteGate {
                 scan,
                 refused: None,
                 unit_scan,
+                checked: true,
                 looked_up: false,
             });
         }
@@ -164,6 +177,7 @@ impl RouteGate {
                 scan,
                 refused,
                 unit_scan: true,
+                checked: true,
                 looked_up: true,
             });
         });
@@ -199,6 +213,19 @@ impl RouteGate {
             self.queued.remove(&d.scan.station);
         }
         next
+    }
+
+    /// Writes the stations' interlock tags from now on.
+    pub fn set_interlocks(&mut self, interlocks: Interlocks) {
+        self.interlocks = interlocks;
+    }
+
+    /// A checked scan's outcome (the gate's verdict and the engine's handling) to the
+    /// station's interlock tag.
+    pub fn signal(&self, d: &Decided, accepted: bool) {
+        if d.checked {
+            self.interlocks.signal(&d.scan.station, accepted);
+        }
     }
 
     /// Records this line's results (a station step's events) in the cache.

@@ -4,6 +4,7 @@
 //! - `gate`: the [`RouteGate`] the pipeline passes scans through before the station engine;
 //! - `lookup`: the aggregator's `route-status` and `routes` over HTTP;
 //! - `holds`: the retained `{root}/{plant}/holds` topic, on its own MQTT session;
+//! - `interlock`: the verdict written to the PLC (`[[station]] interlock`);
 //! - `cache`: routes, holds and this line's own operation results, kept in
 //!   `data_dir/route_cache.json` so that a gateway restarted with the aggregator and the broker
 //!   down still enforces them.
@@ -25,6 +26,7 @@
 mod cache;
 mod gate;
 mod holds;
+mod interlock;
 mod lookup;
 
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ use threadline_shared::config::Validator;
 pub use cache::RouteCache;
 pub use gate::{Decided, GateCounters, RouteGate};
 pub use holds::spawn_holds_listener;
+pub use interlock::Interlocks;
 
 /// `[route]`: where the gateway asks whether a unit may be worked at a station.
 #[derive(Debug, Clone, Deserialize)]
