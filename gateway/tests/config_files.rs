@@ -199,7 +199,7 @@ fn a_wrong_type_an_unknown_enum_value_and_an_unknown_key_are_all_reported() {
             format!(
                 "{f}:26:3: device[0].tag[0].scan_msec: unknown field `scan_msec`, expected one \
                  of `name`, `area`, `address`, `type`, `order`, `length`, `scale`, `offset`, \
-                 `unit`, `scan_ms`, `deadband`, `record`, `node_id`, `sampling_ms`"
+                 `unit`, `scan_ms`, `deadband`, `record`, `node_id`, `sampling_ms`, `writable`"
             ),
         ],
         "{err}"
@@ -301,4 +301,30 @@ fn route_enforcement_needs_its_section_and_a_plain_http_url() {
         "{errs:#?}"
     );
     assert!(errs.iter().all(|e| e.line > 0), "{errs:#?}");
+}
+
+#[test]
+fn an_interlock_needs_a_writable_tag() {
+    let text =
+        std::fs::read_to_string(config_dir().join("gateway.example.toml")).expect("readable");
+    let with = text.replacen(
+        "interlock = { tag = \"st10.ok_to_run\"",
+        "interlock = { tag = \"press.ok\"",
+        1,
+    );
+    let errs = GatewayConfig::parse("line-1.toml", &with)
+        .expect_err("press.ok is not writable")
+        .0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].field, "station[0].interlock.tag");
+    let line = with[..with.find("interlock = {").expect("key")]
+        .lines()
+        .count()
+        + 1;
+    let shown = errs[0].to_string();
+    assert!(
+        shown.starts_with(&format!("line-1.toml:{line}:"))
+            && shown.contains("not writable: declare `writable = true`"),
+        "{shown}"
+    );
 }

@@ -254,9 +254,6 @@ fn default_baud() -> u32 {
 pub struct TagConfig {
     /// Unique within the gateway.
     pub name: String,
-    /// The gateway may write this tag (a station's `interlock`); reading is unchanged.
-    #[serde(default)]
-    pub writable: bool,
     /// Modbus area.
     pub area: Option<Area>,
     /// Modbus: 0-based protocol address.
@@ -291,6 +288,9 @@ pub struct TagConfig {
     /// opcua: monitored item sampling interval.
     #[serde(default = "default_sampling_ms")]
     pub sampling_ms: u64,
+    /// The gateway may write this tag (a station's `interlock`); reading is unchanged.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 fn default_scale() -> f64 {
