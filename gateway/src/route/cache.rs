@@ -384,3 +384,183 @@ fn set_aside(path: &Path, why: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use threadline_shared::event::{OperationCompleted, UnitStarted};
+    use threadline_shared::time::now;
+
+    use super::*;
+
+    fn route() -> Route {
+        let op = |station: &str, operation: &str, required: bool| RouteOp {
+            station: station.into(),
+            operation: operation.into(),
+            required,
+        };
+        Route {
+            part: "FG-1".into(),
+            version: "1".into(),
+            operations: vec![
+                op("ST10", "assemble", true),
+                op("ST15", "inspect", false),
+                op("ST20", "test", true),
+                op("OTHER", "elsewhere", true),
+                op("ST30", "final", true),
+            ],
+        }
+    }
+
+    fn subject(station: &str, id: &str, kind: SubjectKind) -> RouteSubject {
+        RouteSubject {
+            station: station.into(),
+            kind,
+            id: id.into(),
+            route: kind == SubjectKind::Unit,
+            part: None,
+        }
+    }
+
+    fn started(unit: &str) -> StationEvent {
+        StationEvent {
+            ts: now(),
+            body: RecordBody::UnitStarted(UnitStarted {
+                unit: unit.into(),
+                part: Some("FG-1".into()),
+                work_order: None,
+                station: "ST10".into(),
+                operator: None,
+            }),
+        }
+    }
+
+    fn op(unit: &str, station: &str, operation: &str, result: Verdict) -> StationEvent {
+        StationEvent {
+            ts: now(),
+            body: RecordBody::OperationCompleted(OperationCompleted {
+                unit: unit.into(),
+                station: station.into(),
+                operation: operation.into(),
+                equipment: None,
+                operator: None,
+                recipe: None,
+                started_at: None,
+                result,
+                defect_code: None,
+                parameters: Vec::new(),
+                environment: Vec::new(),
+                materials: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn this_lines_results_refuse_what_they_can_and_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let own: Vec<String> = ["ST10", "ST15", "ST20", "ST30"].map(String::from).to_vec();
+        let c = RouteCache::load(dir.path());
+        c.set_routes("FG-1", vec![route()]);
+        c.observe(&[started("SN1"), op("SN1", "ST10", "assemble", Verdict::Pass)]);
+        // ST20 (this line) not done; OTHER is not this line's and not judged; ST15 optional.
+        let sn1 = subject("ST30", "SN1", SubjectKind::Unit);
+        assert_eq!(
+            c.local_refusal(&sn1, &own).as_deref(),
+            Some("missing operation test at ST20")
+        );
+        c.observe(&[op("SN1", "ST20", "test", Verdict::Fail)]);
+        assert_eq!(
+            c.local_refusal(&sn1, &own).as_deref(),
+            Some("failed operation test at ST20")
+        );
+        // The latest attempt decides.
+        c.observe(&[op("SN1", "ST20", "test", Verdict::Pass)]);
+        assert_eq!(c.local_refusal(&sn1, &own), None);
+        assert_eq!(
+            c.local_refusal(&subject("PK9", "SN1", SubjectKind::Unit), &own)
+                .as_deref(),
+            Some("station PK9 is not on route FG-1 version 1")
+        );
+        // A unit of a part without a cached route: nothing to decide.
+        assert_eq!(
+            c.local_refusal(&subject("ST30", "SN-UNKNOWN", SubjectKind::Unit), &own),
+            None
+        );
+
+        c.set_holds(
+            3,
+            vec![
+                Hold {
+                    hold_id: "H-1".into(),
+                    kind: "lot".into(),
+                    id: "LOT-B".into(),
+                    reason: "cracked".into(),
+                },
+                Hold {
+                    hold_id: "H-2".into(),
+                    kind: "part".into(),
+                    id: "FG-1".into(),
+                    reason: "field return".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            c.hold_of(&subject("ST20", "LOT-B", SubjectKind::Lot))
+                .as_deref(),
+            Some("on hold: cracked (lot LOT-B)")
+        );
+        // A unit id equal to a held lot's is not that lot; its part (learned) is held.
+        assert_eq!(
+            c.hold_of(&subject("ST20", "SN1", SubjectKind::Unit))
+                .as_deref(),
+            Some("on hold: field return (part FG-1)")
+        );
+        assert_eq!(c.hold_of(&subject("ST20", "SN9", SubjectKind::Unit)), None);
+
+        c.save().unwrap();
+        let again = RouteCache::load(dir.path());
+        assert_eq!(again.local_refusal(&sn1, &own), None);
+        assert_eq!(
+            again
+                .hold_of(&subject("ST20", "LOT-B", SubjectKind::Lot))
+                .as_deref(),
+            Some("on hold: cracked (lot LOT-B)")
+        );
+        assert_eq!(again.local_result("SN1", "ST20", "test"), Some(true));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        let c = RouteCache::load(dir.path());
+        assert!(!c.has_route("FG-1", None));
+        assert!(!dir.path().join(FILE).exists());
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+        assert!(aside);
+    }
+
+    #[test]
+    fn the_least_recently_touched_units_are_forgotten() {
+        let mut d = CacheFile::default();
+        for i in 0..(MAX_UNITS + MAX_UNITS / 10 + 1) {
+            d.clock += 1;
+            d.units.insert(
+                format!("SN{i}"),
+                LocalUnit {
+                    touched: d.clock,
+                    ..LocalUnit::default()
+                },
+            );
+        }
+        evict(&mut d);
+        assert_eq!(d.units.len(), MAX_UNITS);
+        assert!(!d.units.contains_key("SN0"));
+        assert!(
+            d.units
+                .contains_key(&format!("SN{}", MAX_UNITS + MAX_UNITS / 10))
+        );
+    }
+}
