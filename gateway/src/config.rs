@@ -316,15 +316,20 @@ impl GatewayConfig {
             );
             return;
         }
-        let ok = match (t.area, t.data_type) {
-            (Some(Area::Coil), None | Some(DataType::Bool)) => true,
-            (
-                Some(Area::Holding),
-                None
-                | Some(DataType::U16 | DataType::I16 | DataType::U32 | DataType::I32 | DataType::F32),
-            ) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (t.area, t.data_type),
+            (Some(Area::Coil), None | Some(DataType::Bool))
+                | (
+                    Some(Area::Holding),
+                    None | Some(
+                        DataType::U16
+                            | DataType::I16
+                            | DataType::U32
+                            | DataType::I32
+                            | DataType::F32
+                    ),
+                )
+        );
         if !ok {
             v.error(
                 &key,
