@@ -576,6 +576,15 @@ impl StationConfig {
                 .collect();
             parts.push(format!("inspects {c:?}"));
         }
+        if self.enforce_route {
+            parts.push("enforces route and holds".to_owned());
+        }
+        if let Some(il) = &self.interlock {
+            parts.push(format!(
+                "interlock {} (ok {}, nok {})",
+                il.tag, il.ok, il.nok
+            ));
+        }
         let equipment = self
             .equipment
             .as_deref()
