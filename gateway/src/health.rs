@@ -212,38 +212,6 @@ impl HealthState {
             "1 while connected to the broker.",
             u8::from(p.connected.load(Ordering::Relaxed)).to_string(),
         );
-        if let Some(r) = &self.route {
-            metric(
-                "threadline_route_lookups_total",
-                "counter",
-                "route-status lookups of enforcing stations.",
-                load(&r.lookups),
-            );
-            metric(
-                "threadline_route_unreachable_total",
-                "counter",
-                "Lookups without a usable answer (unreachable, timeout, error status).",
-                load(&r.unreachable),
-            );
-            metric(
-                "threadline_route_refused_total",
-                "counter",
-                "Scans refused by the route check (holds, routes, when_unreachable).",
-                load(&r.refused),
-            );
-            metric(
-                "threadline_interlock_writes_total",
-                "counter",
-                "Interlock writes the device confirmed.",
-                load(&r.interlock_writes),
-            );
-            metric(
-                "threadline_interlock_failures_total",
-                "counter",
-                "Interlock writes that failed (refused, timed out, no connection).",
-                load(&r.interlock_failures),
-            );
-        }
         let devices: [DeviceMetric; 5] = [
             (
                 "threadline_device_polls_total",
@@ -286,6 +254,9 @@ impl HealthState {
             for (id, m) in &self.devices {
                 let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", escape_label(id), get(m));
             }
+        }
+        if let Some(r) = &self.route {
+            route_metrics(&mut out, r);
         }
         out
     }
@@ -454,4 +425,45 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The route gate's and the interlocks' counters (`[route]`).
+fn route_metrics(out: &mut String, r: &crate::route::GateCounters) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "threadline_route_lookups_total",
+        "counter",
+        "route-status lookups of enforcing stations.",
+        load(&r.lookups),
+    );
+    metric(
+        "threadline_route_unreachable_total",
+        "counter",
+        "Lookups without a usable answer (unreachable, timeout, error status).",
+        load(&r.unreachable),
+    );
+    metric(
+        "threadline_route_refused_total",
+        "counter",
+        "Scans refused by the route check (holds, routes, when_unreachable).",
+        load(&r.refused),
+    );
+    metric(
+        "threadline_interlock_writes_total",
+        "counter",
+        "Interlock writes the device confirmed.",
+        load(&r.interlock_writes),
+    );
+    metric(
+        "threadline_interlock_failures_total",
+        "counter",
+        "Interlock writes that failed (refused, timed out, no connection).",
+        load(&r.interlock_failures),
+    );
 }
