@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     pub health: Option<HealthSection>,
     /// Sparkplug B edge node for readings (`docs/sparkplug.md`); absent = not published.
     pub sparkplug: Option<crate::publish::sparkplug::SparkplugSection>,
+    /// Route and hold enforcement at stations with `enforce_route = true`
+    /// (docs/routing.md); absent = no station enforces.
+    pub route: Option<crate::route::RouteSection>,
     /// PLCs and OPC UA servers, with their tags.
     #[serde(default)]
     pub device: Vec<DeviceConfig>,
@@ -141,6 +144,9 @@ impl Validate for GatewayConfig {
         if let Some(sp) = &self.sparkplug {
             crate::publish::sparkplug::validate(sp, v);
         }
+        if let Some(r) = &self.route {
+            crate::route::validate(r, v);
+        }
         self.check_devices(v);
         self.check_scanners(v);
         self.check_patterns(v);
@@ -195,6 +201,20 @@ impl GatewayConfig {
                 );
             }
             for (j, t) in d.tag.iter().enumerate() {
+                if t.writable
+                    && matches!(
+                        t.area,
+                        Some(
+                            crate::drivers::config::Area::Discrete
+                                | crate::drivers::config::Area::Input
+                        )
+                    )
+                {
+                    v.error(
+                        format!("{at}.tag[{j}].writable"),
+                        "discrete inputs and input registers cannot be written",
+                    );
+                }
                 if !tag_names.insert(t.name.as_str()) {
                     v.error(
                         format!("{at}.tag[{j}].name"),
@@ -249,6 +269,78 @@ impl GatewayConfig {
         }
     }
 
+    /// An interlock writes a `writable = true` coil or holding register (16 or 32 bits) of a
+    /// modbus-tcp device, at a station that checks scans.
+    fn check_interlock(
+        &self,
+        at: &str,
+        s: &StationConfig,
+        il: &crate::stations::config::InterlockConfig,
+        v: &mut Validator<'_>,
+    ) {
+        use crate::drivers::config::{Area, DataType};
+        if !s.enforce_route {
+            v.error(
+                format!("{at}.interlock"),
+                "an interlock writes the verdict of the route check: set `enforce_route = true`",
+            );
+        }
+        let Some((d, t)) = self
+            .device
+            .iter()
+            .find_map(|d| d.tag.iter().find(|t| t.name == il.tag).map(|t| (d, t)))
+        else {
+            return; // unknown tag: reported with the other tag references
+        };
+        let key = format!("{at}.interlock.tag");
+        if !t.writable {
+            v.error(
+                &key,
+                format!(
+                    "tag {:?} is not writable: declare `writable = true` on its [[device.tag]]",
+                    il.tag
+                ),
+            );
+            return;
+        }
+        if !matches!(
+            d.kind(),
+            Some(crate::drivers::config::DeviceKind::ModbusTcp { .. })
+        ) {
+            v.error(
+                &key,
+                format!(
+                    "tag {:?}: interlock writes are implemented for modbus-tcp devices only (not yet modbus-rtu or opcua)",
+                    il.tag
+                ),
+            );
+            return;
+        }
+        let ok = matches!(
+            (t.area, t.data_type),
+            (Some(Area::Coil), None | Some(DataType::Bool))
+                | (
+                    Some(Area::Holding),
+                    None | Some(
+                        DataType::U16
+                            | DataType::I16
+                            | DataType::U32
+                            | DataType::I32
+                            | DataType::F32
+                    ),
+                )
+        );
+        if !ok {
+            v.error(
+                &key,
+                format!(
+                    "tag {:?}: an interlock writes a coil or a holding register of type u16, i16, u32, i32 or f32",
+                    il.tag
+                ),
+            );
+        }
+    }
+
     /// Each station on its own; station ids unique, every tag a station reads exists, and a
     /// line work order (`work_order_tag`) has a station that starts units.
     fn check_stations(&self, v: &mut Validator<'_>) {
@@ -269,6 +361,15 @@ impl GatewayConfig {
                         format!("unknown tag {tag:?}: no [[device.tag]] has this name"),
                     );
                 }
+            }
+            if let Some(il) = &s.interlock {
+                self.check_interlock(&at, s, il, v);
+            }
+            if s.enforce_route && self.route.is_none() {
+                v.error(
+                    format!("{at}.enforce_route"),
+                    "needs a [route] section (aggregator_url) to look units up",
+                );
             }
             s.check(&at, v);
         }

@@ -36,6 +36,8 @@ pub struct HealthState {
     pub max_outbox_age_s: u64,
     /// Unix ms when the gateway started (a device never heard from is silent since then).
     pub started_ms: u64,
+    /// The route gate's counters (`None` without `[route]`).
+    pub route: Option<Arc<crate::route::GateCounters>>,
 }
 
 fn now_ms() -> u64 {
@@ -265,6 +267,9 @@ impl HealthState {
                 let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", escape_label(id), get(m));
             }
         }
+        if let Some(r) = &self.route {
+            route_metrics(&mut out, r);
+        }
         out
     }
 
@@ -443,4 +448,45 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The route gate's and the interlocks' counters (`[route]`).
+fn route_metrics(out: &mut String, r: &crate::route::GateCounters) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "threadline_route_lookups_total",
+        "counter",
+        "route-status lookups of enforcing stations.",
+        load(&r.lookups),
+    );
+    metric(
+        "threadline_route_unreachable_total",
+        "counter",
+        "Lookups without a usable answer (unreachable, timeout, error status).",
+        load(&r.unreachable),
+    );
+    metric(
+        "threadline_route_refused_total",
+        "counter",
+        "Scans refused by the route check (holds, routes, when_unreachable).",
+        load(&r.refused),
+    );
+    metric(
+        "threadline_interlock_writes_total",
+        "counter",
+        "Interlock writes the device confirmed.",
+        load(&r.interlock_writes),
+    );
+    metric(
+        "threadline_interlock_failures_total",
+        "counter",
+        "Interlock writes that failed (refused, timed out, no connection).",
+        load(&r.interlock_failures),
+    );
 }

@@ -25,6 +25,9 @@ use crate::health::{self, HealthState};
 use crate::outbox::{NewRecord, Outbox, OutboxOptions};
 use crate::publish::{DeviceSource, PublishMetrics, Publisher, PublisherConfig};
 use crate::readings::Deadband;
+use crate::route::{
+    Decided, GateCounters, Interlocks, RouteCache, RouteGate, spawn_holds_listener,
+};
 use crate::stations::StationEngine;
 
 /// Tag updates buffered between the drivers and the pipeline.
@@ -73,6 +76,36 @@ pub async fn run_with(
         .await
         .context("cannot start the stations")?;
     let engine = StationEngine::new(&cfg, saved);
+    // Route enforcement: the cache (with its saver and the holds listener) and the gate.
+    let route_stop = CancellationToken::new();
+    let mut route_tasks: Vec<JoinHandle<()>> = Vec::new();
+    let route_counters = cfg
+        .route
+        .as_ref()
+        .map(|_| Arc::new(GateCounters::default()));
+    let gate = match (&cfg.route, &route_counters) {
+        (Some(r), Some(counters)) => {
+            let cache = RouteCache::load(&data_dir);
+            let stations = cfg.station.iter().map(|s| s.id.clone()).collect();
+            let mut gate = RouteGate::new(r, cache.clone(), stations, counters.clone())
+                .context("cannot start the route check")?;
+            gate.set_interlocks(Interlocks::start(&cfg, counters.clone()));
+            let parts: std::collections::BTreeSet<String> = cfg
+                .station
+                .iter()
+                .filter(|s| s.enforce_route)
+                .flat_map(|s| s.part.iter().chain(s.work_order_parts.values()))
+                .cloned()
+                .collect();
+            gate.prefetch(parts.into_iter().collect());
+            route_tasks.push(tokio::spawn(cache.clone().run_saver(route_stop.clone())));
+            if let Some(t) = spawn_holds_listener(&cfg, cache, route_stop.clone()) {
+                route_tasks.push(t);
+            }
+            Some(gate)
+        }
+        _ => None,
+    };
 
     // Acquisition has its own token: it stops first, the publisher later.
     let acquisition = CancellationToken::new();
@@ -113,6 +146,7 @@ pub async fn run_with(
         Deadband::new(&cfg),
         sparkplug.as_ref().map(|(tx, _, _)| tx.clone()),
         engine,
+        gate,
         outbox.clone(),
         tag_rx,
         scan_rx,
@@ -149,6 +183,7 @@ pub async fn run_with(
                 max_device_silence_s: h.max_device_silence_s,
                 max_outbox_age_s: h.max_outbox_age_s,
                 started_ms: u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0),
+                route: route_counters.clone(),
             });
             Some(tokio::spawn(health::serve(
                 listener,
@@ -188,6 +223,11 @@ pub async fn run_with(
     match appender.await {
         Ok(()) => {}
         Err(e) => tracing::error!(error = %e, "outbox appender failed"),
+    }
+    // The gate's lookups ended with the pipeline: the cache is written one last time.
+    route_stop.cancel();
+    for t in route_tasks {
+        let _ = t.await;
     }
     let stats = outbox.stats();
     tracing::info!(
@@ -301,12 +341,14 @@ async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>, stop: 
     }
 }
 
-/// Tag updates → station engine and deadband readings; scans → station engine.
+/// Tag updates → station engine and deadband readings; scans → the route gate (when
+/// `[route]` is configured) → station engine.
 #[allow(clippy::too_many_arguments)]
 async fn pipeline(
     mut deadband: Deadband,
     sparkplug: Option<crate::publish::sparkplug::client::Sender>,
     mut engine: StationEngine,
+    mut gate: Option<RouteGate>,
     outbox: Arc<Outbox>,
     mut tags: mpsc::Receiver<TagUpdate>,
     mut scans: mpsc::Receiver<RawScan>,
@@ -314,8 +356,12 @@ async fn pipeline(
     stop: CancellationToken,
 ) {
     let (mut tags_open, mut scans_open) = (true, true);
-    while tags_open || scans_open {
-        let events = tokio::select! {
+    let mut verdicts = gate.as_mut().map(RouteGate::take_verdicts);
+    // Inputs end when the drivers have stopped; lookups in flight finish first (each within
+    // `lookup_timeout_ms`), so that no scan is lost at shutdown.
+    while tags_open || scans_open || gate.as_ref().is_some_and(|g| g.in_flight() > 0) {
+        let in_flight = gate.as_ref().is_some_and(|g| g.in_flight() > 0);
+        tokio::select! {
             u = tags.recv(), if tags_open => match u {
                 Some(u) => {
                     let events = engine.on_tag(&u);
@@ -329,31 +375,102 @@ async fn pipeline(
                             return;
                         }
                     }
-                    events
+                    commit_step(&mut engine, gate.as_ref(), events, &outbox, &stop).await;
                 }
-                None => { tags_open = false; continue; }
+                None => tags_open = false,
             },
             s = scans.recv(), if scans_open => match s {
-                Some(s) => engine.on_scan(&s),
-                None => { scans_open = false; continue; }
+                Some(s) => match gate.as_mut() {
+                    None => {
+                        let events = engine.on_scan(&s);
+                        commit_step(&mut engine, None, events, &outbox, &stop).await;
+                    }
+                    Some(g) => {
+                        if let Some(d) = g.offer(s, &engine) {
+                            decided_step(&mut engine, g, d, &outbox, &stop).await;
+                        }
+                    }
+                },
+                None => scans_open = false,
             },
-        };
-        let state = engine.take_state();
-        if !events.is_empty() || state.is_some() {
-            // One transaction for the step's events and the context they leave behind, before
-            // the next input reaches the engine: after a crash both exist or neither does (an
-            // uncommitted tag edge fires again after the restart, see `stations::state`).
-            let recs: Vec<NewRecord> = events
-                .into_iter()
-                .map(|e| NewRecord {
-                    ts: e.ts,
-                    body: e.body,
-                })
-                .collect();
-            let types = || recs.iter().map(|r| r.body.type_name());
-            failpoint::hit(failpoint::BEFORE_STATION_COMMIT, types());
-            append_retrying(&outbox, &recs, state.as_deref(), &stop).await;
-            failpoint::hit(failpoint::AFTER_STATION_COMMIT, types());
+            Some(d) = recv_verdict(&mut verdicts), if in_flight => {
+                if let Some(g) = gate.as_mut() {
+                    decided_step(&mut engine, g, d, &outbox, &stop).await;
+                }
+            }
         }
     }
+}
+
+async fn recv_verdict(rx: &mut Option<mpsc::UnboundedReceiver<Decided>>) -> Option<Decided> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A scan with its verdict through the engine, then the scans of its station that waited
+/// behind it, until one waits for a lookup of its own.
+async fn decided_step(
+    engine: &mut StationEngine,
+    gate: &mut RouteGate,
+    first: Decided,
+    outbox: &Outbox,
+    stop: &CancellationToken,
+) {
+    let mut d = first;
+    loop {
+        let events = match &d.refused {
+            Some(why) => engine.refuse_scan(&d.scan, why.clone(), d.unit_scan),
+            None => engine.on_scan(&d.scan),
+        };
+        // Accepted: the gate let it through and the station used it.
+        let accepted = d.refused.is_none()
+            && !events.iter().any(|e| {
+                matches!(
+                    e.body,
+                    threadline_shared::event::RecordBody::ScanRejected(_)
+                )
+            });
+        gate.signal(&d, accepted);
+        commit_step(engine, Some(gate), events, outbox, stop).await;
+        let Some(next) = gate.next_queued(&d) else {
+            return;
+        };
+        match gate.offer(next, engine) {
+            Some(n) => d = n,
+            None => return,
+        }
+    }
+}
+
+/// Commits one station step: its events and the context they leave behind, in one
+/// transaction, before the next input reaches the engine (after a crash both exist or
+/// neither does; an uncommitted tag edge fires again after the restart, see
+/// `stations::state`). The gate learns this line's results from the events.
+async fn commit_step(
+    engine: &mut StationEngine,
+    gate: Option<&RouteGate>,
+    events: Vec<crate::stations::StationEvent>,
+    outbox: &Outbox,
+    stop: &CancellationToken,
+) {
+    let state = engine.take_state();
+    if events.is_empty() && state.is_none() {
+        return;
+    }
+    if let Some(g) = gate {
+        g.observe(&events);
+    }
+    let recs: Vec<NewRecord> = events
+        .into_iter()
+        .map(|e| NewRecord {
+            ts: e.ts,
+            body: e.body,
+        })
+        .collect();
+    let types = || recs.iter().map(|r| r.body.type_name());
+    failpoint::hit(failpoint::BEFORE_STATION_COMMIT, types());
+    append_retrying(outbox, &recs, state.as_deref(), stop).await;
+    failpoint::hit(failpoint::AFTER_STATION_COMMIT, types());
 }

@@ -199,7 +199,7 @@ fn a_wrong_type_an_unknown_enum_value_and_an_unknown_key_are_all_reported() {
             format!(
                 "{f}:26:3: device[0].tag[0].scan_msec: unknown field `scan_msec`, expected one \
                  of `name`, `area`, `address`, `type`, `order`, `length`, `scale`, `offset`, \
-                 `unit`, `scan_ms`, `deadband`, `record`, `node_id`, `sampling_ms`"
+                 `unit`, `scan_ms`, `deadband`, `record`, `node_id`, `sampling_ms`, `writable`"
             ),
         ],
         "{err}"
@@ -252,5 +252,79 @@ fn a_sparkplug_mistake_names_its_key() {
     assert!(
         shown[0].contains("sparkplug") && shown[0].contains("group"),
         "{shown:#?}"
+    );
+}
+
+#[test]
+fn route_enforcement_needs_its_section_and_a_plain_http_url() {
+    let text =
+        std::fs::read_to_string(config_dir().join("gateway.example.toml")).expect("readable");
+    let cfg = GatewayConfig::parse("line-1.toml", &text).expect("valid");
+    let route = cfg.route.as_ref().expect("the example has [route]");
+    assert_eq!(route.lookup_timeout_ms, 1000);
+    assert_eq!(
+        route.when_unreachable,
+        threadline_gateway::route::WhenUnreachable::Block
+    );
+    assert!(cfg.station[0].enforce_route);
+
+    // Without [route], the enforcing station is refused at its key.
+    let start = text.find("[route]").expect("example has [route]");
+    let end = start + text[start..].find("\n\n").expect("section ends");
+    let without = format!("{}{}", &text[..start], &text[end..]);
+    let errs = GatewayConfig::parse("line-1.toml", &without)
+        .expect_err("enforce_route without [route]")
+        .0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].field, "station[0].enforce_route");
+    let line = without[..without.find("enforce_route = true").expect("key")]
+        .lines()
+        .count()
+        + 1;
+    assert_eq!(errs[0].line, line, "{}", errs[0]);
+
+    // https (no TLS in the gateway's HTTP client) and a zero timeout, both at their keys.
+    let broken = text
+        .replacen(
+            "aggregator_url = \"http://",
+            "aggregator_url = \"https://",
+            1,
+        )
+        .replacen("lookup_timeout_ms = 1000", "lookup_timeout_ms = 0", 1);
+    let errs = GatewayConfig::parse("line-1.toml", &broken)
+        .expect_err("two mistakes")
+        .0;
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["route.aggregator_url", "route.lookup_timeout_ms"],
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|e| e.line > 0), "{errs:#?}");
+}
+
+#[test]
+fn an_interlock_needs_a_writable_tag() {
+    let text =
+        std::fs::read_to_string(config_dir().join("gateway.example.toml")).expect("readable");
+    let with = text.replacen(
+        "interlock = { tag = \"st10.ok_to_run\"",
+        "interlock = { tag = \"press.ok\"",
+        1,
+    );
+    let errs = GatewayConfig::parse("line-1.toml", &with)
+        .expect_err("press.ok is not writable")
+        .0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].field, "station[0].interlock.tag");
+    let line = with[..with.find("interlock = {").expect("key")]
+        .lines()
+        .count()
+        + 1;
+    let shown = errs[0].to_string();
+    assert!(
+        shown.starts_with(&format!("line-1.toml:{line}:"))
+            && shown.contains("not writable: declare `writable = true`"),
+        "{shown}"
     );
 }

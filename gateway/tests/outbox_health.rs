@@ -45,6 +45,7 @@ async fn healthz_names_the_silent_device_and_the_old_outbox() {
         max_outbox_age_s: 30,
         // Started two minutes ago and never heard from the PLC.
         started_ms: now_ms - 120_000,
+        route: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -126,6 +127,7 @@ async fn an_idle_open_scanner_is_healthy_and_a_failed_one_is_not() {
         max_device_silence_s: 60,
         max_outbox_age_s: 30,
         started_ms: two_min_ago,
+        route: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -288,6 +288,9 @@ pub struct TagConfig {
     /// opcua: monitored item sampling interval.
     #[serde(default = "default_sampling_ms")]
     pub sampling_ms: u64,
+    /// The gateway may write this tag (a station's `interlock`); reading is unchanged.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 fn default_scale() -> f64 {

@@ -274,6 +274,30 @@ pub struct StationConfig {
     /// inspect: characteristics recorded as `quality_check` on `complete_on`.
     #[serde(default)]
     pub characteristics: Vec<MeasuredTag>,
+    /// Check every unit scanned here against its route and every scanned lot or unit against
+    /// the holds before the scan is used (`[route]`, docs/routing.md); a refused scan is a
+    /// `scan_rejected` naming why.
+    #[serde(default)]
+    pub enforce_route: bool,
+    /// With `enforce_route`: the tag written with `ok` when a checked scan is accepted and
+    /// `nok` when it is refused (docs/routing.md, "Interlock").
+    pub interlock: Option<InterlockConfig>,
+}
+
+/// `interlock = { tag = "st30.ok_to_run", ok = 1, nok = 0 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterlockConfig {
+    /// A `writable = true` tag of a modbus-tcp device (coil, or holding register).
+    pub tag: String,
+    #[serde(default = "default_ok")]
+    pub ok: f64,
+    #[serde(default)]
+    pub nok: f64,
+}
+
+fn default_ok() -> f64 {
+    1.0
 }
 
 fn default_rework_memory() -> usize {
@@ -292,6 +316,9 @@ impl StationConfig {
     /// Every tag this station reads, with the config path naming it.
     pub fn tag_refs(&self) -> Vec<(String, &str)> {
         let mut out: Vec<(String, &str)> = Vec::new();
+        if let Some(i) = &self.interlock {
+            out.push(("interlock.tag".into(), &i.tag));
+        }
         if let Some(t) = &self.complete_on {
             out.push(("complete_on.tag".into(), &t.tag));
         }
@@ -487,6 +514,12 @@ impl StationConfig {
                 is(StationKind::Inspect),
                 "inspect",
             ),
+            (
+                "enforce_route",
+                self.enforce_route,
+                !is(StationKind::Receive),
+                "process, assembly, inspect, pack and ship",
+            ),
         ] {
             if given && !allowed {
                 v.error(
@@ -542,6 +575,15 @@ impl StationConfig {
                 .map(|c| c.tag.as_str())
                 .collect();
             parts.push(format!("inspects {c:?}"));
+        }
+        if self.enforce_route {
+            parts.push("enforces route and holds".to_owned());
+        }
+        if let Some(il) = &self.interlock {
+            parts.push(format!(
+                "interlock {} (ok {}, nok {})",
+                il.tag, il.ok, il.nok
+            ));
         }
         let equipment = self
             .equipment

@@ -14,11 +14,43 @@ use threadline_shared::event::{Quality, RecordBody, ScanRejected};
 use threadline_shared::time::{Timestamp, canonical};
 
 use super::codes::Pattern;
-use super::config::StationConfig;
-use super::state::{Persisted, SavedState, StationState};
+use super::config::{CodeKind, StationConfig, StationKind};
+use super::scans::{classify_scan, is_control_code};
+use super::state::{Pending, Persisted, SavedState, StationState};
 use super::station::{Facts, Station, StationCounters, StationEvent, reason};
 use crate::config::GatewayConfig;
 use crate::drivers::{RawScan, TagUpdate};
+
+/// Whether a checked scan names a unit or a lot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    Unit,
+    Lot,
+}
+
+impl SubjectKind {
+    /// The hold kind (`unit`, `lot`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::Unit => "unit",
+            SubjectKind::Lot => "lot",
+        }
+    }
+}
+
+/// A scanned unit or lot a station with `enforce_route = true` checks (see
+/// [`StationEngine::route_subject`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSubject {
+    pub station: String,
+    pub kind: SubjectKind,
+    pub id: String,
+    /// Check the unit's route at this station (false: holds only).
+    pub route: bool,
+    /// A unit: the part it gets when it starts here (the line's work order, the station's
+    /// `part`), for a serial the aggregator has not seen yet; a lot: the part its label names.
+    pub part: Option<String>,
+}
 
 /// A configured station and its context.
 struct Slot {
@@ -152,6 +184,84 @@ impl StationEngine {
         let mut out = Vec::new();
         match self.index.get(&scan.station) {
             Some(&i) => self.station(i, &mut out).on_scan(scan, ts),
+            None => self.reject_unknown_station(scan, ts, &mut out),
+        }
+        self.dirty = true;
+        out
+    }
+
+    /// What a station with `enforce_route = true` must check before it handles `scan`: the
+    /// unit or lot it names, and whether the unit's route applies here (a unit about to be
+    /// worked, packed or shipped; not a lot, nor a child unit scanned into the current one).
+    /// `None`: nothing to check (another station, a control code, an unreadable or unmatched
+    /// code — the engine rejects those itself).
+    pub fn route_subject(&self, scan: &RawScan) -> Option<RouteSubject> {
+        let &i = self.index.get(&scan.station)?;
+        let Slot { cfg, st } = &self.stations[i];
+        if !cfg.enforce_route || scan.error.is_some() {
+            return None;
+        }
+        let code = scan.raw.trim();
+        if is_control_code(cfg, code) {
+            return None;
+        }
+        let c = classify_scan(&self.facts, &cfg.id, scan, code)?;
+        let removing = matches!(st.pending, Some(Pending::Disassemble { .. }));
+        let (kind, route) = match (c.kind, cfg.kind) {
+            (_, StationKind::Receive) => return None,
+            // Taking a child out is never refused.
+            (CodeKind::Lot | CodeKind::Unit, _) if removing => return None,
+            (CodeKind::Lot, StationKind::Pack | StationKind::Ship) => return None,
+            (CodeKind::Lot, _) => (SubjectKind::Lot, false),
+            (CodeKind::Unit, StationKind::Assembly) => {
+                let child = st.unit.as_ref().is_some_and(|u| u.id != c.id);
+                (SubjectKind::Unit, !child)
+            }
+            (CodeKind::Unit, _) => (SubjectKind::Unit, true),
+            _ => return None,
+        };
+        let part = match kind {
+            SubjectKind::Lot => c.part_hint.as_ref().map(|h| self.facts.resolve_part(h)),
+            SubjectKind::Unit => self
+                .line
+                .work_order_part
+                .clone()
+                .or_else(|| {
+                    self.line
+                        .work_order
+                        .as_ref()
+                        .and_then(|w| cfg.work_order_parts.get(w).cloned())
+                })
+                .or_else(|| cfg.part.clone()),
+        };
+        Some(RouteSubject {
+            station: cfg.id.clone(),
+            kind,
+            id: c.id,
+            route,
+            part,
+        })
+    }
+
+    /// Refuses `scan` for `why` (the route check's verdict): a `scan_rejected`, and a unit
+    /// refused where it would have become current leaves the station with no current unit, so
+    /// that a completion edge cannot record the refused unit's operation on the previous one.
+    pub fn refuse_scan(
+        &mut self,
+        scan: &RawScan,
+        why: String,
+        clear_unit: bool,
+    ) -> Vec<StationEvent> {
+        let ts = canonical(scan.ts);
+        let mut out = Vec::new();
+        match self.index.get(&scan.station) {
+            Some(&i) => {
+                let mut s = self.station(i, &mut out);
+                if clear_unit && s.cfg.kind.has_units() && s.st.unit.take().is_some() {
+                    s.st.children.clear();
+                }
+                s.reject(scan, ts, why);
+            }
             None => self.reject_unknown_station(scan, ts, &mut out),
         }
         self.dirty = true;

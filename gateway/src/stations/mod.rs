@@ -17,6 +17,6 @@ mod state;
 mod station;
 mod triggers;
 
-pub use engine::StationEngine;
+pub use engine::{RouteSubject, StationEngine, SubjectKind};
 pub use state::{SavedState, load_committed};
 pub use station::{StationCounters, StationEvent, reason};

@@ -5,9 +5,9 @@ use threadline_shared::event::{ItemKind, ItemRef, LotReceived, MaterialLoaded, R
 use threadline_shared::time::Timestamp;
 
 use super::codes::{Classified, classify, decode_epc, parse_gs1};
-use super::config::{CodeKind, StationKind};
+use super::config::{CodeKind, StationConfig, StationKind};
 use super::state::{OpenContainer, OpenShipment, Pending};
-use super::station::{Station, reason};
+use super::station::{Facts, Station, reason};
 use crate::drivers::RawScan;
 use threadline_shared::event::ContainerLevel;
 
@@ -54,21 +54,7 @@ impl Station<'_> {
     /// The code read as GS1 (an RFID reader's EPC decoded to GS1 first) and classified by the
     /// first pattern that matches at this station.
     fn classify(&self, scan: &RawScan, code: &str) -> Option<Classified> {
-        let (text, gs1) = if scan.rfid {
-            match decode_epc(code) {
-                Some(pairs) => (
-                    pairs
-                        .iter()
-                        .map(|(a, v)| format!("({a}){v}"))
-                        .collect::<String>(),
-                    Some(pairs),
-                ),
-                None => (code.to_owned(), None),
-            }
-        } else {
-            (code.to_owned(), parse_gs1(code))
-        };
-        classify(&self.facts.patterns, &self.cfg.id, &text, gs1.as_deref())
+        classify_scan(self.facts, &self.cfg.id, scan, code)
     }
 
     /// Station control codes (logout, complete, close, disassemble, unpack); true if `code` was one.
@@ -244,4 +230,49 @@ impl Station<'_> {
             _ => self.reject_kind(scan, c.kind, ts),
         }
     }
+}
+
+/// [`Station::classify`] without a station at hand (the route check reads scans before the
+/// engine handles them).
+pub(super) fn classify_scan(
+    facts: &Facts,
+    station: &str,
+    scan: &RawScan,
+    code: &str,
+) -> Option<Classified> {
+    let (text, gs1) = if scan.rfid {
+        match decode_epc(code) {
+            Some(pairs) => (
+                pairs
+                    .iter()
+                    .map(|(a, v)| format!("({a}){v}"))
+                    .collect::<String>(),
+                Some(pairs),
+            ),
+            None => (code.to_owned(), None),
+        }
+    } else {
+        (code.to_owned(), parse_gs1(code))
+    };
+    classify(&facts.patterns, station, &text, gs1.as_deref())
+}
+
+/// `code` is one of the station's control codes (logout, complete, close, disassemble with or
+/// without a reason, unpack): what [`Station::control_code`] acts on.
+pub(super) fn is_control_code(cfg: &StationConfig, code: &str) -> bool {
+    let exact = [
+        &cfg.logout_code,
+        &cfg.complete_code,
+        &cfg.close_code,
+        &cfg.unpack_code,
+        &cfg.disassemble_code,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|c| c == code);
+    exact
+        || cfg
+            .disassemble_code
+            .as_deref()
+            .is_some_and(|dc| code.strip_prefix(dc).is_some_and(|r| r.starts_with(':')))
 }

@@ -348,6 +348,7 @@ mod tests {
             record: true,
             node_id: None,
             sampling_ms: 1000,
+            writable: false,
         }
     }
 

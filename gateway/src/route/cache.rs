@@ -1,0 +1,566 @@
+//! What the gateway knows without the aggregator: the holds last received, the routes last
+//! fetched and the operations this line completed, in `data_dir/route_cache.json`.
+//!
+//! - **Format.** JSON `{"version":1,"holds_seq":…,"holds":[{hold_id,kind,id,reason,…}],
+//!   "routes":{part:[route oldest first]},"units":{serial:{part,route_version,ops:[{station,
+//!   operation,passed}],touched}}}`; routes and holds as the aggregator sends them.
+//! - **Written** atomically (a temporary file renamed over it) by the saver task at most every
+//!   [`SAVE_DELAY`] after a change and at shutdown: a gateway killed right after an operation
+//!   may forget that one result (the aggregator still has it once delivered), never a whole
+//!   file.
+//! - **Bounded.** At most [`MAX_UNITS`] units are remembered, the least recently touched go
+//!   first.
+//! - **Unreadable** at start: moved aside to `route_cache.json.corrupt-<unix ms>`, logged, and
+//!   the gateway starts with nothing cached (the policy applies until it learns again).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use threadline_shared::event::{RecordBody, Verdict};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::stations::{RouteSubject, StationEvent, SubjectKind};
+
+const FILE: &str = "route_cache.json";
+const VERSION: u32 = 1;
+/// Units whose operations are remembered, at most.
+pub(crate) const MAX_UNITS: usize = 20_000;
+/// A change is written this long after it (changes in between are written together).
+pub(crate) const SAVE_DELAY: Duration = Duration::from_millis(200);
+
+/// A hold as the aggregator publishes it (other fields are ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Hold {
+    pub hold_id: String,
+    pub kind: String,
+    pub id: String,
+    pub reason: String,
+}
+
+/// A route version as `GET /api/v1/routes/{part}` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Route {
+    pub part: String,
+    pub version: String,
+    pub operations: Vec<RouteOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RouteOp {
+    pub station: String,
+    pub operation: String,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What this line knows of a unit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct LocalUnit {
+    pub part: Option<String>,
+    /// The route version the aggregator last said the unit runs under.
+    pub route_version: Option<String>,
+    /// Operations completed on this line, oldest first.
+    pub ops: Vec<LocalOp>,
+    /// Order of the last change, for eviction.
+    pub touched: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LocalOp {
+    pub station: String,
+    pub operation: String,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct CacheFile {
+    version: u32,
+    /// `chain_seq` of the holds message the holds come from.
+    holds_seq: Option<i64>,
+    holds: Vec<Hold>,
+    routes: BTreeMap<String, Vec<Route>>,
+    units: BTreeMap<String, LocalUnit>,
+    clock: u64,
+}
+
+/// The cache, shared by the gate, its lookups, the holds listener and the saver task.
+#[derive(Debug)]
+pub struct RouteCache {
+    path: PathBuf,
+    data: Mutex<CacheFile>,
+    changed: Notify,
+}
+
+impl RouteCache {
+    /// Loads `data_dir/route_cache.json` (nothing cached when absent or unreadable).
+    pub fn load(data_dir: &Path) -> Arc<RouteCache> {
+        let path = data_dir.join(FILE);
+        let data = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CacheFile::default(),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "route cache unreadable; starting without cached routes and holds");
+                CacheFile::default()
+            }
+            Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
+                Ok(c) if c.version == VERSION => c,
+                Ok(c) => {
+                    set_aside(&path, &format!("unsupported version {}", c.version));
+                    CacheFile::default()
+                }
+                Err(e) => {
+                    set_aside(&path, &e.to_string());
+                    CacheFile::default()
+                }
+            },
+        };
+        tracing::info!(
+            holds = data.holds.len(),
+            routes = data.routes.len(),
+            units = data.units.len(),
+            "route cache loaded"
+        );
+        Arc::new(RouteCache {
+            path,
+            data: Mutex::new(CacheFile {
+                version: VERSION,
+                ..data
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CacheFile> {
+        // A panic while holding it leaves plain data behind: keep using it.
+        self.data
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touch(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Replaces the holds with those of a holds message.
+    pub(crate) fn set_holds(&self, seq: i64, holds: Vec<Hold>) {
+        let mut d = self.lock();
+        if d.holds_seq.is_some_and(|s| s > seq) {
+            tracing::warn!(
+                seq,
+                cached = d.holds_seq,
+                "holds message older than the cached one; taking it (the retained message is the aggregator's current set)"
+            );
+        }
+        d.holds_seq = Some(seq);
+        d.holds = holds;
+        drop(d);
+        self.touch();
+    }
+
+    /// Stores the route versions of a part (oldest first).
+    pub(crate) fn set_routes(&self, part: &str, versions: Vec<Route>) {
+        self.lock().routes.insert(part.to_owned(), versions);
+        self.touch();
+    }
+
+    /// Has version `version` of `part`'s route (any version when `None`).
+    pub(crate) fn has_route(&self, part: &str, version: Option<&str>) -> bool {
+        self.lock()
+            .routes
+            .get(part)
+            .is_some_and(|v| version.is_none_or(|want| v.iter().any(|r| r.version == want)))
+    }
+
+    /// Remembers what the aggregator said of a unit.
+    pub(crate) fn learn_unit(&self, serial: &str, part: Option<&str>, version: Option<&str>) {
+        let mut d = self.lock();
+        d.clock += 1;
+        let clock = d.clock;
+        let u = d.units.entry(serial.to_owned()).or_default();
+        if let Some(p) = part {
+            u.part = Some(p.to_owned());
+        }
+        if let Some(v) = version {
+            u.route_version = Some(v.to_owned());
+        }
+        u.touched = clock;
+        evict(&mut d);
+        drop(d);
+        self.touch();
+    }
+
+    /// Records the units started and the operations completed among a station step's events.
+    pub(crate) fn observe(&self, events: &[StationEvent]) {
+        let mut changed = false;
+        let mut d = self.lock();
+        for e in events {
+            match &e.body {
+                RecordBody::UnitStarted(s) => {
+                    d.clock += 1;
+                    let clock = d.clock;
+                    let u = d.units.entry(s.unit.clone()).or_default();
+                    if s.part.is_some() {
+                        u.part.clone_from(&s.part);
+                    }
+                    u.touched = clock;
+                    changed = true;
+                }
+                RecordBody::OperationCompleted(o) => {
+                    d.clock += 1;
+                    let clock = d.clock;
+                    let u = d.units.entry(o.unit.clone()).or_default();
+                    u.ops.push(LocalOp {
+                        station: o.station.clone(),
+                        operation: o.operation.clone(),
+                        passed: o.result == Verdict::Pass,
+                    });
+                    u.touched = clock;
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            evict(&mut d);
+            drop(d);
+            self.touch();
+        }
+    }
+
+    /// The hold that covers the subject directly (the unit or lot itself, or its part), as a
+    /// `scan_rejected` reason.
+    pub(crate) fn hold_of(&self, s: &RouteSubject) -> Option<String> {
+        let d = self.lock();
+        let part = match s.kind {
+            SubjectKind::Unit => d
+                .units
+                .get(&s.id)
+                .and_then(|u| u.part.clone())
+                .or_else(|| s.part.clone()),
+            SubjectKind::Lot => s.part.clone(),
+        };
+        d.holds
+            .iter()
+            .find(|h| {
+                (h.kind == s.kind.as_str() && h.id == s.id)
+                    || (h.kind == "part" && part.as_deref() == Some(h.id.as_str()))
+            })
+            .map(|h| format!("on hold: {} ({} {})", h.reason, h.kind, h.id))
+    }
+
+    /// This line's latest result of `operation` at `station` for `serial`.
+    pub(crate) fn local_result(
+        &self,
+        serial: &str,
+        station: &str,
+        operation: &str,
+    ) -> Option<bool> {
+        let d = self.lock();
+        d.units
+            .get(serial)?
+            .ops
+            .iter()
+            .rev()
+            .find(|o| o.station == station && o.operation == operation)
+            .map(|o| o.passed)
+    }
+
+    /// Why the cached route and this line's own results refuse the unit at its station, when
+    /// they do; only operations at `own` stations (this gateway's) are judged, the others are
+    /// not known here. `None` also when no route is cached for the unit's part.
+    pub(crate) fn local_refusal(&self, s: &RouteSubject, own: &[String]) -> Option<String> {
+        let d = self.lock();
+        let unit = d.units.get(&s.id);
+        let part = unit
+            .and_then(|u| u.part.clone())
+            .or_else(|| s.part.clone())?;
+        let versions = d.routes.get(&part)?;
+        let route = unit
+            .and_then(|u| u.route_version.as_deref())
+            .and_then(|want| versions.iter().find(|r| r.version == want))
+            .or_else(|| versions.last())?;
+        let Some(at) = route.operations.iter().position(|o| o.station == s.station) else {
+            return Some(format!(
+                "station {} is not on route {} version {}",
+                s.station, route.part, route.version
+            ));
+        };
+        route.operations[..at]
+            .iter()
+            .filter(|o| o.required && own.contains(&o.station))
+            .find_map(|o| {
+                let last = unit.and_then(|u| {
+                    u.ops
+                        .iter()
+                        .rev()
+                        .find(|l| l.station == o.station && l.operation == o.operation)
+                });
+                match last {
+                    Some(l) if l.passed => None,
+                    Some(_) => Some(format!("failed operation {} at {}", o.operation, o.station)),
+                    None => Some(format!(
+                        "missing operation {} at {}",
+                        o.operation, o.station
+                    )),
+                }
+            })
+    }
+
+    /// Writes the file (atomically).
+    pub fn save(&self) -> std::io::Result<()> {
+        let json = {
+            let d = self.lock();
+            serde_json::to_vec(&*d).map_err(std::io::Error::other)?
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Saves every change [`SAVE_DELAY`] after it, and once more when `stop` is cancelled.
+    pub async fn run_saver(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = stop.cancelled() => break,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SAVE_DELAY) => {}
+                _ = stop.cancelled() => break,
+            }
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.save()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(file = %self.path.display(), error = %e, "route cache not written")
+                }
+                Err(e) => tracing::error!(error = %e, "route cache writer failed"),
+            }
+        }
+        if let Err(e) = self.save() {
+            tracing::error!(file = %self.path.display(), error = %e, "route cache not written at shutdown");
+        }
+    }
+}
+
+/// Forgets the least recently touched units beyond [`MAX_UNITS`] (a tenth more at once, so
+/// that the sort is rare).
+fn evict(d: &mut CacheFile) {
+    if d.units.len() <= MAX_UNITS + MAX_UNITS / 10 {
+        return;
+    }
+    let mut order: Vec<(u64, String)> = d
+        .units
+        .iter()
+        .map(|(k, u)| (u.touched, k.clone()))
+        .collect();
+    order.sort_unstable();
+    let excess = d.units.len() - MAX_UNITS;
+    for (_, k) in order.into_iter().take(excess) {
+        d.units.remove(&k);
+    }
+}
+
+fn set_aside(path: &Path, why: &str) {
+    let aside = path.with_extension(format!(
+        "json.corrupt-{}",
+        chrono::Utc::now().timestamp_millis()
+    ));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {
+            tracing::error!(file = %path.display(), moved_to = %aside.display(), error = why, "route cache unreadable; starting without cached routes and holds")
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "route cache unreadable and not moved aside")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use threadline_shared::event::{OperationCompleted, UnitStarted};
+    use threadline_shared::time::now;
+
+    use super::*;
+
+    fn route() -> Route {
+        let op = |station: &str, operation: &str, required: bool| RouteOp {
+            station: station.into(),
+            operation: operation.into(),
+            required,
+        };
+        Route {
+            part: "FG-1".into(),
+            version: "1".into(),
+            operations: vec![
+                op("ST10", "assemble", true),
+                op("ST15", "inspect", false),
+                op("ST20", "test", true),
+                op("OTHER", "elsewhere", true),
+                op("ST30", "final", true),
+            ],
+        }
+    }
+
+    fn subject(station: &str, id: &str, kind: SubjectKind) -> RouteSubject {
+        RouteSubject {
+            station: station.into(),
+            kind,
+            id: id.into(),
+            route: kind == SubjectKind::Unit,
+            part: None,
+        }
+    }
+
+    fn started(unit: &str) -> StationEvent {
+        StationEvent {
+            ts: now(),
+            body: RecordBody::UnitStarted(UnitStarted {
+                unit: unit.into(),
+                part: Some("FG-1".into()),
+                work_order: None,
+                station: "ST10".into(),
+                operator: None,
+            }),
+        }
+    }
+
+    fn op(unit: &str, station: &str, operation: &str, result: Verdict) -> StationEvent {
+        StationEvent {
+            ts: now(),
+            body: RecordBody::OperationCompleted(OperationCompleted {
+                unit: unit.into(),
+                station: station.into(),
+                operation: operation.into(),
+                equipment: None,
+                operator: None,
+                recipe: None,
+                started_at: None,
+                result,
+                defect_code: None,
+                parameters: Vec::new(),
+                environment: Vec::new(),
+                materials: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn this_lines_results_refuse_what_they_can_and_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let own: Vec<String> = ["ST10", "ST15", "ST20", "ST30"].map(String::from).to_vec();
+        let c = RouteCache::load(dir.path());
+        c.set_routes("FG-1", vec![route()]);
+        c.observe(&[started("SN1"), op("SN1", "ST10", "assemble", Verdict::Pass)]);
+        // ST20 (this line) not done; OTHER is not this line's and not judged; ST15 optional.
+        let sn1 = subject("ST30", "SN1", SubjectKind::Unit);
+        assert_eq!(
+            c.local_refusal(&sn1, &own).as_deref(),
+            Some("missing operation test at ST20")
+        );
+        c.observe(&[op("SN1", "ST20", "test", Verdict::Fail)]);
+        assert_eq!(
+            c.local_refusal(&sn1, &own).as_deref(),
+            Some("failed operation test at ST20")
+        );
+        // The latest attempt decides.
+        c.observe(&[op("SN1", "ST20", "test", Verdict::Pass)]);
+        assert_eq!(c.local_refusal(&sn1, &own), None);
+        assert_eq!(
+            c.local_refusal(&subject("PK9", "SN1", SubjectKind::Unit), &own)
+                .as_deref(),
+            Some("station PK9 is not on route FG-1 version 1")
+        );
+        // A unit of a part without a cached route: nothing to decide.
+        assert_eq!(
+            c.local_refusal(&subject("ST30", "SN-UNKNOWN", SubjectKind::Unit), &own),
+            None
+        );
+
+        c.set_holds(
+            3,
+            vec![
+                Hold {
+                    hold_id: "H-1".into(),
+                    kind: "lot".into(),
+                    id: "LOT-B".into(),
+                    reason: "cracked".into(),
+                },
+                Hold {
+                    hold_id: "H-2".into(),
+                    kind: "part".into(),
+                    id: "FG-1".into(),
+                    reason: "field return".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            c.hold_of(&subject("ST20", "LOT-B", SubjectKind::Lot))
+                .as_deref(),
+            Some("on hold: cracked (lot LOT-B)")
+        );
+        // A unit id equal to a held lot's is not that lot; its part (learned) is held.
+        assert_eq!(
+            c.hold_of(&subject("ST20", "SN1", SubjectKind::Unit))
+                .as_deref(),
+            Some("on hold: field return (part FG-1)")
+        );
+        assert_eq!(c.hold_of(&subject("ST20", "SN9", SubjectKind::Unit)), None);
+
+        c.save().unwrap();
+        let again = RouteCache::load(dir.path());
+        assert_eq!(again.local_refusal(&sn1, &own), None);
+        assert_eq!(
+            again
+                .hold_of(&subject("ST20", "LOT-B", SubjectKind::Lot))
+                .as_deref(),
+            Some("on hold: cracked (lot LOT-B)")
+        );
+        assert_eq!(again.local_result("SN1", "ST20", "test"), Some(true));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        let c = RouteCache::load(dir.path());
+        assert!(!c.has_route("FG-1", None));
+        assert!(!dir.path().join(FILE).exists());
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+        assert!(aside);
+    }
+
+    #[test]
+    fn the_least_recently_touched_units_are_forgotten() {
+        let mut d = CacheFile::default();
+        for i in 0..(MAX_UNITS + MAX_UNITS / 10 + 1) {
+            d.clock += 1;
+            d.units.insert(
+                format!("SN{i}"),
+                LocalUnit {
+                    touched: d.clock,
+                    ..LocalUnit::default()
+                },
+            );
+        }
+        evict(&mut d);
+        assert_eq!(d.units.len(), MAX_UNITS);
+        assert!(!d.units.contains_key("SN0"));
+        assert!(
+            d.units
+                .contains_key(&format!("SN{}", MAX_UNITS + MAX_UNITS / 10))
+        );
+    }
+}
