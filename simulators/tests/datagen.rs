@@ -31,6 +31,35 @@ async fn check(url: &str) {
     assert_eq!(report.operations.len(), 3);
     assert!(report.shipment.is_some());
     assert_eq!(db.count("readings").await.unwrap() as u64, UNITS / 5);
+    // The injected causes (2,000 products: one lot per level, so the bad lot is lot 0 and holds
+    // every product; the drift window is products 1,000..2,000): ~30 % + ~2 % of the leak tests
+    // fail, and PRESS-1's pressure is higher in the window than before it (by half a spread on
+    // average, ~3.3 bar: the ramp reaches one spread at the window's end).
+    let failed = scalar(
+        &db,
+        "SELECT CAST(COUNT(*) AS DOUBLE PRECISION) FROM operations WHERE station = 'ST30' AND result = 'fail'",
+    )
+    .await;
+    assert!(
+        (500.0..800.0).contains(&failed),
+        "{failed} of 2,000 leak tests failed"
+    );
+    let mean = |window: bool| {
+        let cmp = if window { ">=" } else { "<" };
+        format!(
+            "SELECT AVG(p.value_num) FROM operation_parameters p JOIN operations o ON o.id = p.operation_id \
+             JOIN items u ON u.id = o.unit_id WHERE o.station = 'ST10' AND o.equipment = 'PRESS-1' \
+             AND p.name = 'press.pressure' AND u.ext_id {cmp} 'SN0000001000'"
+        )
+    };
+    let (before, during) = (
+        scalar(&db, &mean(false)).await,
+        scalar(&db, &mean(true)).await,
+    );
+    assert!(
+        during - before > 1.5,
+        "PRESS-1 {before} bar before the drift, {during} in it"
+    );
     if let Db::Postgres(p) = &db {
         // Readings went to their day partitions, not the default one.
         let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings_default")
@@ -38,6 +67,20 @@ async fn check(url: &str) {
             .await
             .unwrap();
         assert_eq!(in_default, 0);
+    }
+}
+
+/// One floating-point value of `sql` on either backend.
+async fn scalar(db: &Db, sql: &str) -> f64 {
+    match db {
+        Db::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        Db::Sqlite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(p)
+            .await
+            .unwrap(),
     }
 }
 

@@ -39,13 +39,15 @@ pub fn p_upper(big_n: u64, k: u64, n: u64, a: u64) -> f64 {
     }
     let ln_total = ln_choose(big_n, n);
     // ln P(X = x), then the ratio recurrence P(x+1)/P(x) = (k-x)(n-x) / ((x+1)(N-k-n+x+1)).
+    // N-k-n+x+1 is summed before it is subtracted: x > lo keeps it ≥ 1, but N-k-n alone is
+    // negative whenever k + n > N (a common factor and a large complaint set).
     let mut ln_p = ln_choose(k, a) + ln_choose(big_n - k, n - a) - ln_total;
     let mut terms = Vec::with_capacity((hi - a + 1) as usize);
     terms.push(ln_p);
     for x in a..hi {
         ln_p += ((k - x) as f64).ln() + ((n - x) as f64).ln()
             - ((x + 1) as f64).ln()
-            - ((big_n - k - n + x + 1) as f64).ln();
+            - ((big_n + x + 1 - k - n) as f64).ln();
         terms.push(ln_p);
     }
     let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -105,6 +107,20 @@ mod tests {
         // N=100, K=100, n=10, a=10: table [[10, 0], [90, 0]]; scipy: 1.0.
         close(p_upper(100, 100, 10, 10), 1.0);
         assert_eq!(lift(100, 100, 10, 10), Some(1.0));
+    }
+
+    /// k + n > N: most of the population has the factor and the complaint set is large (the
+    /// demo's screw supplier among 10 failures of 40 drives). Expected values: exact rational
+    /// sums, python3 -c "from math import comb; from fractions import Fraction;
+    /// print(float(sum(Fraction(comb(K,x)*comb(N-K,n-x), comb(N,n)) for x in range(a, min(n,K)+1))))"
+    #[test]
+    fn common_factor_in_a_large_complaint_set() {
+        // N=40, K=35, n=10, a=10: table [[10, 0], [25, 5]].
+        close(p_upper(40, 35, 10, 10), 0.21657183499288762);
+        // N=40, K=35, n=10, a=9: table [[9, 1], [26, 4]].
+        close(p_upper(40, 35, 10, 9), 0.6330561330561331);
+        // N=20, K=12, n=10, a=8: table [[8, 2], [4, 6]].
+        close(p_upper(20, 12, 10, 8), 0.0849011669445106);
     }
 
     #[test]

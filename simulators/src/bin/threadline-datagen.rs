@@ -62,6 +62,18 @@ async fn main() -> ExitCode {
                     .min(threadline_simulators::datagen::FASTENER_LOT_PRODUCTS)
                     * 5
             );
+            if let Ok(layout) = threadline_simulators::datagen::Layout::new(w.products) {
+                let b = layout.bad_lot();
+                let d = layout.drift_window();
+                outln!(
+                    "injected: bad lot LOT-L{}-{b:06} (supplier batch SB-{b}, products {}..{}) fails ST30 leak test ~30 %; PRESS-1 (ST10 press.pressure) drifts over products {}..{}",
+                    threadline_simulators::datagen::BAD_LEVEL,
+                    b * threadline_simulators::datagen::LOT_SIZE,
+                    ((b + 1) * threadline_simulators::datagen::LOT_SIZE).min(w.products),
+                    d.start,
+                    d.end
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -17,6 +17,10 @@ pub const CASE_SIZE: u64 = 20;
 pub const PALLET_SIZE: u64 = 40;
 /// Customers the shipments go to.
 pub const CUSTOMERS: u64 = 300;
+/// The BOM level of the injected bad lot.
+pub const BAD_LEVEL: u64 = 3;
+/// Products the injected press drift lasts.
+pub const DRIFT_PRODUCTS: u64 = 5_000;
 
 /// The floor time of product 0; a product leaves the line every 6 s after it.
 const START: &str = "2026-01-05T06:00:00Z";
@@ -25,7 +29,7 @@ const TAKT_S: u64 = 6;
 
 /// Counts and id ranges of a plant of `products` products.
 #[derive(Debug, Clone)]
-pub(super) struct Layout {
+pub struct Layout {
     pub(super) products: u64,
     pub(super) t0: DateTime<Utc>,
     /// Lots of each level's part.
@@ -44,7 +48,7 @@ pub(super) struct Layout {
 }
 
 impl Layout {
-    pub(super) fn new(products: u64) -> anyhow::Result<Layout> {
+    pub fn new(products: u64) -> anyhow::Result<Layout> {
         let t0 = DateTime::parse_from_rfc3339(START).map(|t| t.with_timezone(&Utc))?;
         let unit_base: i64 = 1;
         let lot_base = unit_base + (products * LEVELS) as i64;
@@ -73,6 +77,19 @@ impl Layout {
             shipment_base,
             rework_case,
         })
+    }
+
+    /// Injected cause 1: the part lot index of level [`BAD_LEVEL`] that is a bad supplier
+    /// batch (the middle one): its products fail the leak test ~30 % of the time.
+    pub fn bad_lot(&self) -> u64 {
+        self.part_lots / 2
+    }
+
+    /// Injected cause 2: the products whose ST10 press (PRESS-1) drifts — from the middle
+    /// product on, for [`DRIFT_PRODUCTS`] products.
+    pub fn drift_window(&self) -> std::ops::Range<u64> {
+        let start = self.products / 2;
+        start..(start + DRIFT_PRODUCTS).min(self.products)
     }
 
     /// The unit of `level` (1 = finished) of product `p`.

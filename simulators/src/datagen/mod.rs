@@ -12,6 +12,13 @@
 //! was first packed into a case and unpacked again (a closed edge). Readings: one press
 //! pressure per finished unit.
 //!
+//! Causes to find, as in the demo plant: the middle lot of level 3 (`LOT-L3-{part_lots/2}`,
+//! supplier batch `SB-{part_lots/2}`) is bad — its products fail the ST30 leak test (level 1)
+//! ~30 % of the time, against ~2 % elsewhere; and PRESS-1 at ST10 drifts for 5 000 products from
+//! the middle one (pressure up by up to two sixths of the tolerance, inside the limits).
+//! Datagen's lots of every level change at the same products, so the other levels' lots of the
+//! same number share the bad lot's units exactly: common-cause ranks them tied with it.
+//!
 //! PostgreSQL: `COPY … FROM STDIN` in 4 MB batches, loaded by a second task while this one
 //! generates (both cores work), without foreign-key triggers (`session_replication_role =
 //! replica`: the data is consistent by construction), with secondary indexes dropped during the
@@ -34,5 +41,8 @@ mod run;
 mod sink;
 mod target;
 
-pub use layout::{CASE_SIZE, CUSTOMERS, FASTENER_LOT_PRODUCTS, LEVELS, LOT_SIZE, PALLET_SIZE};
+pub use layout::{
+    BAD_LEVEL, CASE_SIZE, CUSTOMERS, DRIFT_PRODUCTS, FASTENER_LOT_PRODUCTS, LEVELS, LOT_SIZE,
+    Layout, PALLET_SIZE,
+};
 pub use run::{Plan, Written, generate};

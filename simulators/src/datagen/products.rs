@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::layout::{CASE_SIZE, LEVELS, Layout, PALLET_SIZE, ts};
+use super::layout::{CASE_SIZE, LEVELS, LOT_SIZE, Layout, PALLET_SIZE, ts};
 use super::rows::{Edge, Item, Material, Operation, Parameter, QualityCheck, Reading};
 use super::sink::Sink;
 
@@ -236,10 +236,33 @@ impl<'l> Products<'l> {
         let operator = format!("OP{:04}", 1 + (unit.p / 4_800) % 20);
         let started = unit.built + Duration::seconds(k as i64 * 60);
         let completed = started + Duration::seconds(20);
+        // The injected causes (module doc of `datagen`): the bad lot's products fail the leak
+        // test (ST30, level 1) ~30 % of the time; PRESS-1 drifts in the drift window.
+        let bad_leak = unit.level == 1
+            && step.station == "ST30"
+            && unit.p / LOT_SIZE == self.layout.bad_lot()
+            && self.rng.random_range(0..100) < 30;
+        let window = self.layout.drift_window();
+        let drift = if unit.level == 1
+            && step.station == "ST10"
+            && equipment == "PRESS-1"
+            && window.contains(&unit.p)
+        {
+            // Up by half a spread every 500 products, at most 2 spreads (inside the limits).
+            ((unit.p - window.start) as f64 / 500.0 * 0.5).min(2.0)
+        } else {
+            0.0
+        };
         let rng = &mut self.rng;
         let params = PARAM_DEFS.map(|d| {
             let spread = (d.usl - d.lsl) / 6.0;
             let mut v = d.nominal + rng.random_range(-2.5..2.5) * spread;
+            if d.name == "press.pressure" && drift > 0.0 {
+                v = (v + drift * spread).min(d.usl);
+            }
+            if bad_leak && d.name == "leak.rate" {
+                v = d.usl + spread;
+            }
             if rng.random_range(0..1000) < 2 {
                 v = d.usl + spread; // a real out-of-spec value, ~0.2 % of parameters
             }

@@ -21,6 +21,8 @@
 //! and work orders), `packing` (cases, pallets, shipments). What it is made of is in
 //! [`super::catalog`], its knobs in [`super::params`].
 
+#[cfg(test)]
+mod cause_tests;
 mod packing;
 mod shifts;
 mod stations;
@@ -64,6 +66,8 @@ pub struct Plant {
     work_order: [Option<String>; 2],
     hall_temp: f64,
     hall_humidity: f64,
+    /// Bearing lots received so far (the `bad_bearing_lot`-th is the injected bad batch).
+    bearing_lots: usize,
 }
 
 impl Plant {
@@ -84,6 +88,7 @@ impl Plant {
             work_order: [None, None],
             hall_temp: 22.0,
             hall_humidity: 45.0,
+            bearing_lots: 0,
             params,
         }
     }
@@ -221,10 +226,11 @@ mod tests {
             .filter(|c| c.level == "pallet")
             .count();
         assert_eq!((cases, pallets, t.shipments.len()), (6, 2, 2));
-        // Lots change: 30 units with 12 per lot → 3 lots of each part.
-        for part in [PART_BEARING, PART_HOUSING, PART_SCREW] {
+        // Lots change: 30 units with 12 per lot; the first housing box holds 4, the first
+        // screw box 8 → bearings 12+12+6, housings 4+12+12+2, screws 8+12+10.
+        for (part, n) in [(PART_BEARING, 3), (PART_HOUSING, 4), (PART_SCREW, 3)] {
             let lots: Vec<_> = t.lots.values().filter(|l| l.part == part).collect();
-            assert_eq!(lots.len(), 3, "{part}");
+            assert_eq!(lots.len(), n, "{part}");
             let used: usize = lots.iter().map(|l| l.units.len()).sum();
             assert_eq!(used, 30);
         }

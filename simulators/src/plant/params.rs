@@ -40,6 +40,35 @@ pub struct PlantParams {
     /// First number of every id counter; a demo run continues from where the last one stopped.
     #[serde(default = "default_id_base")]
     pub id_base: u64,
+    /// Injected cause 1 — the n-th bearing lot received in a run (1 = the first; 0 = none) is a
+    /// bad supplier batch: finished drives built with it fail their end-of-line test (noise)
+    /// with probability `bad_lot_fail_rate` on the first attempt. Recorded in the truth's
+    /// `causes`; docs/analysis.md finds it.
+    #[serde(default = "default_bad_bearing_lot")]
+    pub bad_bearing_lot: usize,
+    /// First-attempt end-of-line failure probability of a drive with the bad bearing batch
+    /// (default 1: every one). Lower rates are real too, but a run of a few dozen drives then
+    /// cannot always tell the batch from a shift or a lot that overlaps it (12 drives a lot,
+    /// shifts of 10): `model/cause_tests.rs` holds the default to a clear margin for 40 seeds.
+    #[serde(default = "default_bad_lot_fail_rate")]
+    pub bad_lot_fail_rate: f64,
+    /// Injected cause 2 — PRESS-1 (ST10) drifts: after this many sub-assemblies of a run
+    /// (0 = never) its pressure mean rises by `press_drift_sd_per_unit` standard deviations per
+    /// unit, up to `press_drift_max_sd`. Values stay inside the spec limits (the press passes):
+    /// only SPC sees it.
+    #[serde(default = "default_press_drift_after")]
+    pub press_drift_after: usize,
+    /// Drift per sub-assembly, in standard deviations of the pressure.
+    #[serde(default = "default_press_drift_sd_per_unit")]
+    pub press_drift_sd_per_unit: f64,
+    /// The drift stops growing here (standard deviations).
+    #[serde(default = "default_press_drift_max_sd")]
+    pub press_drift_max_sd: f64,
+    /// The drift lasts this many sub-assemblies, then the press is serviced and presses at its
+    /// nominal mean again: a chart of a longer run still shows the episode against a stable
+    /// process around it.
+    #[serde(default = "default_press_drift_units")]
+    pub press_drift_units: usize,
 }
 
 fn default_seed() -> u64 {
@@ -75,6 +104,24 @@ fn default_settle_ms() -> u64 {
 fn default_id_base() -> u64 {
     1
 }
+fn default_bad_bearing_lot() -> usize {
+    2
+}
+fn default_bad_lot_fail_rate() -> f64 {
+    1.0
+}
+fn default_press_drift_after() -> usize {
+    8
+}
+fn default_press_drift_sd_per_unit() -> f64 {
+    0.5
+}
+fn default_press_drift_max_sd() -> f64 {
+    3.5
+}
+fn default_press_drift_units() -> usize {
+    12
+}
 
 impl Default for PlantParams {
     fn default() -> Self {
@@ -90,6 +137,12 @@ impl Default for PlantParams {
             cycle_ms: default_cycle_ms(),
             settle_ms: default_settle_ms(),
             id_base: default_id_base(),
+            bad_bearing_lot: default_bad_bearing_lot(),
+            bad_lot_fail_rate: default_bad_lot_fail_rate(),
+            press_drift_after: default_press_drift_after(),
+            press_drift_sd_per_unit: default_press_drift_sd_per_unit(),
+            press_drift_max_sd: default_press_drift_max_sd(),
+            press_drift_units: default_press_drift_units(),
         }
     }
 }

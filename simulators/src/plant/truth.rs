@@ -144,6 +144,37 @@ pub struct RejectedScanTruth {
     pub raw: String,
 }
 
+/// A cause the plant injected on purpose, for analytics to find (see docs/analysis.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CauseTruth {
+    /// A bad supplier batch: finished units built with it fail the end-of-line test more often.
+    SupplierBatch {
+        part: String,
+        lot: String,
+        supplier: String,
+        supplier_batch: String,
+        /// Where the failures show (ST120, defect 302 noise).
+        station: String,
+        /// First-attempt failure probability of the units built with it.
+        fail_rate: f64,
+        /// Finished units built with it.
+        units: Vec<String>,
+    },
+    /// A machine parameter drifting (inside its spec limits).
+    Drift {
+        station: String,
+        equipment: String,
+        parameter: String,
+        /// The first unit pressed with a shifted mean.
+        from_unit: String,
+        sd_per_unit: f64,
+        max_sd: f64,
+        /// Units pressed while drifting.
+        units: Vec<String>,
+    },
+}
+
 /// The ground truth of everything the plant did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Truth {
@@ -153,12 +184,31 @@ pub struct Truth {
     pub shipments: BTreeMap<String, ShipmentTruth>,
     pub work_orders: BTreeMap<String, WorkOrderTruth>,
     pub rejected_scans: Vec<RejectedScanTruth>,
+    /// The causes injected on purpose (bad batch, drift).
+    #[serde(default)]
+    pub causes: Vec<CauseTruth>,
 }
 
 impl Truth {
     /// Finished units (the line-2 product).
     pub fn finished_units(&self) -> impl Iterator<Item = &UnitTruth> {
         self.units.values().filter(|u| u.part == PART_FINAL)
+    }
+
+    /// The injected bad supplier batch's lot, if any.
+    pub fn bad_lot(&self) -> Option<&str> {
+        self.causes.iter().find_map(|c| match c {
+            CauseTruth::SupplierBatch { lot, .. } => Some(lot.as_str()),
+            CauseTruth::Drift { .. } => None,
+        })
+    }
+
+    /// Finished units with a failed operation (the complaint list of the demo).
+    pub fn failed_finished_units(&self) -> Vec<String> {
+        self.finished_units()
+            .filter(|u| u.operations.iter().any(|o| o.result == "fail"))
+            .map(|u| u.serial.clone())
+            .collect()
     }
 
     /// Fills the derived fields (lot reach: all units, containers, shipments, customers).

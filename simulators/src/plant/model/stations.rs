@@ -11,7 +11,7 @@ use crate::plant::catalog::{
 };
 use crate::plant::floor::{FloorAction, Lane, SimValue};
 use crate::plant::truth::{
-    ComponentTruth, MaterialTruth, OpTruth, ParamTruth, RejectedScanTruth, UnitTruth,
+    CauseTruth, ComponentTruth, MaterialTruth, OpTruth, ParamTruth, RejectedScanTruth, UnitTruth,
 };
 
 impl Plant {
@@ -36,16 +36,33 @@ impl Plant {
         });
     }
 
-    /// Draws the parameters of one cycle; `spec_fail` forces one out of its limits.
-    pub(super) fn draw(&mut self, models: &[ParamModel], force_out: bool) -> Vec<ParamTruth> {
-        let out_idx = if force_out || self.chance(self.params.out_of_spec_rate) {
+    /// Which parameter of a cycle lands out of spec by chance (or, with `force_out`, surely).
+    fn random_out(&mut self, models: &[ParamModel], force_out: bool) -> Option<usize> {
+        if force_out || self.chance(self.params.out_of_spec_rate) {
             Some(self.rng.random_range(0..models.len()))
         } else {
             None
-        };
+        }
+    }
+
+    /// Draws the parameters of one cycle; `force_out` forces one out of its limits.
+    pub(super) fn draw(&mut self, models: &[ParamModel], force_out: bool) -> Vec<ParamTruth> {
+        let out_idx = self.random_out(models, force_out);
+        self.draw_with(models, out_idx, 0.0)
+    }
+
+    /// Draws the parameters of one cycle: parameter `out_idx` out of its limits, the first
+    /// parameter's mean shifted by `shift_sd` standard deviations (a drifting machine).
+    pub(super) fn draw_with(
+        &mut self,
+        models: &[ParamModel],
+        out_idx: Option<usize>,
+        shift_sd: f64,
+    ) -> Vec<ParamTruth> {
         let mut out = Vec::new();
         for (i, m) in models.iter().enumerate() {
-            let mut v = m.mean + m.sd * self.noise();
+            let shift = if i == 0 { shift_sd * m.sd } else { 0.0 };
+            let mut v = m.mean + shift + m.sd * self.noise();
             if let (Some(lsl), Some(usl)) = (m.lsl, m.usl) {
                 v = v.clamp(lsl + m.sd * 0.1, usl - m.sd * 0.1);
             } else if let Some(usl) = m.usl {
@@ -143,25 +160,35 @@ impl Plant {
         }
     }
 
-    /// Inspection / test with rework: fail → rework → retest until it passes.
+    /// Inspection / test with rework: fail → rework → retest until it passes. `bad`: the unit
+    /// carries a defect that fails the first attempt with probability `.0`, parameter `.1` out
+    /// of its limits, defect code `.2` (the rework cures it).
     pub(super) fn inspect(
         &mut self,
         lane: &mut Lane,
         m: &Machine,
         models: &[ParamModel],
         serial: &str,
+        bad: Option<(f64, usize, u16)>,
     ) -> Vec<OpTruth> {
         let mut ops = Vec::new();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let fail = attempts < 3 && self.chance(self.params.fail_rate);
-            let params = self.draw(models, fail);
+            let (params, forced_defect) = match bad {
+                Some((rate, idx, code)) if attempts == 1 && self.chance(rate) => {
+                    (self.draw_with(models, Some(idx), 0.0), Some(code))
+                }
+                _ => {
+                    let fail = attempts < 3 && self.chance(self.params.fail_rate);
+                    (self.draw(models, fail), None)
+                }
+            };
             let pass = params.iter().all(ParamTruth::in_spec);
             let defect = if pass {
                 None
             } else {
-                Some(if m.prefix == "st20" { 201 } else { 301 })
+                Some(forced_defect.unwrap_or(if m.prefix == "st20" { 201 } else { 301 }))
             };
             self.maybe_garble(lane, m.station, m.scanner);
             lane.push(FloorAction::scan(m.scanner, serial));
@@ -193,7 +220,9 @@ impl Plant {
         self.settle(lane);
         // The press passes by its own (wider) process window; an out-of-spec pressure is still a
         // pass for the PLC — exactly what a quality engineer hunts for later.
-        let params = self.draw(&ST10_PARAMS, false);
+        let shift = self.press_drift(&serial);
+        let out_idx = self.random_out(&ST10_PARAMS, false);
+        let params = self.draw_with(&ST10_PARAMS, out_idx, shift);
         self.cycle(lane, &ST10, &params, true, None);
         let mut ops = vec![self.op_truth(
             &ST10,
@@ -202,7 +231,7 @@ impl Plant {
             None,
             vec![bearing.clone(), housing.clone()],
         )];
-        ops.extend(self.inspect(lane, &ST20, &ST20_PARAMS, &serial));
+        ops.extend(self.inspect(lane, &ST20, &ST20_PARAMS, &serial, None));
         self.record_unit(UnitTruth {
             serial: serial.clone(),
             part: PART_SUB.to_owned(),
@@ -251,7 +280,10 @@ impl Plant {
         let params = self.draw(&ST110_PARAMS, false);
         self.cycle(lane, &ST110, &params, true, None);
         let mut ops = vec![self.op_truth(&ST110, params, true, None, vec![screw.clone()])];
-        ops.extend(self.inspect(lane, &ST120, &ST120_PARAMS, &serial));
+        // A drive whose sub-assembly holds a bearing of the bad batch is noisy at end of line.
+        let bad = self.bad_batch_of(sub, &serial);
+        let bad = bad.then_some((self.params.bad_lot_fail_rate, 1, 302));
+        ops.extend(self.inspect(lane, &ST120, &ST120_PARAMS, &serial, bad));
         self.record_unit(UnitTruth {
             serial: serial.clone(),
             part: PART_FINAL.to_owned(),
@@ -278,6 +310,56 @@ impl Plant {
         self.units_on_line[1] += 1;
         serial
     }
+    /// The press drift (in standard deviations) for the sub-assembly `serial` about to be
+    /// pressed; records the drift cause in the truth from its first unit on.
+    fn press_drift(&mut self, serial: &str) -> f64 {
+        let after = self.params.press_drift_after;
+        let k = self.units_on_line[0];
+        if after == 0 || k < after || k >= after + self.params.press_drift_units {
+            return 0.0;
+        }
+        let shift = (self.params.press_drift_sd_per_unit * (k - after + 1) as f64)
+            .min(self.params.press_drift_max_sd);
+        let found = self.truth.causes.iter_mut().find_map(|c| match c {
+            CauseTruth::Drift { units, .. } => Some(units),
+            CauseTruth::SupplierBatch { .. } => None,
+        });
+        match found {
+            Some(units) => units.push(serial.to_owned()),
+            None => self.truth.causes.push(CauseTruth::Drift {
+                station: ST10.station.to_owned(),
+                equipment: ST10.equipment.to_owned(),
+                parameter: ST10_PARAMS[0].tag.to_owned(),
+                from_unit: serial.to_owned(),
+                sd_per_unit: self.params.press_drift_sd_per_unit,
+                max_sd: self.params.press_drift_max_sd,
+                units: vec![serial.to_owned()],
+            }),
+        }
+        shift
+    }
+
+    /// Whether sub-assembly `sub` holds a lot of the bad batch; records the finished unit
+    /// `serial` with the cause if so.
+    fn bad_batch_of(&mut self, sub: &str, serial: &str) -> bool {
+        let lots: Vec<String> = self
+            .truth
+            .units
+            .get(sub)
+            .map(|u| u.materials.iter().map(|m| m.lot.clone()).collect())
+            .unwrap_or_default();
+        let mut bad = false;
+        for c in &mut self.truth.causes {
+            if let CauseTruth::SupplierBatch { lot, units, .. } = c
+                && lots.contains(lot)
+            {
+                units.push(serial.to_owned());
+                bad = true;
+            }
+        }
+        bad
+    }
+
     /// Adds a built unit to the truth: the lots it consumed, the components built into it and
     /// its work order point at it.
     fn record_unit(&mut self, unit: UnitTruth) {

@@ -3,10 +3,10 @@
 //! again).
 
 use super::Plant;
-use crate::plant::catalog::SUPPLIERS;
+use crate::plant::catalog::{PART_BEARING, PART_HOUSING, PART_SCREW, SUPPLIERS};
 use crate::plant::floor::{FloorAction, Lane};
 use crate::plant::labels::{gs1_check_digit, lot_label};
-use crate::plant::truth::LotTruth;
+use crate::plant::truth::{CauseTruth, LotTruth};
 
 /// The lot a feeder holds.
 pub(super) struct Feeder {
@@ -64,7 +64,30 @@ impl Plant {
                 customers: Vec::new(),
             },
         );
-        let left = self.params.lot_units.max(1) - 1;
+        // The first box at a feeder of housings or screws is a part-used one left from the last
+        // run (a third, two thirds): lots of different parts then change at different units.
+        // Were they all to change together, every lot of a unit would have the same consumers
+        // and no analysis could tell a bad one from its neighbours.
+        let size = match (self.feeders.contains_key(&key), part) {
+            (false, PART_HOUSING) => self.params.lot_units / 3,
+            (false, PART_SCREW) => self.params.lot_units * 2 / 3,
+            _ => self.params.lot_units,
+        };
+        let left = size.max(1) - 1;
+        if part == PART_BEARING {
+            self.bearing_lots += 1;
+            if self.bearing_lots == self.params.bad_bearing_lot {
+                self.truth.causes.push(CauseTruth::SupplierBatch {
+                    part: part.to_owned(),
+                    lot: lot.clone(),
+                    supplier: sup.name.to_owned(),
+                    supplier_batch: lot.clone(),
+                    station: "ST120".to_owned(),
+                    fail_rate: self.params.bad_lot_fail_rate,
+                    units: Vec::new(),
+                });
+            }
+        }
         self.feeders.insert(
             key,
             Feeder {
