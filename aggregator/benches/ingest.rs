@@ -1,11 +1,22 @@
-//! Sustained ingest into PostgreSQL: trace events and readings, (1) fed directly into the
-//! ingest writer (the database side), (2) end to end through a local Mosquitto on a free port
-//! (publish → ingest → commit → ack), and (3) the raw `COPY` rate of the same rows as a ceiling.
+//! Sustained ingest into PostgreSQL or SQLite: trace events and readings, (1) fed directly into
+//! the ingest writer (the database side), (2) end to end through a local Mosquitto on a free port
+//! (publish → ingest → commit → ack), and (3) on PostgreSQL the raw `COPY` rate of the same rows
+//! as a ceiling.
 //!
-//! `cargo bench -p threadline-aggregator --bench ingest` (env: THREADLINE_TEST_DATABASE_URL,
+//! `cargo bench --workspace --bench ingest` (env: THREADLINE_TEST_DATABASE_URL,
 //! TL_BENCH_GATEWAYS (default 4), TL_BENCH_WRITERS (default 4),
 //! TL_BENCH_EVENTS, TL_BENCH_READINGS, TL_BENCH_BATCH, TL_BENCH_MOSQUITTO_EXTRA,
 //! TL_BENCH_SKIP_MQTT=1, TL_BENCH_ONLY_MQTT=1).
+//!
+//! SQLite (the embedded default): `TL_BENCH_DB=sqlite` (a file in a temporary directory) or
+//! `TL_BENCH_DB=sqlite:///path/x.db` (the file and its `-wal`/`-shm` are replaced). Without
+//! `TL_BENCH_SECS` it runs the same fixed sizes as PostgreSQL. With `TL_BENCH_SECS=600` it is the
+//! long run: the writer is fed `TL_BENCH_LONG` (`readings`, the default, or `events`) generated on
+//! the fly for that many seconds, and every `TL_BENCH_EVERY_S` (10) seconds one line says the
+//! rate of that interval, the rows stored so far, the CPU of the process and of the SQLite
+//! worker thread (the writer's connection), the database and WAL sizes and the load average —
+//! the curve shows whether the rate stays flat as the table grows. `TL_BENCH_TAGS` (100): how
+//! many distinct tags the readings cycle through.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -214,6 +225,9 @@ async fn copy_rate(db: &Db, table: &str) -> (u64, f64) {
     (rows, start.elapsed().as_secs_f64())
 }
 
+#[path = "ingest/sqlite.rs"]
+mod sqlite;
+
 async fn mqtt_rate(
     url: &str,
     writers: usize,
@@ -323,6 +337,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Some(db) = std::env::var("TL_BENCH_DB")
+        .ok()
+        .filter(|d| d.starts_with("sqlite"))
+    {
+        rt.block_on(sqlite::main(&db));
+        return;
+    }
     rt.block_on(async {
         let admin = std::env::var("THREADLINE_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());

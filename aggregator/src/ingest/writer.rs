@@ -113,6 +113,15 @@ impl Writers {
                 cfg.clone(),
                 cancel.clone(),
             )));
+            // The checkpointer lives as long as its committer (the guard is dropped when the
+            // committer returns, however it ends).
+            let checkpoint_stop = CancellationToken::new();
+            if db.max_parallel_writers() == 1 {
+                w.tasks.push(tokio::spawn(run_checkpointer(
+                    db.clone(),
+                    checkpoint_stop.clone(),
+                )));
+            }
             w.tasks.push(tokio::spawn(run_committer(
                 db.clone(),
                 decode.root.clone(),
@@ -120,6 +129,7 @@ impl Writers {
                 acks.clone(),
                 stats.clone(),
                 cancel.clone(),
+                checkpoint_stop.drop_guard(),
             )));
         }
         w
@@ -247,6 +257,7 @@ async fn run_committer(
     acks: AckSink,
     stats: Arc<IngestStats>,
     cancel: CancellationToken,
+    _checkpointer: tokio_util::sync::DropGuard,
 ) {
     loop {
         let batch = tokio::select! {
@@ -257,6 +268,40 @@ async fn run_committer(
             return;
         };
         send_acks(&acks, &out, &stats);
+    }
+}
+
+/// How often the checkpointer copies the WAL into the database file (SQLite).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] beside the committer, until `stop` (SQLite;
+/// see [`crate::store::db::Checkpointer`]). Failures are logged and tried again: the writer's own
+/// automatic checkpoint is the backstop.
+async fn run_checkpointer(db: Db, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if conn.is_none() {
+            match db.checkpointer().await {
+                Ok(Some(c)) => conn = Some(c),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the WAL checkpoint connection; next try soon");
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = &mut conn
+            && let Err(e) = c.checkpoint().await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; next try soon");
+            conn = None;
+        }
     }
 }
 

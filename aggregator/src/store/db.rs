@@ -41,7 +41,18 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(std::time::Duration::from_secs(10));
+                .busy_timeout(std::time::Duration::from_secs(10))
+                // The writer's hot pages (the right edge of each readings index, per gateway
+                // and per tag) must stay in memory as the tables grow: the default 2 MB cache
+                // holds about 500 pages. Up to 64 MiB per connection, taken only as used.
+                .pragma("cache_size", "-65536")
+                // Checkpoints run beside the writer ([`Db::checkpoint`]); the writer checkpoints
+                // itself (at commit, waiting) only if those fall behind by this many pages.
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+                // A WAL that grew during a burst is cut back to this size once checkpointed.
+                .pragma("journal_size_limit", (64i64 << 20).to_string())
+                // The multi-row statements of the write path, several sizes per table.
+                .statement_cache_capacity(256);
             if let Some(dir) = opts.get_filename().parent()
                 && !dir.as_os_str().is_empty()
             {
@@ -136,6 +147,32 @@ impl Db {
     }
 }
 
+/// WAL pages (4 KiB) after which a committing SQLite connection checkpoints by itself: 64 MiB,
+/// a backstop for when [`Db::checkpoint`] does not run or falls behind (SQLite's default, 1000
+/// pages, made the writer copy pages into the database file and wait for that every second or
+/// third batch).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// A connection that copies the pages the SQLite WAL holds into the database file, beside the
+/// writer: `wal_checkpoint(PASSIVE)` waits for no one (what a reader still uses stays for the
+/// next time). Run every [`crate::ingest::writer::CHECKPOINT_EVERY`], it keeps the WAL short
+/// and the writer from checkpointing at commit, where it would wait for the copy and its
+/// fsync. A connection apart from the pool: the writer's pooled connection keeps its page cache
+/// (SQLite drops a connection's cache when another connection changed the database since).
+#[derive(Debug)]
+pub struct Checkpointer(sqlx::sqlite::SqliteConnection);
+
+impl Checkpointer {
+    /// One passive checkpoint; the WAL's pages and how many of them are now in the database
+    /// file.
+    pub async fn checkpoint(&mut self) -> sqlx::Result<(i64, i64)> {
+        let (_busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut self.0)
+            .await?;
+        Ok((log, done))
+    }
+}
+
 /// SQLite virtual-machine instructions between two looks at the clock (well under a
 /// millisecond of work).
 const PROGRESS_OPS: i32 = 10_000;
@@ -206,6 +243,18 @@ impl Db {
             }
             sqlx::Error::Encode(e) => Some(format!("cannot encode a value: {e}")),
             _ => None,
+        }
+    }
+
+    /// SQLite: a connection of its own for checkpointing the WAL beside the writer
+    /// ([`Checkpointer`]); `None` on PostgreSQL, which needs none.
+    pub async fn checkpointer(&self) -> sqlx::Result<Option<Checkpointer>> {
+        match self {
+            Db::Postgres(_) => Ok(None),
+            Db::Sqlite(p) => {
+                use sqlx::ConnectOptions as _;
+                Ok(Some(Checkpointer(p.connect_options().connect().await?)))
+            }
         }
     }
 
