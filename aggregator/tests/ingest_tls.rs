@@ -274,7 +274,9 @@ async fn a_wrong_password_is_refused_and_never_connects() {
         .unhealthy_reason()
         .expect("unhealthy while refused");
     assert!(
-        reason.starts_with("MQTT broker not connected: Connection refused"),
+        // The reason names the broker tried (`[mqtt] urls` rotation), then the refusal.
+        reason.starts_with("MQTT broker not connected: mqtts://")
+            && reason.contains("Connection refused"),
         "{reason}"
     );
     assert!(!ingest.stats.mqtt_connected.load(Ordering::Relaxed));
