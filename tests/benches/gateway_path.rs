@@ -189,7 +189,7 @@ fn main() {
                     }
                 });
                 // PLC 0: a new probe value every 500 ms.
-                if d == 0 && n % 10 == 0 {
+                if d == 0 && n.is_multiple_of(10) {
                     let value = (n / 10) as u16;
                     let wall = threadline_shared::time::format(&threadline_shared::time::now());
                     bank.set_holding(PROBE_AT, &[value]);
