@@ -339,13 +339,15 @@ fn enc(s: &str) -> String {
     threadline_aggregator::web::url_escape(s)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn web_ui_in_headless_chromium() {
+/// The generated plant in a fresh SQLite file, served by the real router on a free port:
+/// (its directory, the database, the base URL). `None` (skipped loudly, or a failure under
+/// CI=true) without chromium and chromedriver.
+async fn serve_plant(tokens: Tokens) -> Option<(tempfile::TempDir, Db, String)> {
     if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
         skip_or_fail(
             "chromium / chromedriver not installed (apt-get install chromium chromium-driver)",
         );
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::connect(
@@ -360,13 +362,21 @@ async fn web_ui_in_headless_chromium() {
     let app = router(AppState {
         db: db.clone(),
         ingest: Arc::new(Default::default()),
-        tokens: Arc::new(Tokens::default()),
+        tokens: Arc::new(tokens),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
+    Some((dir, db, base))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_in_headless_chromium() {
+    let Some((_dir, db, base)) = serve_plant(Tokens::default()).await else {
+        return;
+    };
     let http = reqwest::Client::new();
     let api = |path: String| {
         let http = http.clone();
@@ -587,36 +597,10 @@ async fn web_ui_in_headless_chromium() {
 /// out ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_with_a_token_in_headless_chromium() {
-    if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
-        skip_or_fail(
-            "chromium / chromedriver not installed (apt-get install chromium chromium-driver)",
-        );
+    let tokens = Tokens::from_pairs(&[("quality", "read-secret-7", Scope::Read)]);
+    let Some((_dir, _db, base)) = serve_plant(tokens).await else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::connect(
-        &format!("sqlite://{}", dir.path().join("ui.db").display()),
-        2,
-    )
-    .await
-    .expect("sqlite");
-    for sql in plant() {
-        exec(&db, &sql).await;
-    }
-    let app = router(AppState {
-        db: db.clone(),
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(Tokens::from_pairs(&[(
-            "quality",
-            "read-secret-7",
-            Scope::Read,
-        )])),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    };
     let d = Driver::start().await;
 
     // A page without a session: the sign-in form, in place of the page.
