@@ -25,7 +25,8 @@
 //! **Keys.** A key file holds one or more keys, one per line: 64 hex digits (32 random bytes),
 //! `#` comments and blank lines ignored. The first key signs; every key verifies — that is
 //! how a key is rolled over without losing a message (docs/security.md, "Key rotation").
-//! Verification is constant-time (`ring::hmac::verify`).
+//! Verification hashes in place and compares tags in constant time
+//! (`ring::constant_time::verify_slices_are_equal`).
 //!
 //! **Why ring.** It is already in the build for rustls (MQTT and HTTP TLS), it has HMAC with a
 //! constant-time verify and the system CSPRNG (`SystemRandom`) that `keygen` needs, so signing
@@ -170,15 +171,10 @@ impl KeyRing {
         payload: &'a [u8],
     ) -> Result<&'a [u8], VerifyError> {
         let (body, tag) = split(payload).ok_or(VerifyError::Unsigned)?;
-        // hmac::verify (constant-time) wants the whole message: build it once for every key.
-        let mut msg = Vec::with_capacity(purpose.domain().len() + gateway.len() + 2 + body.len());
-        msg.extend_from_slice(purpose.domain());
-        msg.push(0);
-        msg.extend_from_slice(gateway.as_bytes());
-        msg.push(0);
-        msg.extend_from_slice(body);
+        // Hash in place (no copy of the body) and compare the tags in constant time.
         for key in &self.keys {
-            if hmac::verify(key, &msg, &tag).is_ok() {
+            let mac = KeyRing::mac(key, purpose, gateway, body);
+            if ring::constant_time::verify_slices_are_equal(mac.as_ref(), &tag).is_ok() {
                 return Ok(body);
             }
         }
