@@ -93,7 +93,6 @@ pub async fn run_with(
             let parts: std::collections::BTreeSet<String> = cfg
                 .station
                 .iter()
-                .filter(|s| s.enforce_route)
                 .flat_map(|s| s.part.iter().chain(s.work_order_parts.values()))
                 .cloned()
                 .collect();

@@ -15,6 +15,14 @@
 //!    passed ST10 and ST20 here proceeds;
 //! 4. the gateway restarted while both stay down: the cached holds and route still refuse.
 //!
+//! The materials check and holds through consumed lots
+//! (`e2e_lot_of_a_wrong_part_refused_and_a_held_lot_stops_the_units_it_reached_offline`):
+//! route `FG-1` with `materials = ["P1"]` at ST20: a lot of part P2 (from its label, or from
+//! the aggregator's master data for a label without a part) is refused at ST20 naming the lot,
+//! its part and the operation, a P1 lot is loaded and consumed by SN1; a hold on that lot, with
+//! the aggregator and the broker down, refuses SN1 at ST30 (`via lot …`) from the cache, and
+//! a P2 lot is still refused from the cached route.
+//!
 //! And without any aggregator, `when_unreachable = "block"` refuses naming the unreachable
 //! route service, `"allow"` accepts; each verdict is written to the station's interlock tag
 //! (a coil, a holding register) and read back from the Modbus simulator.
@@ -63,13 +71,15 @@ fn gateway_config(
          [route]\naggregator_url = \"http://{aggregator}\"\nlookup_timeout_ms = 500\n\
          when_unreachable = \"{policy}\"\n\n\
          [[pattern]]\nkind = \"unit\"\nregex = '^SN\\d+$'\n\
-         [[pattern]]\nkind = \"lot\"\nregex = '^LOT-(?P<part>P\\d+)-\\d+$'\n\n\
+         [[pattern]]\nkind = \"lot\"\nregex = '^LOT-(?P<part>P\\d+)-\\d+$'\n\
+         [[pattern]]\nkind = \"lot\"\nregex = '^BATCH-\\d+$'\n\n\
          [[station]]\nid = \"RCV\"\nkind = \"receive\"\n\n\
          [[station]]\nid = \"ST10\"\noperation = \"assemble\"\nkind = \"process\"\n\
          starts_units = true\npart = \"FG-1\"\ncomplete_code = \"DONE\"\n\n\
          {device}[[station]]\nid = \"ST20\"\noperation = \"test\"\nkind = \"process\"\n\
          enforce_route = true\ncomplete_code = \"DONE\"\n{st20_interlock}\
-           [[station.feeder]]\n  part = \"P1\"\n  qty_per_unit = 1\n\n\
+           [[station.feeder]]\n  part = \"P1\"\n  qty_per_unit = 1\n\
+           [[station.feeder]]\n  part = \"P2\"\n  qty_per_unit = 1\n\n\
          [[station]]\nid = \"ST30\"\noperation = \"final\"\nkind = \"process\"\n\
          enforce_route = true\ncomplete_code = \"DONE\"\n\n",
         data_dir.display()
@@ -531,4 +541,182 @@ async fn e2e_route_unreachable_block_refuses_and_allow_accepts() {
         );
         drop(sim);
     }
+}
+
+/// Starts Mosquitto and the aggregator on a fresh database, posts `route`.
+async fn start_plant(dir: &Path, db: &TestDb, route: Value) -> (Mosquitto, Proc, Api, String) {
+    let bins = binaries().unwrap();
+    let broker = Mosquitto::start().await;
+    let agg_http = format!("127.0.0.1:{}", free_port());
+    let agg_cfg = dir.join("aggregator.toml");
+    std::fs::write(
+        &agg_cfg,
+        format!(
+            "[aggregator]\nid = \"agg-route\"\nbatch_max_wait_ms = 20\n[mqtt]\nurl = \"{}\"\n\
+             [database]\nurl = \"{}\"\n[http]\nlisten = \"{agg_http}\"\n",
+            broker.url(),
+            db.url
+        ),
+    )
+    .unwrap();
+    let agg_cfg_s = agg_cfg.to_string_lossy().into_owned();
+    let aggregator = Proc::start(
+        "aggregator",
+        dir,
+        &bins.aggregator,
+        &["run", "--config", &agg_cfg_s],
+    )
+    .unwrap();
+    let api = Api::new(&agg_http);
+    api.wait_healthy(Duration::from_secs(60)).await.unwrap();
+    let (st, v) = api.post("/api/v1/routes", &route).await.unwrap();
+    assert_eq!(st, 201, "{v}");
+    (broker, aggregator, api, agg_http)
+}
+
+/// Waits until the aggregator has `unit`'s operation at `station`.
+async fn wait_completed(api: &Api, gw: &Proc, station: &str, unit: &str) {
+    wait_for(&format!("{unit} done at {station}"), WAIT, || async {
+        let ops = aggregator_records(api, "operation_completed").await;
+        completed(&ops, station, unit).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_lot_of_a_wrong_part_refused_and_a_held_lot_stops_the_units_it_reached_offline() {
+    let bins = binaries().unwrap();
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    if !Mosquitto::available() {
+        db.drop_db().await;
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, mut aggregator, api, agg_http) = start_plant(
+        dir.path(),
+        &db,
+        json!({"part": "FG-1", "version": "1", "operations": [
+            {"station": "ST10", "operation": "assemble"},
+            {"station": "ST20", "operation": "test", "materials": ["P1"]},
+            {"station": "ST30", "operation": "final"}]}),
+    )
+    .await;
+    // A lot whose label names no part: the aggregator knows it from the ERP.
+    let (st, v) = api
+        .post("/api/v1/lots", &json!({"lot": "BATCH-7", "part": "P2"}))
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{v}");
+
+    let mut scanners = Scanners::new();
+    let data = dir.path().join("gw");
+    let gw_cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &gw_cfg,
+        gateway_config(&data, &broker.url(), &agg_http, "block", &scanners.1, None),
+    )
+    .unwrap();
+    let gw_cfg_s = gw_cfg.to_string_lossy().into_owned();
+    let gw = Proc::start(
+        "gateway",
+        dir.path(),
+        &bins.gateway,
+        &["run", "--config", &gw_cfg_s],
+    )
+    .unwrap();
+    scanners.prime(&gw, 1).await;
+
+    // Online: SN1 started at ST10, current at ST20.
+    work(&mut scanners, "SN1", "ST10").await;
+    wait_completed(&api, &gw, "ST10", "SN1").await;
+    scanners.scan("ST20", "SN1");
+    scanners.scan("ST20", "LOT-P2-1");
+    let why = wait_online_rejection(&api, &gw, "ST20", "LOT-P2-1").await;
+    assert_eq!(
+        why,
+        "lot LOT-P2-1 (part P2) is not a material of operation test at ST20 (route FG-1 version 1 takes P1)"
+    );
+    scanners.scan("ST20", "BATCH-7");
+    let why = wait_online_rejection(&api, &gw, "ST20", "BATCH-7").await;
+    assert_eq!(
+        why,
+        "lot BATCH-7 (part P2) is not a material of operation test at ST20 (route FG-1 version 1 takes P1)"
+    );
+    // A P1 lot (received first, so that it can be held) is loaded and consumed by SN1.
+    scanners.scan("RCV", "LOT-P1-5");
+    scanners.scan("ST20", "LOT-P1-5");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    scanners.scan("ST20", "DONE");
+    wait_completed(&api, &gw, "ST20", "SN1").await;
+    let ops = aggregator_records(&api, "operation_completed").await;
+    let at20 = ops
+        .iter()
+        .find(|o| o["station"] == "ST20" && o["unit"] == "SN1")
+        .unwrap();
+    assert_eq!(at20["materials"][0]["lot"], "LOT-P1-5", "{at20}");
+    let loaded = aggregator_records(&api, "material_loaded").await;
+    assert!(
+        !loaded
+            .iter()
+            .any(|m| m["lot"] == "LOT-P2-1" || m["lot"] == "BATCH-7"),
+        "{loaded:?}"
+    );
+
+    // SN2 current at ST20 (for the offline materials check below).
+    work(&mut scanners, "SN2", "ST10").await;
+    wait_completed(&api, &gw, "ST10", "SN2").await;
+    scanners.scan("ST20", "SN2");
+    // A lot scanned after it is handled after it (same station, in order): once it is loaded,
+    // SN2 is current.
+    scanners.scan("ST20", "LOT-P1-6");
+    wait_for("LOT-P1-6 loaded at ST20", WAIT, || async {
+        aggregator_records(&api, "material_loaded")
+            .await
+            .iter()
+            .any(|m| m["lot"] == "LOT-P1-6")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+    wait_for("lot hold placed", WAIT, || async {
+        let (st, _) = api
+            .post(
+                "/api/v1/holds",
+                &json!({"kind": "lot", "id": "LOT-P1-5", "reason": "cracked screws", "by": "qe"}),
+            )
+            .await
+            .ok()?;
+        (st == 201).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_for("the hold at the gateway", WAIT, || async {
+        plain(&gw.output())
+            .contains("holds received holds=1")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", gw.output(), aggregator.output()));
+
+    // Aggregator and broker down: the cache alone refuses SN1 (it consumed the held lot on
+    // this line) and a P2 lot (the cached route).
+    aggregator.kill();
+    broker.down(true);
+    scanners.scan("ST30", "SN1");
+    let why = wait_outbox_rejection(&data, &gw, "ST30", "SN1", 1).await;
+    assert_eq!(
+        why,
+        "on hold: cracked screws (lot LOT-P1-5, via lot LOT-P1-5)"
+    );
+    scanners.scan("ST20", "LOT-P2-2");
+    let why = wait_outbox_rejection(&data, &gw, "ST20", "LOT-P2-2", 1).await;
+    assert!(
+        why.starts_with("lot LOT-P2-2 (part P2) is not a material of operation test at ST20"),
+        "{why}"
+    );
+    drop(gw);
+    db.drop_db().await;
 }

@@ -3,23 +3,26 @@
 //!
 //! - **Format.** JSON `{"version":1,"holds_seq":…,"holds":[{hold_id,kind,id,reason,…}],
 //!   "routes":{part:[route oldest first]},"units":{serial:{part,route_version,ops:[{station,
-//!   operation,passed}],touched}}}`; routes and holds as the aggregator sends them.
+//!   operation,passed}],inputs:[{kind,id}],touched}},"lots":{lot:{part,touched}}}`; routes and
+//!   holds as the aggregator sends them; `inputs` are the lots and sub-assemblies this line put
+//!   into the unit (for holds that reach it through them), `lots` the parts of lots received or
+//!   looked up (for the materials check). Fields added later default when absent.
 //! - **Written** atomically (a temporary file renamed over it) by the saver task at most every
 //!   [`SAVE_DELAY`] after a change and at shutdown: a gateway killed right after an operation
 //!   may forget that one result (the aggregator still has it once delivered), never a whole
 //!   file.
-//! - **Bounded.** At most [`MAX_UNITS`] units are remembered, the least recently touched go
-//!   first.
+//! - **Bounded.** At most [`MAX_UNITS`] units and [`MAX_UNITS`] lots are remembered, the least
+//!   recently touched go first.
 //! - **Unreadable** at start: moved aside to `route_cache.json.corrupt-<unix ms>`, logged, and
 //!   the gateway starts with nothing cached (the policy applies until it learns again).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use threadline_shared::event::{RecordBody, Verdict};
+use threadline_shared::event::{ItemKind, RecordBody, Verdict};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +58,9 @@ pub(crate) struct RouteOp {
     pub operation: String,
     #[serde(default = "yes")]
     pub required: bool,
+    /// Parts whose lots may be consumed here (empty: any).
+    #[serde(default)]
+    pub materials: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -70,8 +76,38 @@ pub(crate) struct LocalUnit {
     pub route_version: Option<String>,
     /// Operations completed on this line, oldest first.
     pub ops: Vec<LocalOp>,
+    /// Lots and units this line put into the unit (consumed or assembled, not taken out again).
+    pub inputs: Vec<Input>,
     /// Order of the last change, for eviction.
     pub touched: u64,
+}
+
+/// A lot or a sub-assembly that went into a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Input {
+    pub kind: ItemKind,
+    pub id: String,
+}
+
+/// What this line knows of a lot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct LocalLot {
+    pub part: Option<String>,
+    pub touched: u64,
+}
+
+/// The materials check of a lot at its station (see [`RouteCache::material_check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MaterialCheck {
+    Pass,
+    Refuse(String),
+    /// Not decidable from the cache: fetch the route of `route_part` (when set) and look the
+    /// lot's part up (when `lot_part`), then decide with `last_word`.
+    Need {
+        route_part: Option<String>,
+        lot_part: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +126,7 @@ struct CacheFile {
     holds: Vec<Hold>,
     routes: BTreeMap<String, Vec<Route>>,
     units: BTreeMap<String, LocalUnit>,
+    lots: BTreeMap<String, LocalLot>,
     clock: u64,
 }
 
@@ -127,6 +164,7 @@ impl RouteCache {
             holds = data.holds.len(),
             routes = data.routes.len(),
             units = data.units.len(),
+            lots = data.lots.len(),
             "route cache loaded"
         );
         Arc::new(RouteCache {
@@ -198,7 +236,21 @@ impl RouteCache {
         self.touch();
     }
 
-    /// Records the units started and the operations completed among a station step's events.
+    /// Remembers the part of a lot (received on this line, or as the aggregator knows it).
+    pub(crate) fn learn_lot(&self, lot: &str, part: &str) {
+        let mut d = self.lock();
+        d.clock += 1;
+        let clock = d.clock;
+        let l = d.lots.entry(lot.to_owned()).or_default();
+        l.part = Some(part.to_owned());
+        l.touched = clock;
+        evict(&mut d);
+        drop(d);
+        self.touch();
+    }
+
+    /// Records the units started, the operations completed, the lots received and what went
+    /// into (or came out of) a unit among a station step's events.
     pub(crate) fn observe(&self, events: &[StationEvent]) {
         let mut changed = false;
         let mut d = self.lock();
@@ -223,8 +275,44 @@ impl RouteCache {
                         operation: o.operation.clone(),
                         passed: o.result == Verdict::Pass,
                     });
+                    for m in &o.materials {
+                        add_input(u, ItemKind::Lot, &m.lot);
+                    }
+                    u.touched = clock;
+                    for m in &o.materials {
+                        if let Some(p) = &m.part {
+                            // The feeder's part: what the station took the lot for.
+                            let l = d.lots.entry(m.lot.clone()).or_default();
+                            l.part.get_or_insert_with(|| p.clone());
+                            l.touched = clock;
+                        }
+                    }
+                    changed = true;
+                }
+                RecordBody::Assembled(a) => {
+                    d.clock += 1;
+                    let clock = d.clock;
+                    let u = d.units.entry(a.parent.clone()).or_default();
+                    add_input(u, a.child.kind, &a.child.id);
                     u.touched = clock;
                     changed = true;
+                }
+                RecordBody::Disassembled(a) => {
+                    if let Some(u) = d.units.get_mut(&a.parent) {
+                        u.inputs
+                            .retain(|i| !(i.kind == a.child.kind && i.id == a.child.id));
+                        changed = true;
+                    }
+                }
+                RecordBody::LotReceived(r) => {
+                    if let Some(p) = &r.part {
+                        d.clock += 1;
+                        let clock = d.clock;
+                        let l = d.lots.entry(r.lot.clone()).or_default();
+                        l.part = Some(p.clone());
+                        l.touched = clock;
+                        changed = true;
+                    }
                 }
                 _ => {}
             }
@@ -236,25 +324,137 @@ impl RouteCache {
         }
     }
 
-    /// The hold that covers the subject directly (the unit or lot itself, or its part), as a
-    /// `scan_rejected` reason.
+    /// The hold that covers the subject, as a `scan_rejected` reason: on the unit or lot
+    /// itself, or its part (`on hold: <reason> (<kind> <id>)`); for a unit also on a lot or
+    /// sub-assembly this line put into it, at any depth (`on hold: <reason> (<kind> <id>, via
+    /// <kind> <input>)`, `via` the unit's own input it came through, as the aggregator words
+    /// it) — so a lot hold stops the units it reached with the aggregator away too.
     pub(crate) fn hold_of(&self, s: &RouteSubject) -> Option<String> {
         let d = self.lock();
+        if d.holds.is_empty() {
+            return None;
+        }
         let part = match s.kind {
             SubjectKind::Unit => d
                 .units
                 .get(&s.id)
                 .and_then(|u| u.part.clone())
                 .or_else(|| s.part.clone()),
-            SubjectKind::Lot => s.part.clone(),
+            SubjectKind::Lot => s
+                .part
+                .clone()
+                .or_else(|| d.lots.get(&s.id).and_then(|l| l.part.clone())),
         };
-        d.holds
-            .iter()
-            .find(|h| {
-                (h.kind == s.kind.as_str() && h.id == s.id)
-                    || (h.kind == "part" && part.as_deref() == Some(h.id.as_str()))
-            })
-            .map(|h| format!("on hold: {} ({} {})", h.reason, h.kind, h.id))
+        if let Some(h) = d.holds.iter().find(|h| {
+            (h.kind == s.kind.as_str() && h.id == s.id)
+                || (h.kind == "part" && part.as_deref() == Some(h.id.as_str()))
+        }) {
+            return Some(format!("on hold: {} ({} {})", h.reason, h.kind, h.id));
+        }
+        if s.kind != SubjectKind::Unit {
+            return None;
+        }
+        // Backward through this line's inputs, breadth first; `via` is the first level's.
+        let mut seen: HashSet<(ItemKind, &str)> = HashSet::new();
+        let mut queue: VecDeque<(&Input, &Input)> = VecDeque::new();
+        for i in d
+            .units
+            .get(&s.id)
+            .map(|u| u.inputs.as_slice())
+            .unwrap_or_default()
+        {
+            queue.push_back((i, i));
+        }
+        while let Some((i, via)) = queue.pop_front() {
+            if !seen.insert((i.kind, i.id.as_str())) || seen.len() > MAX_UNITS {
+                continue;
+            }
+            if let Some(h) = d
+                .holds
+                .iter()
+                .find(|h| h.kind == i.kind.as_str() && h.id == i.id)
+            {
+                return Some(format!(
+                    "on hold: {} ({} {}, via {} {})",
+                    h.reason, h.kind, h.id, via.kind, via.id
+                ));
+            }
+            if i.kind == ItemKind::Unit
+                && let Some(u) = d.units.get(&i.id)
+            {
+                queue.extend(u.inputs.iter().map(|n| (n, via)));
+            }
+        }
+        None
+    }
+
+    /// Whether the route lets the station consume lot `s` (a lot subject): the route of the
+    /// station's current unit's part (else the part units start as here), in the version the
+    /// unit runs under (else the newest cached), its operation at the station, and that
+    /// operation's `materials`. No part, no route operation at the station, or no `materials`:
+    /// nothing to check. `last_word`: after the lookups, so a route still not known passes
+    /// (logged) and a lot part still not known is refused.
+    pub(crate) fn material_check(&self, s: &RouteSubject, last_word: bool) -> MaterialCheck {
+        let d = self.lock();
+        let unit = s.unit.as_ref().and_then(|u| d.units.get(u));
+        let Some(route_part) = unit
+            .and_then(|u| u.part.clone())
+            .or_else(|| s.unit_part.clone())
+        else {
+            return MaterialCheck::Pass;
+        };
+        let Some(versions) = d.routes.get(&route_part) else {
+            if last_word {
+                tracing::debug!(lot = %s.id, station = %s.station, part = %route_part, "no route known for the part: lot not checked against materials");
+                return MaterialCheck::Pass;
+            }
+            let lot_part =
+                s.part.is_none() && d.lots.get(&s.id).and_then(|l| l.part.as_ref()).is_none();
+            return MaterialCheck::Need {
+                route_part: Some(route_part),
+                lot_part,
+            };
+        };
+        let Some(route) = unit
+            .and_then(|u| u.route_version.as_deref())
+            .and_then(|want| versions.iter().find(|r| r.version == want))
+            .or_else(|| versions.last())
+        else {
+            return MaterialCheck::Pass;
+        };
+        let Some(op) = route.operations.iter().find(|o| o.station == s.station) else {
+            return MaterialCheck::Pass;
+        };
+        if op.materials.is_empty() {
+            return MaterialCheck::Pass;
+        }
+        let lot_part = s
+            .part
+            .clone()
+            .or_else(|| d.lots.get(&s.id).and_then(|l| l.part.clone()));
+        match lot_part {
+            Some(p) if op.materials.contains(&p) => MaterialCheck::Pass,
+            Some(p) => MaterialCheck::Refuse(format!(
+                "lot {} (part {p}) is not a material of operation {} at {} (route {} version {} takes {})",
+                s.id,
+                op.operation,
+                op.station,
+                route.part,
+                route.version,
+                op.materials.join(", ")
+            )),
+            None if last_word => MaterialCheck::Refuse(format!(
+                "lot {}: part unknown (not on its label, not received or known to the aggregator); operation {} at {} takes {}",
+                s.id,
+                op.operation,
+                op.station,
+                op.materials.join(", ")
+            )),
+            None => MaterialCheck::Need {
+                route_part: None,
+                lot_part: true,
+            },
+        }
     }
 
     /// This line's latest result of `operation` at `station` for `serial`.
@@ -352,9 +552,27 @@ impl RouteCache {
     }
 }
 
-/// Forgets the least recently touched units beyond [`MAX_UNITS`] (a tenth more at once, so
-/// that the sort is rare).
+fn add_input(u: &mut LocalUnit, kind: ItemKind, id: &str) {
+    if !u.inputs.iter().any(|i| i.kind == kind && i.id == id) {
+        u.inputs.push(Input {
+            kind,
+            id: id.to_owned(),
+        });
+    }
+}
+
+/// Forgets the least recently touched units and lots beyond [`MAX_UNITS`] each (a tenth more
+/// at once, so that the sort is rare).
 fn evict(d: &mut CacheFile) {
+    if d.lots.len() > MAX_UNITS + MAX_UNITS / 10 {
+        let mut order: Vec<(u64, String)> =
+            d.lots.iter().map(|(k, l)| (l.touched, k.clone())).collect();
+        order.sort_unstable();
+        let excess = d.lots.len() - MAX_UNITS;
+        for (_, k) in order.into_iter().take(excess) {
+            d.lots.remove(&k);
+        }
+    }
     if d.units.len() <= MAX_UNITS + MAX_UNITS / 10 {
         return;
     }
@@ -397,6 +615,7 @@ mod tests {
             station: station.into(),
             operation: operation.into(),
             required,
+            materials: Vec::new(),
         };
         Route {
             part: "FG-1".into(),
@@ -418,6 +637,8 @@ mod tests {
             id: id.into(),
             route: kind == SubjectKind::Unit,
             part: None,
+            unit: None,
+            unit_part: None,
         }
     }
 
@@ -526,6 +747,170 @@ mod tests {
             Some("on hold: cracked (lot LOT-B)")
         );
         assert_eq!(again.local_result("SN1", "ST20", "test"), Some(true));
+    }
+
+    fn assembled(parent: &str, kind: ItemKind, child: &str) -> StationEvent {
+        StationEvent {
+            ts: now(),
+            body: RecordBody::Assembled(threadline_shared::event::Assembly {
+                parent: parent.into(),
+                child: threadline_shared::event::ItemRef::new(kind, child),
+                qty: Some(1.0),
+                station: Some("ST10".into()),
+                operator: None,
+                reason: None,
+            }),
+        }
+    }
+
+    fn hold(kind: &str, id: &str, reason: &str) -> Hold {
+        Hold {
+            hold_id: format!("H-{id}"),
+            kind: kind.into(),
+            id: id.into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_held_lot_refuses_every_unit_it_reached_on_this_line_at_any_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = RouteCache::load(dir.path());
+        // SN1 consumed LOT-A (feeder) and got sub-assembly SUB-1, which got LOT-B.
+        let mut done = op("SN1", "ST10", "assemble", Verdict::Pass);
+        if let RecordBody::OperationCompleted(o) = &mut done.body {
+            o.materials.push(threadline_shared::event::MaterialUse {
+                lot: "LOT-A".into(),
+                part: Some("P1".into()),
+                qty: 1.0,
+            });
+        }
+        c.observe(&[
+            started("SN1"),
+            done,
+            assembled("SN1", ItemKind::Unit, "SUB-1"),
+            assembled("SUB-1", ItemKind::Lot, "LOT-B"),
+            assembled("SN2", ItemKind::Unit, "SN3"),
+        ]);
+        let sn1 = subject("ST30", "SN1", SubjectKind::Unit);
+        c.set_holds(1, vec![hold("lot", "LOT-B", "cracked")]);
+        assert_eq!(
+            c.hold_of(&sn1).as_deref(),
+            Some("on hold: cracked (lot LOT-B, via unit SUB-1)")
+        );
+        c.set_holds(2, vec![hold("lot", "LOT-A", "wrong alloy")]);
+        assert_eq!(
+            c.hold_of(&sn1).as_deref(),
+            Some("on hold: wrong alloy (lot LOT-A, via lot LOT-A)")
+        );
+        // The sub-assembly itself held: its parent is covered; a unit it did not reach is not.
+        c.set_holds(3, vec![hold("unit", "SUB-1", "dropped")]);
+        assert_eq!(
+            c.hold_of(&sn1).as_deref(),
+            Some("on hold: dropped (unit SUB-1, via unit SUB-1)")
+        );
+        assert_eq!(c.hold_of(&subject("ST30", "SN2", SubjectKind::Unit)), None);
+        // Taken out again: no longer covered. Survives a reload.
+        c.observe(&[StationEvent {
+            ts: now(),
+            body: RecordBody::Disassembled(threadline_shared::event::Assembly {
+                parent: "SN1".into(),
+                child: threadline_shared::event::ItemRef::new(ItemKind::Unit, "SUB-1"),
+                qty: Some(1.0),
+                station: Some("ST10".into()),
+                operator: None,
+                reason: Some("rework".into()),
+            }),
+        }]);
+        assert_eq!(c.hold_of(&sn1), None);
+        c.set_holds(4, vec![hold("lot", "LOT-A", "wrong alloy")]);
+        c.save().unwrap();
+        let again = RouteCache::load(dir.path());
+        assert_eq!(
+            again.hold_of(&sn1).as_deref(),
+            Some("on hold: wrong alloy (lot LOT-A, via lot LOT-A)")
+        );
+    }
+
+    #[test]
+    fn a_lot_of_a_part_the_operation_does_not_take_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = RouteCache::load(dir.path());
+        let lot = |id: &str, part: Option<&str>| RouteSubject {
+            station: "ST20".into(),
+            kind: SubjectKind::Lot,
+            id: id.into(),
+            route: false,
+            part: part.map(String::from),
+            unit: None,
+            unit_part: Some("FG-1".into()),
+        };
+        // No route cached yet: fetch it (and the part of a lot without one on its label).
+        assert_eq!(
+            c.material_check(&lot("L1", Some("P1")), false),
+            MaterialCheck::Need {
+                route_part: Some("FG-1".into()),
+                lot_part: false
+            }
+        );
+        assert_eq!(
+            c.material_check(&lot("L1", Some("P1")), true),
+            MaterialCheck::Pass
+        );
+        let mut r = route();
+        r.operations[2].materials = vec!["P1".into(), "P3".into()];
+        c.set_routes("FG-1", vec![r]);
+        assert_eq!(
+            c.material_check(&lot("L1", Some("P1")), false),
+            MaterialCheck::Pass
+        );
+        assert_eq!(
+            c.material_check(&lot("L2", Some("P2")), false),
+            MaterialCheck::Refuse(
+                "lot L2 (part P2) is not a material of operation test at ST20 (route FG-1 version 1 takes P1, P3)"
+                    .into()
+            )
+        );
+        // No part on the label: a lot received on this line is known; another one is looked
+        // up, and refused when still unknown.
+        c.observe(&[StationEvent {
+            ts: now(),
+            body: RecordBody::LotReceived(threadline_shared::event::LotReceived {
+                lot: "L3".into(),
+                part: Some("P2".into()),
+                supplier: None,
+                supplier_batch: None,
+                qty: None,
+                station: Some("RCV".into()),
+            }),
+        }]);
+        assert!(matches!(
+            c.material_check(&lot("L3", None), false),
+            MaterialCheck::Refuse(why) if why.starts_with("lot L3 (part P2) is not a material")
+        ));
+        assert_eq!(
+            c.material_check(&lot("L4", None), false),
+            MaterialCheck::Need {
+                route_part: None,
+                lot_part: true
+            }
+        );
+        assert!(matches!(
+            c.material_check(&lot("L4", None), true),
+            MaterialCheck::Refuse(why) if why.starts_with("lot L4: part unknown")
+        ));
+        c.learn_lot("L4", "P3");
+        assert_eq!(
+            c.material_check(&lot("L4", None), true),
+            MaterialCheck::Pass
+        );
+        // The current unit's part decides the route; a station with no materials takes any.
+        c.observe(&[started("SN1")]);
+        let mut at30 = lot("L2", Some("P2"));
+        at30.station = "ST30".into();
+        at30.unit = Some("SN1".into());
+        at30.unit_part = Some("OTHER-PART".into());
+        assert_eq!(c.material_check(&at30, false), MaterialCheck::Pass);
     }
 
     #[test]

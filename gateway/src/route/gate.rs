@@ -7,8 +7,17 @@
 //! ([`StationEngine::route_subject`]):
 //!
 //! 1. a hold in the cache on the unit or lot itself, or on its part, refuses it
-//!    (`on hold: <reason> (<kind> <id>)`), without asking anybody;
-//! 2. a lot, or a child unit scanned into the current unit, is otherwise accepted;
+//!    (`on hold: <reason> (<kind> <id>)`), and so does one on a lot or sub-assembly this line
+//!    put into the unit (`…, via <kind> <id>)`), without asking anybody;
+//! 2. a lot is checked against the `materials` of the route operation at the station (the
+//!    route of the current unit's part, else of the part units start as here): a lot of
+//!    another part is refused (`lot <lot> (part <part>) is not a material of operation <op> at
+//!    <station> (route … takes …)`). The lot's part comes from its label, else from the
+//!    cache (received on this line, looked up before), else from the aggregator
+//!    (`GET /api/v1/trace/lot/{lot}?max_depth=0`); a route not cached is fetched first. A
+//!    route still not known passes the lot; a part still not known refuses it when the
+//!    operation restricts its materials. A child unit scanned into the current unit is
+//!    accepted;
 //! 3. a unit is looked up (`route-status?station=…`): `allowed` accepts it; a refusal for a
 //!    missing or failed operation is re-judged with this line's own results, which the
 //!    aggregator may not have received yet (the line passed the operation a moment ago);
@@ -26,12 +35,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::cache::RouteCache;
+use super::cache::{MaterialCheck, RouteCache};
 use super::interlock::Interlocks;
 use super::lookup::{Lookup, RouteStatus};
 use super::{RouteSection, WhenUnreachable};
 use crate::drivers::RawScan;
-use crate::stations::{RouteSubject, StationEngine, StationEvent};
+use crate::stations::{RouteSubject, StationEngine, StationEvent, SubjectKind};
 
 /// A scan with the gate's verdict: hand it to the engine, or refuse it.
 #[derive(Debug)]
@@ -155,6 +164,44 @@ impl RouteGate {
                 checked: true,
                 looked_up: false,
             });
+        }
+        if subject.kind == SubjectKind::Lot {
+            match self.shared.cache.material_check(&subject, false) {
+                MaterialCheck::Pass => {}
+                MaterialCheck::Refuse(why) => {
+                    self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    return Some(Decided {
+                        scan,
+                        refused: Some(why),
+                        unit_scan,
+                        checked: true,
+                        looked_up: false,
+                    });
+                }
+                MaterialCheck::Need {
+                    route_part,
+                    lot_part,
+                } => {
+                    self.busy.insert(scan.station.clone());
+                    let shared = self.shared.clone();
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let refused =
+                            material_verdict(&shared, &subject, route_part, lot_part).await;
+                        if refused.is_some() {
+                            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = tx.send(Decided {
+                            scan,
+                            refused,
+                            unit_scan: false,
+                            checked: true,
+                            looked_up: true,
+                        });
+                    });
+                    return None;
+                }
+            }
         }
         if !subject.route {
             return Some(Decided {
@@ -312,6 +359,39 @@ fn judge_answer(shared: &Shared, s: &RouteSubject, status: &RouteStatus) -> Opti
         tracing::info!(unit = %s.id, station = %s.station, aggregator = %reason, "allowed: this line's own result is newer than the aggregator's");
     }
     still
+}
+
+/// The materials check of a lot after fetching what the cache lacked (the route, the lot's
+/// part): `Some(reason)` refuses it.
+async fn material_verdict(
+    shared: &Shared,
+    s: &RouteSubject,
+    route_part: Option<String>,
+    lot_part: bool,
+) -> Option<String> {
+    if let Some(p) = route_part {
+        fetch_routes(shared, &p).await;
+    }
+    let need_lot = lot_part
+        || matches!(
+            shared.cache.material_check(s, false),
+            MaterialCheck::Need { lot_part: true, .. }
+        );
+    if need_lot {
+        shared.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        match shared.lookup.lot_part(&s.id).await {
+            Ok(Some(p)) => shared.cache.learn_lot(&s.id, &p),
+            Ok(None) => tracing::debug!(lot = %s.id, "the aggregator knows no part of the lot"),
+            Err(e) => {
+                shared.counters.unreachable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(lot = %s.id, error = %e, "lot part not looked up");
+            }
+        }
+    }
+    match shared.cache.material_check(s, true) {
+        MaterialCheck::Refuse(why) => Some(why),
+        MaterialCheck::Pass | MaterialCheck::Need { .. } => None,
+    }
 }
 
 async fn fetch_routes(shared: &Shared, part: &str) {

@@ -30,6 +30,17 @@ pub(crate) struct RouteStatus {
     pub reason: Option<String>,
 }
 
+/// The root of a `trace/lot/{lot}?max_depth=0` answer: the lot as the aggregator knows it.
+#[derive(Debug, Deserialize)]
+struct LotTrace {
+    root: LotNode,
+}
+
+#[derive(Debug, Deserialize)]
+struct LotNode {
+    part: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct RoutesOfPart {
     versions: Vec<Route>,
@@ -111,6 +122,18 @@ impl Lookup {
             }
         }
         self.get(url).await
+    }
+
+    /// The part of lot `lot` as the aggregator knows it (`Ok(None)`: an unknown lot, or one
+    /// received without a part): the root of its trace, no levels.
+    pub(crate) async fn lot_part(&self, lot: &str) -> Result<Option<String>, String> {
+        let mut url = self.url(&["api", "v1", "trace", "lot", lot]);
+        url.query_pairs_mut().append_pair("max_depth", "0");
+        match self.get::<LotTrace>(url).await {
+            Ok(t) => Ok(t.root.part),
+            Err(e) if e.starts_with("answered 404") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every route version of `part`, oldest first (`Ok(None)`: the part has no route).

@@ -50,6 +50,12 @@ pub struct RouteSubject {
     /// A unit: the part it gets when it starts here (the line's work order, the station's
     /// `part`), for a serial the aggregator has not seen yet; a lot: the part its label names.
     pub part: Option<String>,
+    /// A lot: the station's current unit, whose route says which materials the operation
+    /// takes.
+    pub unit: Option<String>,
+    /// A lot: the part units started here get (the line's work order, the station's `part`),
+    /// for the route when the current unit's part is not known.
+    pub unit_part: Option<String>,
 }
 
 /// A configured station and its context.
@@ -220,19 +226,24 @@ impl StationEngine {
             (CodeKind::Unit, _) => (SubjectKind::Unit, true),
             _ => return None,
         };
-        let part = match kind {
-            SubjectKind::Lot => c.part_hint.as_ref().map(|h| self.facts.resolve_part(h)),
-            SubjectKind::Unit => self
-                .line
-                .work_order_part
-                .clone()
-                .or_else(|| {
-                    self.line
-                        .work_order
-                        .as_ref()
-                        .and_then(|w| cfg.work_order_parts.get(w).cloned())
-                })
-                .or_else(|| cfg.part.clone()),
+        let line_part = self
+            .line
+            .work_order_part
+            .clone()
+            .or_else(|| {
+                self.line
+                    .work_order
+                    .as_ref()
+                    .and_then(|w| cfg.work_order_parts.get(w).cloned())
+            })
+            .or_else(|| cfg.part.clone());
+        let (part, unit, unit_part) = match kind {
+            SubjectKind::Lot => (
+                c.part_hint.as_ref().map(|h| self.facts.resolve_part(h)),
+                st.unit.as_ref().map(|u| u.id.clone()),
+                line_part,
+            ),
+            SubjectKind::Unit => (line_part, None, None),
         };
         Some(RouteSubject {
             station: cfg.id.clone(),
@@ -240,6 +251,8 @@ impl StationEngine {
             id: c.id,
             route,
             part,
+            unit,
+            unit_part,
         })
     }
 
