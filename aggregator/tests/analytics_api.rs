@@ -148,11 +148,11 @@ async fn run_all(db: &Db, stmts: Vec<String>) {
 }
 
 fn app(db: Db) -> Router {
-    router(AppState {
+    router(AppState::new(
         db,
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(Tokens::default()),
-    })
+        Arc::new(Default::default()),
+        Arc::new(Tokens::default()),
+    ))
 }
 
 async fn postgres_db() -> Option<(Db, String, String)> {
