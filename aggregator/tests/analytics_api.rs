@@ -708,7 +708,10 @@ async fn common_cause_counts_the_same_from_the_units_and_from_the_factors_side()
                 let req: CommonCauseRequest = serde_json::from_value(r.clone()).unwrap();
                 let units_side = common_cause_counted(&db, &req, usize::MAX).await.unwrap();
                 let factors_side = common_cause_counted(&db, &req, 0).await.unwrap();
-                assert!(units_side.factors_tested > 0 || units_side.units == 0, "[{be}] {r}");
+                assert!(
+                    units_side.factors_tested > 0 || units_side.units == 0,
+                    "[{be}] {r}"
+                );
                 assert_eq!(units_side, factors_side, "[{be}] {r}");
             }
         }

@@ -245,7 +245,9 @@ pub async fn common_cause_counted(
     if !units.is_empty() {
         let mut q = Sql::new("");
         let pred = pop.predicate(&mut q, "u");
-        q.push(&format!("SELECT u.id, u.work_order FROM items u WHERE {pred}"));
+        q.push(&format!(
+            "SELECT u.id, u.work_order FROM items u WHERE {pred}"
+        ));
         db.for_each::<MemberRow>(q, |r| {
             if pop_ids.insert(r.id) {
                 members.push((r.id, r.work_order));
@@ -281,7 +283,15 @@ pub async fn common_cause_counted(
             .keys()
             .map(|k| (k.clone(), of_pop.get(k).map_or(0, |s| s.len() as u64)))
             .collect();
-        return Ok(rank(req, &units, missing, &pop, pop_ids.len(), &affected, &counts));
+        return Ok(rank(
+            req,
+            &units,
+            missing,
+            &pop,
+            pop_ids.len(),
+            &affected,
+            &counts,
+        ));
     }
     drop(members);
     let mut with: HashMap<Key, HashSet<i64>> = HashMap::new();
@@ -408,7 +418,15 @@ pub async fn common_cause_counted(
         }
     }
 
-    Ok(rank(req, &units, missing, &pop, pop_ids.len(), &affected, &counts))
+    Ok(rank(
+        req,
+        &units,
+        missing,
+        &pop,
+        pop_ids.len(),
+        &affected,
+        &counts,
+    ))
 }
 
 /// 5. Each factor tested against the population, best first.
