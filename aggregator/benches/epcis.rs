@@ -236,11 +236,11 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let app = router(AppState {
-        db: db.clone(),
-        ingest: Arc::new(Default::default()),
-        tokens: Default::default(),
-    });
+    let app = router(AppState::new(
+        db.clone(),
+        Arc::new(Default::default()),
+        Default::default(),
+    ));
     for run in 0..2 {
         let rss0 = peak_rss_kib();
         let t = Instant::now();

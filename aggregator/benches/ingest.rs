@@ -17,6 +17,11 @@
 //! worker thread (the writer's connection), the database and WAL sizes and the load average —
 //! the curve shows whether the rate stays flat as the table grows. `TL_BENCH_TAGS` (100): how
 //! many distinct tags the readings cycle through.
+//!
+//! `TL_BENCH_SIGNED=1` (MQTT end to end only): every gateway gets a key in a `gateway_keys_dir`,
+//! its envelopes are signed (before the clock starts, as a gateway signs them on its own CPU)
+//! and the aggregator verifies each and signs each ack; the publisher checks the acks' MACs, as
+//! a gateway does. Alternate runs with and without it for the cost of signing on ingest.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use threadline_aggregator::ingest::{
     AckSink, DecodeConfig, Incoming, IngestStats, WriterConfig, Writers, decode,
 };
 use threadline_aggregator::store::Db;
+use threadline_shared::signing::{KeyRing, Purpose};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -266,8 +272,19 @@ async fn mqtt_rate(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let signed = std::env::var("TL_BENCH_SIGNED").is_ok_and(|v| v == "1");
+    let (raw, keys, keys_line) = if signed {
+        let (raw, keys) = sign_all(raw, &dir.path().join("keys"));
+        let line = format!(
+            "gateway_keys_dir = \"{}\"\n",
+            dir.path().join("keys").display()
+        );
+        (raw, keys, line)
+    } else {
+        (raw, Default::default(), String::new())
+    };
     let cfg = threadline_aggregator::config::AggregatorConfig::parse("bench.toml", &format!(
-        "[aggregator]\nid = \"agg-bench\"\nwriters = {writers}\nbatch_max_records = {}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n\n[database]\nurl = \"{url}\"\n", env_usize("TL_BENCH_BATCH", 5000))).ok()?;
+        "[aggregator]\nid = \"agg-bench\"\nwriters = {writers}\nbatch_max_records = {}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n{keys_line}\n[database]\nurl = \"{url}\"\n", env_usize("TL_BENCH_BATCH", 5000))).ok()?;
     let db = Db::connect(url, 8).await.ok()?;
     let stats = Arc::new(IngestStats::default());
     let cancel = CancellationToken::new();
@@ -291,7 +308,16 @@ async fn mqtt_rate(
         while let Ok(ev) = el.poll().await {
             match ev {
                 rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                    if let Ok(a) = serde_json::from_slice::<threadline_shared::Ack>(&p.payload) {
+                    let body = match gateway_of(&p.topic).and_then(|g| keys.get(g).map(|k| (g, k)))
+                    {
+                        // Signed: only an ack whose MAC verifies counts.
+                        Some((gw, ring)) => match ring.verify(Purpose::Ack, gw, &p.payload) {
+                            Ok(body) => body,
+                            Err(_) => continue,
+                        },
+                        None => &p.payload[..],
+                    };
+                    if let Ok(a) = serde_json::from_slice::<threadline_shared::Ack>(body) {
                         let _ = acked_tx.send(a.count());
                     }
                 }
@@ -329,6 +355,35 @@ async fn mqtt_rate(
     let _ = child.kill();
     let _ = child.wait();
     (acked >= records as u64).then_some(secs)
+}
+
+/// Key rings by gateway id.
+type Rings = std::collections::HashMap<String, KeyRing>;
+
+/// The gateway id of a `{ROOT}/{plant}/{line}/{gateway}/…` topic.
+fn gateway_of(topic: &str) -> Option<&str> {
+    topic.split('/').nth(4)
+}
+
+/// Signs every envelope with its gateway's new key, written to `dir/{gateway}.key`; the rings
+/// by gateway, for checking the acks.
+fn sign_all(raw: Vec<(String, Vec<u8>)>, dir: &std::path::Path) -> (Vec<(String, Vec<u8>)>, Rings) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut keys = std::collections::HashMap::new();
+    let raw = raw
+        .into_iter()
+        .map(|(topic, payload)| {
+            let gw = gateway_of(&topic).unwrap().to_owned();
+            let ring = keys.entry(gw.clone()).or_insert_with(|| {
+                let key = threadline_shared::signing::generate_key().unwrap();
+                std::fs::write(dir.join(format!("{gw}.key")), &key).unwrap();
+                KeyRing::parse(&key).unwrap()
+            });
+            let signed = ring.sign(Purpose::Envelope, &gw, &payload);
+            (topic, signed)
+        })
+        .collect();
+    (raw, keys)
 }
 
 fn main() {

@@ -136,11 +136,11 @@ async fn main() -> anyhow::Result<()> {
         db.backend()
     );
 
-    let app = router(AppState {
-        db: db.clone(),
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(Tokens::default()),
-    });
+    let app = router(AppState::new(
+        db.clone(),
+        Arc::new(Default::default()),
+        Arc::new(Tokens::default()),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });

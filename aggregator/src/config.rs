@@ -133,6 +133,11 @@ pub struct DatabaseSection {
     /// events and the genealogy are never removed.
     #[serde(default)]
     pub readings_retention_days: Option<u32>,
+    /// A PostgreSQL read replica (streaming replication) for the query side of the HTTP API:
+    /// trace, unit reports, recall, analytics, EPCIS export, web pages. Writes and the reads
+    /// that enforcement decides on (route status, holds) stay on `url`. Unset = `url` for all.
+    #[serde(default)]
+    pub read_url: Option<String>,
 }
 
 fn default_max_connections() -> u32 {
@@ -274,6 +279,19 @@ impl Validate for AggregatorConfig {
                 format!("{url:?}: expected postgres://… or sqlite://…"),
             );
         }
+        if let Some(read) = &self.database.read_url {
+            if !self.is_postgres() {
+                v.error(
+                    "database.read_url",
+                    "a read replica needs PostgreSQL: database.url is SQLite (leave read_url out)",
+                );
+            } else if !(read.starts_with("postgres://") || read.starts_with("postgresql://")) {
+                v.error(
+                    "database.read_url",
+                    format!("{read:?}: expected postgres://… (a read replica of database.url)"),
+                );
+            }
+        }
         crate::ingest::config::validate(&self.mqtt, v);
         match self.http.listen.parse::<std::net::SocketAddr>() {
             Err(_) => v.error(
@@ -392,5 +410,49 @@ mod tests {
             ),
             "{shown:#?}"
         );
+    }
+
+    #[test]
+    fn a_read_url_needs_postgresql_on_both_sides() {
+        let with = |url: &str, read: &str| {
+            AggregatorConfig::parse(
+                "agg.toml",
+                &format!(
+                    "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[database]\nurl = \"{url}\"\n\
+                     read_url = \"{read}\"\n[http]\n"
+                ),
+            )
+        };
+        let pg = "postgres://app@db-primary/threadline";
+        let ok = with(pg, "postgres://reader@db-replica/threadline").expect("both PostgreSQL");
+        assert_eq!(
+            ok.database.read_url.as_deref(),
+            Some("postgres://reader@db-replica/threadline")
+        );
+        for (url, read, says) in [
+            (
+                "sqlite://t.db",
+                "postgres://r/t",
+                "a read replica needs PostgreSQL",
+            ),
+            (
+                pg,
+                "sqlite://copy.db",
+                "\"sqlite://copy.db\": expected postgres://",
+            ),
+        ] {
+            let shown: Vec<String> = with(url, read)
+                .expect_err(read)
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(shown.len(), 1, "{shown:#?}");
+            assert!(
+                shown[0].starts_with("agg.toml:5:1: database.read_url: ")
+                    && shown[0].contains(says),
+                "{shown:#?}"
+            );
+        }
     }
 }

@@ -463,12 +463,23 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
         cfg.http.query_timeout_ms,
     )
     .await?;
-    let app = api::router(AppState {
-        db: query_db,
-        ingest: stats.clone(),
-        tokens,
-    })
-    .layer(axum::Extension(api::epcis::EpcisIds(std::sync::Arc::new(
+    let mut state = AppState::new(query_db, stats.clone(), tokens);
+    if let Some(read_url) = &cfg.database.read_url {
+        // No migrations there: a replica follows the primary's schema.
+        let replica = Db::connect_queries(
+            read_url,
+            cfg.database.max_connections.div_ceil(2),
+            cfg.http.query_timeout_ms,
+        )
+        .await
+        .context("database.read_url")?;
+        tracing::info!(
+            replica = %redact(read_url),
+            "query side reads from the replica"
+        );
+        state = state.with_replica(replica);
+    }
+    let app = api::router(state).layer(axum::Extension(api::epcis::EpcisIds(std::sync::Arc::new(
         threadline_aggregator::epcis::Ids::new(&cfg.epcis.id_base),
     ))));
     let tls = cfg

@@ -148,11 +148,11 @@ async fn run_all(db: &Db, stmts: Vec<String>) {
 }
 
 fn app(db: Db) -> Router {
-    router(AppState {
+    router(AppState::new(
         db,
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(Tokens::default()),
-    })
+        Arc::new(Default::default()),
+        Arc::new(Tokens::default()),
+    ))
 }
 
 async fn postgres_db() -> Option<(Db, String, String)> {
@@ -683,4 +683,54 @@ async fn first_pass_yield_by_lot_equipment_and_work_order() {
         }
     })
     .await;
+}
+
+/// The two ways of counting the population (from each unit's own factors, for populations up
+/// to `SMALL_POPULATION`; from the factors' side, for larger ones) give the same answer.
+#[tokio::test]
+async fn common_cause_counts_the_same_from_the_units_and_from_the_factors_side() {
+    use threadline_aggregator::analytics::CommonCauseRequest;
+    use threadline_aggregator::analytics::common_cause::common_cause_counted;
+    let requests = [
+        json!({"units": ["U01", "U21", "U22", "U23", "U25", "U27", "U29", "U38", "NOPE"], "limit": 1000}),
+        json!({"units": (20..28).map(|i| format!("U{i}")).collect::<Vec<_>>(),
+               "population": {"part": "FG-1", "from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"},
+               "limit": 1000}),
+        json!({"units": ["U05"]}),
+        // A sub-assembly with a finished unit: two parts, components on both levels.
+        json!({"units": ["U03", "U30", "S30"], "limit": 1000}),
+    ];
+    let check = |db: Db, be: &'static str| {
+        let requests = requests.clone();
+        async move {
+            load(&db).await;
+            for r in requests {
+                let req: CommonCauseRequest = serde_json::from_value(r.clone()).unwrap();
+                let units_side = common_cause_counted(&db, &req, usize::MAX).await.unwrap();
+                let factors_side = common_cause_counted(&db, &req, 0).await.unwrap();
+                assert!(
+                    units_side.factors_tested > 0 || units_side.units == 0,
+                    "[{be}] {r}"
+                );
+                assert_eq!(units_side, factors_side, "[{be}] {r}");
+            }
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    check(Db::connect(&url, 2).await.expect("sqlite"), "sqlite").await;
+    if let Some((db, admin, name)) = postgres_db().await {
+        use sqlx::Connection as _;
+        check(db.clone(), "postgres").await;
+        if let Db::Postgres(p) = db {
+            p.close().await;
+        }
+        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut c)
+            .await;
+        }
+    }
 }

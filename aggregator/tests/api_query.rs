@@ -98,11 +98,11 @@ async fn load_fixture(db: &Db) {
 }
 
 fn app(db: Db, tokens: Tokens) -> Router {
-    router(AppState {
+    router(AppState::new(
         db,
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(tokens),
-    })
+        Arc::new(Default::default()),
+        Arc::new(tokens),
+    ))
 }
 
 /// A fresh PostgreSQL database, or None (skipped loudly; CI=true makes it a failure).

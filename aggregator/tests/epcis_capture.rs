@@ -31,11 +31,11 @@ async fn call(
     auth: Option<&str>,
     body: Vec<u8>,
 ) -> (StatusCode, String) {
-    let app = router(AppState {
-        db: db.clone(),
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(tokens),
-    })
+    let app = router(AppState::new(
+        db.clone(),
+        Arc::new(Default::default()),
+        Arc::new(tokens),
+    ))
     .layer(axum::Extension(
         threadline_aggregator::api::epcis::EpcisIds(Arc::new(
             threadline_aggregator::epcis::Ids::new("https://plant-a.example.com/tl"),

@@ -19,11 +19,11 @@ use threadline_aggregator::store::Db;
 use tower::ServiceExt as _;
 
 async fn get(db: &Db, uri: &str) -> (StatusCode, String, String) {
-    let app = router(AppState {
-        db: db.clone(),
-        ingest: Arc::new(Default::default()),
-        tokens: Default::default(),
-    })
+    let app = router(AppState::new(
+        db.clone(),
+        Arc::new(Default::default()),
+        Default::default(),
+    ))
     .layer(axum::Extension(
         threadline_aggregator::api::epcis::EpcisIds(Arc::new(
             threadline_aggregator::epcis::Ids::new("https://plant-a.example.com/tl"),
@@ -439,11 +439,11 @@ async fn a_multi_page_export_streams_a_whole_document() {
     let (st, _, body) = get(&t.db, "/api/v1/epcis/events").await;
     assert_eq!(st, StatusCode::OK);
     // Streamed, not buffered: the body comes as many frames, none near the whole.
-    let app = router(AppState {
-        db: t.db.clone(),
-        ingest: Arc::new(Default::default()),
-        tokens: Default::default(),
-    });
+    let app = router(AppState::new(
+        t.db.clone(),
+        Arc::new(Default::default()),
+        Default::default(),
+    ));
     let res = app
         .oneshot(
             Request::builder()

@@ -46,11 +46,11 @@ async fn load_fixture(db: &Db) {
 }
 
 fn app(db: Db) -> Router {
-    router(AppState {
+    router(AppState::new(
         db,
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(Tokens::default()),
-    })
+        Arc::new(Default::default()),
+        Arc::new(Tokens::default()),
+    ))
 }
 
 async fn postgres_db() -> Option<(Db, String, String)> {

@@ -24,11 +24,7 @@ async fn call(
     uri: &str,
     body: Option<Value>,
 ) -> (StatusCode, String) {
-    let app = router(AppState {
-        db: db.clone(),
-        ingest: stats.clone(),
-        tokens: Default::default(),
-    });
+    let app = router(AppState::new(db.clone(), stats.clone(), Default::default()));
     let req = Request::builder()
         .method(method)
         .uri(uri)

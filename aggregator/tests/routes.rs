@@ -22,11 +22,11 @@ use threadline_aggregator::store::Db;
 use tower::ServiceExt as _;
 
 fn app(db: Db) -> Router {
-    router(AppState {
+    router(AppState::new(
         db,
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(Tokens::default()),
-    })
+        Arc::new(Default::default()),
+        Arc::new(Tokens::default()),
+    ))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {

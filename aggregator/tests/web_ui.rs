@@ -359,11 +359,11 @@ async fn serve_plant(tokens: Tokens) -> Option<(tempfile::TempDir, Db, String)> 
     for sql in plant() {
         exec(&db, &sql).await;
     }
-    let app = router(AppState {
-        db: db.clone(),
-        ingest: Arc::new(Default::default()),
-        tokens: Arc::new(tokens),
-    });
+    let app = router(AppState::new(
+        db.clone(),
+        Arc::new(Default::default()),
+        Arc::new(tokens),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

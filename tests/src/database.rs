@@ -56,6 +56,30 @@ impl TestDb {
         })
     }
 
+    /// A copy of this database as it is now (`CREATE DATABASE … TEMPLATE`), read-only for every
+    /// session (`default_transaction_read_only`): what a read replica that stopped replaying at
+    /// this moment looks like. Nobody may be connected to this database while it is copied.
+    pub async fn read_only_copy(&self) -> Result<TestDb> {
+        let pool = sqlx::postgres::PgPool::connect(&self.admin_url).await?;
+        let name = format!("{}_replica", self.name);
+        for sql in [
+            format!("CREATE DATABASE {name} TEMPLATE {}", self.name),
+            format!("ALTER DATABASE {name} SET default_transaction_read_only = on"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+        }
+        pool.close().await;
+        let base = self
+            .url
+            .rsplit_once('/')
+            .map_or(self.url.as_str(), |(b, _)| b);
+        Ok(TestDb {
+            url: format!("{base}/{name}"),
+            admin_url: self.admin_url.clone(),
+            name,
+        })
+    }
+
     /// Drops the database.
     pub async fn drop_db(self) {
         if let Ok(pool) = sqlx::postgres::PgPool::connect(&self.admin_url).await {

@@ -9,8 +9,10 @@
 //!
 //! The population (default: units of the complaint units' parts first seen between the first
 //! and the last of them) always contains the complaint units. Only factors at least one
-//! complaint unit has are counted in the population: material factors by walking up the
-//! genealogy from their lots, process factors with one grouped count per kind.
+//! complaint unit has are counted in the population: in a population of up to 20,000 units from
+//! each unit's own factors (read as the complaint units' are), in a larger one from the factors'
+//! side — material factors by walking up the genealogy from their lots, process factors with
+//! one grouped count per kind. Both give the same counts (tested); they differ in cost.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -25,6 +27,12 @@ use crate::trace::QueryError;
 
 /// At most this many complaint serials per request.
 pub const MAX_UNITS: usize = 10_000;
+/// Populations up to this many units are counted from the units' side (their own factors,
+/// read like the complaint units'); larger ones from the factors' side. The first costs a few
+/// indexed reads per population unit, the second a walk up from every lot of an affected
+/// supplier and a grouped count over every operation of an affected machine — which on a big
+/// plant is far more than 20,000 units' reads.
+const SMALL_POPULATION: usize = 20_000;
 /// Factors returned by default.
 pub const DEFAULT_LIMIT: usize = 50;
 
@@ -135,6 +143,12 @@ struct IdRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct MemberRow {
+    id: i64,
+    work_order: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
 struct CountRow {
     id: String,
     n: i64,
@@ -170,7 +184,17 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// Runs the analysis.
 pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCause, QueryError> {
-    let dialect = db.dialect();
+    common_cause_counted(db, req, SMALL_POPULATION).await
+}
+
+/// [`common_cause`] with the population size up to which counts come from the units' side
+/// (tests run both ways on one plant: the answers must be the same).
+#[doc(hidden)]
+pub async fn common_cause_counted(
+    db: &Db,
+    req: &CommonCauseRequest,
+    small_population: usize,
+) -> Result<CommonCause, QueryError> {
     // 1. The complaint units.
     let wanted: Vec<String> = {
         let mut seen = HashSet::new();
@@ -217,12 +241,17 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
         to: spec.to.or_else(|| seen_times.iter().max().copied()),
     };
     let mut pop_ids: HashSet<i64> = HashSet::new();
+    let mut members: Vec<(i64, Option<String>)> = Vec::new();
     if !units.is_empty() {
         let mut q = Sql::new("");
         let pred = pop.predicate(&mut q, "u");
-        q.push(&format!("SELECT u.id FROM items u WHERE {pred}"));
-        db.for_each::<IdRow>(q, |r| {
-            pop_ids.insert(r.id);
+        q.push(&format!(
+            "SELECT u.id, u.work_order FROM items u WHERE {pred}"
+        ));
+        db.for_each::<MemberRow>(q, |r| {
+            if pop_ids.insert(r.id) {
+                members.push((r.id, r.work_order));
+            }
         })
         .await?;
     }
@@ -233,83 +262,38 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
         .filter(|id| !pop_ids.contains(id))
         .collect();
     pop_ids.extend(outside.iter().copied());
-    let root_ids: Vec<i64> = units.iter().map(|u| u.id).collect();
+    members.extend(
+        units
+            .iter()
+            .filter(|u| outside.contains(&u.id))
+            .map(|u| (u.id, u.work_order.clone())),
+    );
 
-    // 3. Factors of the complaint units. Components: walk down `assembled` edges.
-    let root_of = super::assembly_roots(db, &root_ids).await?;
-    let closure: Vec<i64> = root_of.keys().copied().collect();
+    // 3. Factors of the complaint units.
+    let roots: Vec<(i64, Option<String>)> =
+        units.iter().map(|u| (u.id, u.work_order.clone())).collect();
+    let (affected, lot_ids) = factors_of(db, &roots).await?;
 
-    // factor → complaint units having it
-    let mut affected: BTreeMap<Key, HashSet<i64>> = BTreeMap::new();
-    let mut lot_ids: HashMap<String, i64> = HashMap::new();
-    for chunk in closure.chunks(dialect.max_id_list()) {
-        let mut q = Sql::new("");
-        let near = dialect.id_in(&mut q, "e.parent_id", chunk);
-        q.push(&format!(
-            "SELECT e.parent_id, l.id AS lot_id, l.ext_id, l.supplier, l.supplier_batch \
-             FROM edges e JOIN items l ON l.id = e.child_id \
-             WHERE {near} AND e.relation IN ('consumed', 'assembled') AND l.kind = 'lot'"
+    // 4. Population counts of those factors. A population small enough is read whole from its
+    // own side (each unit's factors, as for the complaint units: a few indexed reads per unit);
+    // a large one from the factors' side (walk up from the lots, grouped counts per kind).
+    if members.len() <= small_population {
+        let (of_pop, _) = factors_of(db, &members).await?;
+        let counts: HashMap<Key, u64> = affected
+            .keys()
+            .map(|k| (k.clone(), of_pop.get(k).map_or(0, |s| s.len() as u64)))
+            .collect();
+        return Ok(rank(
+            req,
+            &units,
+            missing,
+            &pop,
+            pop_ids.len(),
+            &affected,
+            &counts,
         ));
-        for l in db.fetch_all::<LotRow>(q).await? {
-            lot_ids.insert(l.ext_id.clone(), l.lot_id);
-            for &r in root_of.get(&l.parent_id).into_iter().flatten() {
-                let kind = if r == l.parent_id {
-                    "lot"
-                } else {
-                    "component_lot"
-                };
-                affected
-                    .entry((kind, l.ext_id.clone()))
-                    .or_default()
-                    .insert(r);
-                if let Some(s) = &l.supplier {
-                    affected
-                        .entry(("supplier", s.clone()))
-                        .or_default()
-                        .insert(r);
-                }
-                if let Some(b) = &l.supplier_batch {
-                    affected
-                        .entry(("supplier_batch", b.clone()))
-                        .or_default()
-                        .insert(r);
-                }
-            }
-        }
     }
-    for u in &units {
-        if let Some(wo) = &u.work_order {
-            affected
-                .entry(("work_order", wo.clone()))
-                .or_default()
-                .insert(u.id);
-        }
-    }
-    for chunk in root_ids.chunks(dialect.max_id_list()) {
-        let mut q = Sql::new("");
-        let near = dialect.id_in(&mut q, "unit_id", chunk);
-        q.push(&format!(
-            "SELECT unit_id, station, equipment, operator, recipe, completed_at \
-             FROM operations WHERE {near}"
-        ));
-        for o in db.fetch_all::<OpRow>(q).await? {
-            for (kind, v) in [
-                ("equipment", o.equipment),
-                ("operator", o.operator),
-                ("recipe", o.recipe),
-                (
-                    "station_hour",
-                    Some(station_hour(&o.station, &o.completed_at)),
-                ),
-            ] {
-                if let Some(v) = v {
-                    affected.entry((kind, v)).or_default().insert(o.unit_id);
-                }
-            }
-        }
-    }
-
-    // 4. Population counts of those factors.
+    drop(members);
     let mut with: HashMap<Key, HashSet<i64>> = HashMap::new();
     // Material: every lot of an affected lot / batch / supplier, walked up the genealogy.
     let mut origin: HashMap<i64, Vec<(Key, bool)>> = HashMap::new(); // lot id → (factor, direct only)
@@ -434,8 +418,28 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
         }
     }
 
-    // 5. Test and rank.
-    let big_n = pop_ids.len() as u64;
+    Ok(rank(
+        req,
+        &units,
+        missing,
+        &pop,
+        pop_ids.len(),
+        &affected,
+        &counts,
+    ))
+}
+
+/// 5. Each factor tested against the population, best first.
+fn rank(
+    req: &CommonCauseRequest,
+    units: &[UnitRow],
+    missing: Vec<String>,
+    pop: &Population,
+    population: usize,
+    affected: &BTreeMap<Key, HashSet<i64>>,
+    counts: &HashMap<Key, u64>,
+) -> CommonCause {
+    let big_n = population as u64;
     let n = units.len() as u64;
     let mut factors: Vec<Factor> = affected
         .iter()
@@ -463,7 +467,7 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
             .then(x.id.cmp(&y.id))
     });
     factors.truncate(req.limit.unwrap_or(DEFAULT_LIMIT));
-    Ok(CommonCause {
+    CommonCause {
         units: n,
         missing,
         population: big_n,
@@ -472,7 +476,91 @@ pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCau
         population_to: pop.to.as_ref().map(sql::time_text),
         factors,
         factors_tested,
-    })
+    }
+}
+
+/// Every factor of the units `roots` (id, work order): factor → the roots having it, and the
+/// lots met by their external id. Components: walked down the `assembled` edges.
+async fn factors_of(
+    db: &Db,
+    roots: &[(i64, Option<String>)],
+) -> Result<(BTreeMap<Key, HashSet<i64>>, HashMap<String, i64>), QueryError> {
+    let dialect = db.dialect();
+    let root_ids: Vec<i64> = roots.iter().map(|(id, _)| *id).collect();
+    let root_of = super::assembly_roots(db, &root_ids).await?;
+    let closure: Vec<i64> = root_of.keys().copied().collect();
+
+    // factor → complaint units having it
+    let mut affected: BTreeMap<Key, HashSet<i64>> = BTreeMap::new();
+    let mut lot_ids: HashMap<String, i64> = HashMap::new();
+    for chunk in closure.chunks(dialect.max_id_list()) {
+        let mut q = Sql::new("");
+        let near = dialect.id_in(&mut q, "e.parent_id", chunk);
+        q.push(&format!(
+            "SELECT e.parent_id, l.id AS lot_id, l.ext_id, l.supplier, l.supplier_batch \
+             FROM edges e JOIN items l ON l.id = e.child_id \
+             WHERE {near} AND e.relation IN ('consumed', 'assembled') AND l.kind = 'lot'"
+        ));
+        for l in db.fetch_all::<LotRow>(q).await? {
+            lot_ids.insert(l.ext_id.clone(), l.lot_id);
+            for &r in root_of.get(&l.parent_id).into_iter().flatten() {
+                let kind = if r == l.parent_id {
+                    "lot"
+                } else {
+                    "component_lot"
+                };
+                affected
+                    .entry((kind, l.ext_id.clone()))
+                    .or_default()
+                    .insert(r);
+                if let Some(s) = &l.supplier {
+                    affected
+                        .entry(("supplier", s.clone()))
+                        .or_default()
+                        .insert(r);
+                }
+                if let Some(b) = &l.supplier_batch {
+                    affected
+                        .entry(("supplier_batch", b.clone()))
+                        .or_default()
+                        .insert(r);
+                }
+            }
+        }
+    }
+    for (id, work_order) in roots {
+        if let Some(wo) = work_order {
+            affected
+                .entry(("work_order", wo.clone()))
+                .or_default()
+                .insert(*id);
+        }
+    }
+    for chunk in root_ids.chunks(dialect.max_id_list()) {
+        let mut q = Sql::new("");
+        let near = dialect.id_in(&mut q, "unit_id", chunk);
+        q.push(&format!(
+            "SELECT unit_id, station, equipment, operator, recipe, completed_at \
+             FROM operations WHERE {near}"
+        ));
+        for o in db.fetch_all::<OpRow>(q).await? {
+            for (kind, v) in [
+                ("equipment", o.equipment),
+                ("operator", o.operator),
+                ("recipe", o.recipe),
+                (
+                    "station_hour",
+                    Some(station_hour(&o.station, &o.completed_at)),
+                ),
+            ] {
+                if let Some(v) = v {
+                    affected.entry((kind, v)).or_default().insert(o.unit_id);
+                }
+            }
+        }
+    }
+
+    Ok((affected, lot_ids))
 }
 
 /// `{station}@{YYYY-MM-DDTHH}` of a canonical completion time.

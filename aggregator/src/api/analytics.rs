@@ -55,7 +55,7 @@ pub async fn common_cause(
             json!({"field": "units", "given": req.units.len(), "max": MAX_UNITS}),
         ));
     }
-    Ok(Json(analytics::common_cause(&st.db, &req).await?))
+    Ok(Json(analytics::common_cause(st.reads(), &req).await?))
 }
 
 fn required(v: Option<String>, name: &str) -> Result<String, ApiError> {
@@ -131,7 +131,7 @@ pub async fn spc_chart(
         chart,
         subgroup: q.subgroup.unwrap_or(5) as usize,
     };
-    match spc::spc(&st.db, &req).await? {
+    match spc::spc(st.reads(), &req).await? {
         Ok(s) => Ok(Json(s)),
         Err(e) => Err(ApiError::bad_request(
             e.to_string(),
@@ -165,7 +165,7 @@ pub async fn scorecard(
 ) -> Result<Json<Scorecard>, ApiError> {
     let (from, to) = window(q.from, q.to)?;
     Ok(Json(
-        quality::scorecard(&st.db, from.map(|t| t.0), to.map(|t| t.0)).await?,
+        quality::scorecard(st.reads(), from.map(|t| t.0), to.map(|t| t.0)).await?,
     ))
 }
 
@@ -206,6 +206,6 @@ pub async fn yield_report(
     })?;
     let (from, to) = window(q.from, q.to)?;
     Ok(Json(
-        quality::yield_by(&st.db, &station, by, from.map(|t| t.0), to.map(|t| t.0)).await?,
+        quality::yield_by(st.reads(), &station, by, from.map(|t| t.0), to.map(|t| t.0)).await?,
     ))
 }

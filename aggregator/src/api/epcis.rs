@@ -172,7 +172,7 @@ pub async fn events(
     let q = q.into_query()?;
     let ids = ids(ext);
     Ok(json_ld(Body::from_stream(export::stream(
-        st.db.clone(),
+        st.reads().clone(),
         (*ids).clone(),
         Selection::Query(q),
     ))))
@@ -199,14 +199,14 @@ pub async fn unit_document(
     ext: Option<axum::Extension<EpcisIds>>,
     Asked(serial, _q): Asked<String, UnitEpcisQuery>,
 ) -> Result<Response, ApiError> {
-    let item = trace::item_id(&st.db, ItemKind::Unit, &serial)
+    let item = trace::item_id(st.reads(), ItemKind::Unit, &serial)
         .await?
         .ok_or_else(|| ApiError::not_found("unit", serial.clone()))?;
     let ids = ids(ext);
-    let log_ids = export::unit_event_ids(&st.db, item).await?;
+    let log_ids = export::unit_event_ids(st.reads(), item).await?;
     let epc = ids.unit(&serial);
     Ok(json_ld(Body::from_stream(export::stream(
-        st.db.clone(),
+        st.reads().clone(),
         (*ids).clone(),
         Selection::Ids { ids: log_ids, epc },
     ))))

@@ -25,11 +25,40 @@ use crate::store::Db;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The primary: every write (master data, holds, dispositions, routes, EPCIS capture) and
+    /// the reads that decide something (route status and holds for enforcement, health).
     pub db: Db,
     /// Shared with ingest: health, counters and per-gateway lag for `/healthz` and `/metrics`.
     pub ingest: Arc<crate::ingest::IngestStats>,
     /// API tokens (`[[http.token]]`); empty = no authentication. Built with `auth::Tokens::load`.
     pub tokens: Arc<auth::Tokens>,
+    /// `[database] read_url`: a read replica for the query side (trace, reports, analytics,
+    /// EPCIS export, web pages); `None` = the primary serves them too.
+    pub replica: Option<Db>,
+}
+
+impl AppState {
+    /// State with every query on the primary.
+    pub fn new(db: Db, ingest: Arc<crate::ingest::IngestStats>, tokens: Arc<auth::Tokens>) -> Self {
+        AppState {
+            db,
+            ingest,
+            tokens,
+            replica: None,
+        }
+    }
+
+    /// The same state with the query side on a read replica.
+    pub fn with_replica(mut self, replica: Db) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// Where the query side reads: the replica when there is one, else the primary. Reads that
+    /// must see the newest write (enforcement: route status, holds) use [`AppState::db`].
+    pub fn reads(&self) -> &Db {
+        self.replica.as_ref().unwrap_or(&self.db)
+    }
 }
 
 /// The whole API.

@@ -106,7 +106,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/api/v1/gateways", tag = "ops",
     responses((status = 200, body = Vec<GatewayInfo>)))]
 pub async fn gateways(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let gws = st.db.gateways().await?;
+    let gws = st.reads().gateways().await?;
     let mut gaps = st.ingest.gaps();
     let gws: Vec<Value> = gws
         .into_iter()
@@ -165,7 +165,7 @@ pub async fn events(
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "ops",
     responses((status = 200, body = VerifyReport)))]
 pub async fn verify(State(st): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
-    Ok(Json(st.db.verify_chains().await?))
+    Ok(Json(st.reads().verify_chains().await?))
 }
 
 /// Answer of the master-data routes.

@@ -97,8 +97,8 @@ pub async fn unit_report(
     ext: Option<axum::Extension<super::epcis::EpcisIds>>,
     Asked(serial, q): Asked<String, UnitReportQuery>,
 ) -> Result<Response, ApiError> {
-    let mut report = trace::unit_report(&st.db, &serial).await?;
-    trace::supplier::fill_report(&st.db, &super::epcis::ids_of(ext), &mut report).await?;
+    let mut report = trace::unit_report(st.reads(), &serial).await?;
+    trace::supplier::fill_report(st.reads(), &super::epcis::ids_of(ext), &mut report).await?;
     Ok(match q.format.unwrap_or_default() {
         ReportFormat::Json => Json(report).into_response(),
         ReportFormat::Csv => csv_response(
@@ -162,8 +162,8 @@ pub async fn trace_graph(
     req.max_depth = q.max_depth.map_or(DEFAULT_MAX_DEPTH, |b| b.0);
     req.max_nodes = q.max_nodes.map_or(DEFAULT_MAX_NODES, |b| b.0);
     req.as_of = q.as_of.map(|t| t.0);
-    let mut graph = trace::trace(&st.db, &req).await?;
-    trace::supplier::fill_graph(&st.db, &super::epcis::ids_of(ext), &mut graph).await?;
+    let mut graph = trace::trace(st.reads(), &req).await?;
+    trace::supplier::fill_graph(st.reads(), &super::epcis::ids_of(ext), &mut graph).await?;
     Ok(Json(graph))
 }
 
@@ -194,7 +194,7 @@ pub async fn recall(
     // Streamed: the database sorts, this process holds a channel of rows and one chunk, so a
     // recall of a million units costs no more memory than one of ten. Errors before the first
     // row (unknown lot, timeout, database down) are still the JSON error answer.
-    let mut rows = trace::recall_rows(&st.db, &lot, q.include_closed.unwrap_or(false)).await?;
+    let mut rows = trace::recall_rows(st.reads(), &lot, q.include_closed.unwrap_or(false)).await?;
     rows.ready().await?;
     Ok(match q.format.unwrap_or_default() {
         RecallFormat::Csv => attachment(
@@ -252,7 +252,7 @@ pub async fn operations(
     State(st): State<AppState>,
     Params(q): Params<OperationsQuery>,
 ) -> Result<Json<OperationPage>, ApiError> {
-    Ok(Json(trace::operations(&st.db, &q.into()).await?))
+    Ok(Json(trace::operations(st.reads(), &q.into()).await?))
 }
 
 /// Query of `GET /api/v1/readings`.
@@ -287,7 +287,7 @@ pub async fn readings(
     State(st): State<AppState>,
     Params(q): Params<ReadingsQuery>,
 ) -> Result<Json<ReadingPage>, ApiError> {
-    Ok(Json(trace::readings(&st.db, &q.into()).await?))
+    Ok(Json(trace::readings(st.reads(), &q.into()).await?))
 }
 
 impl From<OperationsQuery> for OperationFilter {

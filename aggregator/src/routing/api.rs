@@ -246,10 +246,12 @@ pub async fn get_dispositions(
     State(st): State<AppState>,
     Path(serial): Path<String>,
 ) -> Result<Json<Vec<Disposition>>, ApiError> {
-    if !super::item_exists(&st.db, "unit", &serial).await? {
+    if !super::item_exists(st.reads(), "unit", &serial).await? {
         return Err(ApiError::not_found("unit", serial));
     }
-    Ok(Json(super::dispositions_for_unit(&st.db, &serial).await?))
+    Ok(Json(
+        super::dispositions_for_unit(st.reads(), &serial).await?,
+    ))
 }
 
 /// What `POST /api/v1/routes` stored.
@@ -297,7 +299,7 @@ pub async fn get_routes(
     State(st): State<AppState>,
     Path(part): Path<String>,
 ) -> Result<Json<RoutesOfPart>, ApiError> {
-    let versions = super::routes::routes_of(&st.db, &part).await?;
+    let versions = super::routes::routes_of(st.reads(), &part).await?;
     let Some(current) = versions.last().cloned() else {
         return Err(ApiError::not_found("route", part));
     };
@@ -318,7 +320,7 @@ pub async fn get_route_version(
     Path((part, version)): Path<(String, String)>,
 ) -> Result<Json<Route>, ApiError> {
     Ok(Json(
-        super::routes::get_route(&st.db, &part, &version).await?,
+        super::routes::get_route(st.reads(), &part, &version).await?,
     ))
 }
 
@@ -375,7 +377,7 @@ pub async fn get_wip(
 ) -> Result<Json<Wip>, ApiError> {
     Ok(Json(
         super::wip::wip(
-            &st.db,
+            st.reads(),
             &WipFilter {
                 line: q.line.as_deref(),
                 part: q.part.as_deref(),
@@ -396,5 +398,5 @@ pub async fn get_work_order(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<WorkOrderProgress>, ApiError> {
-    Ok(Json(super::wip::work_order(&st.db, &id).await?))
+    Ok(Json(super::wip::work_order(st.reads(), &id).await?))
 }

@@ -93,7 +93,7 @@ pub async fn dashboard(
     let window = q.window_minutes.map_or(60, |b| b.0);
     let now = threadline_shared::time::now();
     let since = now - chrono::Duration::minutes(i64::from(window));
-    let ops = data::window_ops(&st.db, since, MAX_OPS).await?;
+    let ops = data::window_ops(st.reads(), since, MAX_OPS).await?;
     let truncated = ops.len() as i64 >= MAX_OPS;
     // line → station → unit → (operations, first passed, last failed)
     let mut by: BTreeMap<String, BTreeMap<String, PerUnit>> = BTreeMap::new();
@@ -139,8 +139,8 @@ pub async fn dashboard(
             }
         })
         .collect();
-    let scan_rejects = data::scan_rejects(&st.db, since, REJECT_TAIL).await?;
-    let gws = st.db.gateways().await?;
+    let scan_rejects = data::scan_rejects(st.reads(), since, REJECT_TAIL).await?;
+    let gws = st.reads().gateways().await?;
     let gateways: Vec<GatewayStats> = gws
         .into_iter()
         .map(|g| {

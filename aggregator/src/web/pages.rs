@@ -122,22 +122,22 @@ async fn find(
     for c in &cands {
         match c.kind {
             Some("work_order") => {
-                if let Some(w) = data::work_order(&st.db, &c.id).await? {
+                if let Some(w) = data::work_order(st.reads(), &c.id).await? {
                     push(&mut out, "work_order", w.id, w.part, &c.how);
                 }
             }
             Some(k) => {
                 let kind = ItemKind::parse(k).unwrap_or(ItemKind::Unit);
-                if let Some(h) = data::one(&st.db, kind, &c.id).await? {
+                if let Some(h) = data::one(st.reads(), kind, &c.id).await? {
                     push(&mut out, kind.as_str(), h.ext_id, h.part, &c.how);
                 }
             }
             None => {
-                for h in data::exact(&st.db, &c.id).await? {
+                for h in data::exact(st.reads(), &c.id).await? {
                     let kind = ItemKind::parse(&h.kind).map_or("unit", ItemKind::as_str);
                     push(&mut out, kind, h.ext_id, h.part, &c.how);
                 }
-                if let Some(w) = data::work_order(&st.db, &c.id).await? {
+                if let Some(w) = data::work_order(st.reads(), &c.id).await? {
                     push(&mut out, "work_order", w.id, w.part, "work order");
                 }
             }
@@ -147,7 +147,7 @@ async fn find(
         && let Some(c) = cands.last()
         && c.id.len() >= 3
     {
-        for h in data::prefixed(&st.db, &c.id, 10).await? {
+        for h in data::prefixed(st.reads(), &c.id, 10).await? {
             let kind = ItemKind::parse(&h.kind).map_or("unit", ItemKind::as_str);
             push(&mut out, kind, h.ext_id, h.part, SUGGESTION);
         }
@@ -158,8 +158,8 @@ async fn find(
 async fn work_order_section(st: &AppState, id: &str) -> String {
     let mut h = String::new();
     let (wo, units) = match (
-        data::work_order(&st.db, id).await,
-        data::work_order_units(&st.db, id, 50).await,
+        data::work_order(st.reads(), id).await,
+        data::work_order_units(st.reads(), id, 50).await,
     ) {
         (Ok(Some(w)), Ok(u)) => (w, u),
         _ => return h,
@@ -184,7 +184,7 @@ async fn work_order_section(st: &AppState, id: &str) -> String {
 
 async fn recent(st: &AppState) -> String {
     let mut h = String::from("<h2>Recent units</h2>");
-    match data::recent_units(&st.db, 15).await {
+    match data::recent_units(st.reads(), 15).await {
         Ok(rows) if rows.is_empty() => h.push_str("<p>No units recorded yet.</p>"),
         Ok(rows) => {
             h.push_str("<table id=\"recent\"><tr><th>Serial</th><th>Part</th><th>Work order</th><th>Line</th></tr>");
@@ -220,7 +220,7 @@ async fn graph_data(
         let mut req = TraceRequest::new(kind, id, dir);
         req.max_depth = depth;
         req.max_nodes = 150;
-        graphs.push(trace::trace(&st.db, &req).await?);
+        graphs.push(trace::trace(st.reads(), &req).await?);
     }
     let mut nodes = Vec::new();
     let mut seen = HashSet::new();
@@ -249,7 +249,7 @@ async fn graph_data(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let failed = data::failed_units(&st.db, &units).await?;
+    let failed = data::failed_units(st.reads(), &units).await?;
     Ok(json!({
         "root": {"kind": kind, "id": id},
         "nodes": nodes, "edges": edges, "failed": failed, "held": [],
@@ -288,13 +288,13 @@ pub async fn unit_page(
     Path(serial): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let mut report = match trace::unit_report(&st.db, &serial).await {
+    let mut report = match trace::unit_report(st.reads(), &serial).await {
         Ok(r) => r,
         Err(QueryError::NotFound { .. }) => return not_found("unit", &serial),
         Err(e) => return failure(e),
     };
     let ids = crate::api::epcis::ids_of(ext);
-    if let Err(e) = trace::supplier::fill_report(&st.db, &ids, &mut report).await {
+    if let Err(e) = trace::supplier::fill_report(st.reads(), &ids, &mut report).await {
         return failure(e);
     }
     let graph = match graph_data(&st, ItemKind::Unit, &serial, depth_of(&q)).await {
@@ -342,15 +342,15 @@ pub async fn lot_page(
     Path(lot): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let info = match data::lot(&st.db, &lot).await {
+    let info = match data::lot(st.reads(), &lot).await {
         Ok(Some(l)) => l,
         Ok(None) => return not_found("lot", &lot),
         Err(e) => return failure(e),
     };
     let include_closed = param(&q, "include_closed") == Some("true");
     let (cons, recall) = match (
-        data::consumption(&st.db, info.id).await,
-        trace::recall(&st.db, &lot, include_closed).await,
+        data::consumption(st.reads(), info.id).await,
+        trace::recall(st.reads(), &lot, include_closed).await,
     ) {
         (Ok(c), Ok(r)) => (c, r),
         (Err(e), _) => return failure(e),
@@ -375,7 +375,7 @@ pub async fn lot_page(
         opt(&info.first_seen_at),
     );
     let ids = crate::api::epcis::ids_of(ext);
-    match trace::supplier::for_lots(&st.db, &ids, std::slice::from_ref(&lot)).await {
+    match trace::supplier::for_lots(st.reads(), &ids, std::slice::from_ref(&lot)).await {
         Ok(evs) => {
             b.push_str("<h2>Supplier history (EPCIS)</h2>");
             if evs.is_empty() {
@@ -600,7 +600,7 @@ fn nested(g: &TraceGraph) -> String {
 }
 
 async fn holder_page(st: &AppState, kind: ItemKind, id: &str) -> Response {
-    let facts = match data::facts(&st.db, kind, id).await {
+    let facts = match data::facts(st.reads(), kind, id).await {
         Ok(Some(f)) => f,
         Ok(None) => return not_found(kind.as_str(), id),
         Err(e) => return failure(e),
@@ -612,8 +612,8 @@ async fn holder_page(st: &AppState, kind: ItemKind, id: &str) -> Response {
     fwd.max_depth = 4;
     fwd.max_nodes = 50;
     let (b, f) = match (
-        trace::trace(&st.db, &back).await,
-        trace::trace(&st.db, &fwd).await,
+        trace::trace(st.reads(), &back).await,
+        trace::trace(st.reads(), &fwd).await,
     ) {
         (Ok(b), Ok(f)) => (b, f),
         (Err(e), _) | (_, Err(e)) => return failure(e),
@@ -807,7 +807,7 @@ pub async fn operations_page(State(st): State<AppState>, Query(q): Q) -> Respons
         limit,
         after_id,
     };
-    let pg = match trace::operations(&st.db, &f).await {
+    let pg = match trace::operations(st.reads(), &f).await {
         Ok(p) => p,
         Err(e) => return failure(e),
     };
@@ -879,7 +879,7 @@ pub async fn spc_page(State(st): State<AppState>, Query(q): Q) -> Response {
     let subgroup = param(&q, "subgroup").unwrap_or("5").to_owned();
     let from = param(&q, "from").unwrap_or("").to_owned();
     let to = param(&q, "to").unwrap_or("").to_owned();
-    let (stations, params) = data::recent_names(&st.db).await.unwrap_or_default();
+    let (stations, params) = data::recent_names(st.reads()).await.unwrap_or_default();
     let mut b =
         String::from("<h1>SPC</h1><form class=\"filters\" method=\"get\" action=\"/ui/spc\">");
     let _ = write!(
@@ -913,7 +913,7 @@ pub async fn spc_page(State(st): State<AppState>, Query(q): Q) -> Response {
     let points = if spc_api {
         Vec::new()
     } else {
-        match data::parameter_points(&st.db, &station, &parameter, 500).await {
+        match data::parameter_points(st.reads(), &station, &parameter, 500).await {
             Ok(p) => p,
             Err(e) => return failure(e),
         }

@@ -359,11 +359,11 @@ async fn start_aggregator(
         cfg.http.query_timeout_ms,
     )
     .await?;
-    let app = api::router(AppState {
-        db: query_db,
-        ingest: stats,
-        tokens: Arc::new(api::auth::Tokens::load(&cfg.http.token)?),
-    });
+    let app = api::router(AppState::new(
+        query_db,
+        stats,
+        Arc::new(api::auth::Tokens::load(&cfg.http.token)?),
+    ));
     Ok(tokio::spawn(async move {
         let c = cancel.clone();
         if let Err(e) = axum::serve(listener, app)

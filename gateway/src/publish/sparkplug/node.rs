@@ -48,6 +48,10 @@ struct MetricDef {
     /// Whether any update was seen since the start.
     seen: bool,
     ts_ms: u64,
+    /// In its device's `pending` (changed since the last flush).
+    pending: bool,
+    /// The quality changed since it was last published (DDATA then carries the property).
+    quality_changed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,13 @@ struct Device {
 }
 
 impl Device {
+    /// Forgets what changed since the last flush (a birth or death publishes the state).
+    fn clear_pending(&mut self) {
+        for mi in self.pending.drain(..) {
+            self.metrics[mi].pending = false;
+        }
+    }
+
     /// Dead: every metric has been seen and all are bad (the PLC is unreachable).
     fn all_bad(&self) -> bool {
         !self.metrics.is_empty()
@@ -204,6 +215,8 @@ impl EdgeNode {
                         quality: Quality::Good,
                         seen: false,
                         ts_ms: 0,
+                        pending: false,
+                        quality_changed: false,
                     };
                     alias += 1;
                     m
@@ -290,7 +303,7 @@ impl EdgeNode {
             payload: nbirth.encode_to_vec(),
         });
         for i in 0..self.devices.len() {
-            self.devices[i].pending.clear();
+            self.devices[i].clear_pending();
             if self.devices[i].all_bad() {
                 self.devices[i].alive = false;
                 continue;
@@ -305,11 +318,12 @@ impl EdgeNode {
         let topic = self.topic("DBIRTH", Some(&self.devices[i].id));
         let d = &mut self.devices[i];
         d.alive = true;
-        d.pending.clear();
+        d.clear_pending();
         let metrics = d
             .metrics
-            .iter()
+            .iter_mut()
             .map(|m| {
+                m.quality_changed = false;
                 let mut metric = value_metric(m, false);
                 metric.name = Some(m.name.clone());
                 metric.datatype = Some(m.datatype.unwrap_or(DataType::Double).code());
@@ -347,6 +361,7 @@ impl EdgeNode {
             self.rebirth_due = true;
         }
         let quality_changed = m.quality != r.quality;
+        m.quality_changed |= quality_changed;
         m.value = r.value.clone();
         m.quality = r.quality;
         m.seen = true;
@@ -359,7 +374,8 @@ impl EdgeNode {
             if self.historical_len > self.historical_max {
                 self.drop_oldest_historical();
             }
-        } else if !d.pending.contains(&mi) {
+        } else if !m.pending {
+            m.pending = true;
             d.pending.push(mi);
         }
     }
@@ -396,7 +412,7 @@ impl EdgeNode {
                 let seq = self.next_seq();
                 let d = &mut self.devices[i];
                 d.alive = false;
-                d.pending.clear();
+                d.clear_pending();
                 let payload = Payload {
                     timestamp: Some(now_ms),
                     seq: Some(seq),
@@ -412,7 +428,7 @@ impl EdgeNode {
                 if !all_bad {
                     out.push(self.dbirth(i, now_ms));
                 } else {
-                    self.devices[i].pending.clear();
+                    self.devices[i].clear_pending();
                 }
                 continue;
             }
@@ -423,8 +439,12 @@ impl EdgeNode {
                 .pending
                 .drain(..)
                 .map(|mi| {
-                    let m = &d.metrics[mi];
-                    value_metric(m, true)
+                    let m = &mut d.metrics[mi];
+                    m.pending = false;
+                    // The quality property only when it says something: not good, or changed.
+                    let with_quality = m.quality_changed || m.quality != Quality::Good;
+                    m.quality_changed = false;
+                    value_metric(m, with_quality)
                 })
                 .collect();
             let payload = Payload {

@@ -360,3 +360,56 @@ fn bad_topic_levels_are_refused_at_their_keys() {
     assert!(shown[2].contains("sparkplug.historical_max"), "{shown:#?}");
     assert_eq!(cfg("").sparkplug.unwrap().edge_node_id("gw-1"), "gw-1");
 }
+
+#[test]
+fn ddata_carries_each_changed_metric_once_and_the_quality_only_when_it_says_something() {
+    let mut n = node();
+    n.births(0, 0);
+    let good = Quality::Good;
+    // Two changes of one tag before a flush: one metric, the latest value, no Quality property
+    // (good and unchanged since the birth).
+    n.update(
+        &reading("count", "plc", Some(TagValue::Int(1)), good),
+        10,
+        false,
+    );
+    n.update(
+        &reading("count", "plc", Some(TagValue::Int(2)), good),
+        11,
+        false,
+    );
+    let out = n.flush(12);
+    let metrics = decode(&out[0].payload).metrics;
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    assert_eq!(metrics[0].value, Some(MetricValue::IntValue(2)));
+    assert_eq!(metrics[0].properties, None);
+    // Bad: null with the property; good again: the property once more (the change), then not.
+    n.update(&reading("count", "plc", None, Quality::Bad), 13, false);
+    let m = &decode(&n.flush(13)[0].payload).metrics[0];
+    assert_eq!((m.is_null, m.properties.is_some()), (Some(true), true));
+    n.update(
+        &reading("count", "plc", Some(TagValue::Int(3)), good),
+        14,
+        false,
+    );
+    let m = &decode(&n.flush(14)[0].payload).metrics[0];
+    assert!(
+        m.properties.is_some(),
+        "the return to good is a quality change: {m:?}"
+    );
+    n.update(
+        &reading("count", "plc", Some(TagValue::Int(4)), good),
+        15,
+        false,
+    );
+    let m = &decode(&n.flush(15)[0].payload).metrics[0];
+    assert_eq!(m.properties, None);
+    // A flush with nothing changed sends nothing; a change after it is pending again.
+    assert!(n.flush(16).is_empty());
+    n.update(
+        &reading("count", "plc", Some(TagValue::Int(5)), good),
+        17,
+        false,
+    );
+    assert_eq!(decode(&n.flush(17)[0].payload).metrics.len(), 1);
+}
