@@ -118,6 +118,13 @@ impl GatewayConfig {
         config::load(path)
     }
 
+    /// [`GatewayConfig::load`], also returning the text that was validated (the running config
+    /// a reload is compared with).
+    pub fn load_with_text(path: &Path) -> Result<(GatewayConfig, String), ConfigErrors> {
+        let _ = LOADED_FROM.set(path.to_path_buf());
+        config::load_with_text(path)
+    }
+
     /// Parses config text (`file` names it in messages).
     pub fn parse(file: &str, text: &str) -> Result<GatewayConfig, ConfigErrors> {
         config::parse(file, text)

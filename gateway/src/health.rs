@@ -30,8 +30,8 @@ const MAX_CONNECTIONS: usize = 32;
 pub struct HealthState {
     pub outbox: Arc<Outbox>,
     pub publish: Arc<PublishMetrics>,
-    /// Devices and scanners, by id.
-    pub devices: Vec<(String, Arc<DeviceMetrics>)>,
+    /// Devices and scanners, by id (replaced when a reload adds or removes one).
+    pub devices: DeviceList,
     pub max_device_silence_s: u64,
     pub max_outbox_age_s: u64,
     /// Unix ms when the gateway started (a device never heard from is silent since then).
@@ -42,6 +42,34 @@ pub struct HealthState {
 
 fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// The running devices and scanners with their metrics, shared by the health endpoint and the
+/// status message; a live reload replaces the list (metrics of a device that stays are kept).
+#[derive(Clone, Default)]
+pub struct DeviceList(Arc<std::sync::RwLock<Vec<Device>>>);
+
+/// A device or scanner id with its metrics.
+pub type Device = (String, Arc<DeviceMetrics>);
+
+impl DeviceList {
+    /// The devices now, in config order.
+    pub fn snapshot(&self) -> Vec<Device> {
+        self.0.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the list (after a reload).
+    pub fn replace(&self, devices: Vec<Device>) {
+        if let Ok(mut d) = self.0.write() {
+            *d = devices;
+        }
+    }
+}
+
+impl From<Vec<Device>> for DeviceList {
+    fn from(devices: Vec<Device>) -> DeviceList {
+        DeviceList(Arc::new(std::sync::RwLock::new(devices)))
+    }
 }
 
 /// The status message's view of each device.
@@ -261,9 +289,10 @@ impl HealthState {
                 |m| m.values.load(Ordering::Relaxed).to_string(),
             ),
         ];
+        let devices_now = self.devices.snapshot();
         for (name, kind, help, get) in devices {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (id, m) in &self.devices {
+            for (id, m) in &devices_now {
                 let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", escape_label(id), get(m));
             }
         }
@@ -288,7 +317,7 @@ impl HealthState {
         let mut problems = Vec::new();
         let now = now_ms();
         let silence_ms = self.max_device_silence_s.saturating_mul(1000);
-        for (id, m) in &self.devices {
+        for (id, m) in &self.devices.snapshot() {
             if m.open.load(Ordering::Relaxed) {
                 // An open scanner nobody uses is idle, not broken.
                 continue;

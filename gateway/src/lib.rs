@@ -13,6 +13,7 @@ pub mod health;
 pub mod outbox;
 pub mod publish;
 pub mod readings;
+pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod stations;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use threadline_gateway::config::GatewayConfig;
+use threadline_gateway::reload::{Reload, running};
 use threadline_shared::outln;
 
 mod modbus_cli;
@@ -36,10 +37,15 @@ enum Command {
         #[arg(long, hide = true)]
         synthetic_total: Option<u64>,
     },
-    /// Validate a config; print every device's read plan and the station wiring.
+    /// Validate a config; print every device's read plan and the station wiring. With
+    /// `--against running` (or another config file): what it changes and how a reload
+    /// (`kill -HUP`) would apply it.
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// `running` (the config the daemon runs now, from `data_dir/running.toml`) or a file.
+        #[arg(long, value_name = "running|FILE")]
+        against: Option<String>,
     },
     /// Read raw Modbus registers and print every interpretation
     /// (u16/i16/u32/i32/f32/f64 in ABCD, CDAB, BADC, DCBA).
@@ -79,6 +85,61 @@ fn load(config: &Path) -> Result<GatewayConfig, ExitCode> {
     })
 }
 
+fn load_with_text(config: &Path) -> Result<(GatewayConfig, String), ExitCode> {
+    GatewayConfig::load_with_text(config).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+/// `check --config NEW --against running|FILE`: the changes and how a reload applies them.
+fn check_against(config: &Path, against: &str) -> Result<ExitCode, ExitCode> {
+    let (new, new_text) = load_with_text(config)?;
+    let (old_text, what) = if against == "running" {
+        match running::read(&new.gateway.data_dir) {
+            Ok(r) => {
+                let what = format!("the running config ({})", r.describe());
+                (r.text, what)
+            }
+            Err(e) => {
+                eprintln!("check --against running: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    } else {
+        match std::fs::read_to_string(against) {
+            Ok(text) => (text, against.to_owned()),
+            Err(e) => {
+                eprintln!("check --against {against}: cannot read the file: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    };
+    let old = match GatewayConfig::parse(&what, &old_text) {
+        Ok(old) => old,
+        Err(e) => {
+            eprint!("{e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    outln!("{}: valid; changes against {what}:", config.display());
+    let plan = threadline_gateway::reload::plan(&old, &old_text, &new, &new_text);
+    for line in plan.lines() {
+        outln!("  {line}");
+    }
+    if !plan.is_empty()
+        && plan.refused.is_empty()
+        && against == "running"
+        && let Ok(r) = running::read(&new.gateway.data_dir)
+    {
+        outln!(
+            "apply with: kill -HUP {}   (systemd: systemctl reload threadline-gateway)",
+            r.pid
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,7 +154,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Probe(args) => Ok(modbus_cli::run_probe(args)),
-        Command::Check { config } => load(&config).map(|cfg| {
+        Command::Check {
+            config,
+            against: Some(against),
+        } => check_against(&config, &against),
+        Command::Check {
+            config,
+            against: None,
+        } => load(&config).map(|cfg| {
             outln!(
                 "{}: gateway {} ({}/{}): {} devices, {} scanners, {} stations — OK",
                 config.display(),
@@ -127,14 +195,22 @@ fn main() -> ExitCode {
             synthetic_rate,
             synthetic_event_every,
             synthetic_total,
-        } => load(&config).and_then(|cfg| {
+        } => load_with_text(&config).and_then(|(cfg, text)| {
             let synthetic =
                 synthetic_rate.map(|rate_per_s| threadline_gateway::test_support::Synthetic {
                     rate_per_s,
                     event_every: synthetic_event_every,
                     total: synthetic_total,
                 });
-            run_daemon(cfg, threadline_gateway::runtime::RunOptions { synthetic })
+            let current = Reload {
+                cfg,
+                text,
+                source: config.clone(),
+            };
+            run_daemon(
+                current,
+                threadline_gateway::runtime::RunOptions { synthetic },
+            )
         }),
         Command::Buffer {
             command: BufferCommand::Stats { config },
@@ -198,15 +274,18 @@ fn opcua_trust(cfg: &GatewayConfig, device: &str, yes: bool) -> Result<ExitCode,
 }
 
 fn run_daemon(
-    cfg: GatewayConfig,
+    current: Reload,
     opts: threadline_gateway::runtime::RunOptions,
 ) -> Result<ExitCode, ExitCode> {
+    use threadline_gateway::runtime::{Ended, run_reloadable};
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = tokio_runtime()?;
     rt.block_on(async {
@@ -219,8 +298,39 @@ fn run_daemon(
                 shutdown.cancel();
             })
         };
-        let result = threadline_gateway::runtime::run_with(cfg, shutdown, opts).await;
+        let (reload_tx, mut reloads) = tokio::sync::mpsc::channel(4);
+        let hangups = tokio::spawn(watch_hangups(current.source.clone(), reload_tx));
+        let mut current = current;
+        // The config that ran before a restart in place: where the daemon goes back to when
+        // the new one cannot start (its health port is taken, …).
+        let mut previous: Option<Reload> = None;
+        let result = loop {
+            match run_reloadable(
+                current.clone(),
+                shutdown.clone(),
+                opts.clone(),
+                &mut reloads,
+            )
+            .await
+            {
+                Ok(Ended::Stopped) => break Ok(()),
+                Ok(Ended::Restart(next)) => {
+                    previous = Some(current);
+                    current = *next;
+                }
+                Err(e) => match previous.take() {
+                    Some(p) if !shutdown.is_cancelled() => {
+                        tracing::error!(
+                            "the new config cannot start, going back to the previous one: {e:#}"
+                        );
+                        current = p;
+                    }
+                    _ => break Err(e),
+                },
+            }
+        };
         signals.abort();
+        hangups.abort();
         match result {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
@@ -229,6 +339,43 @@ fn run_daemon(
             }
         }
     })
+}
+
+/// SIGHUP: re-reads the config file; a valid one goes to the daemon, an invalid one is refused
+/// with every problem (the running config stays).
+async fn watch_hangups(file: PathBuf, reloads: tokio::sync::mpsc::Sender<Reload>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch SIGHUP: no live reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!(file = %file.display(), "SIGHUP: reading the config again");
+            match GatewayConfig::load_with_text(&file) {
+                Ok((cfg, text)) => {
+                    let reload = Reload {
+                        cfg,
+                        text,
+                        source: file.clone(),
+                    };
+                    if reloads.send(reload).await.is_err() {
+                        return;
+                    }
+                }
+                Err(errors) => tracing::error!(
+                    "reload of {} refused, the running config stays: {} problems\n{errors}",
+                    file.display(),
+                    errors.0.len()
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, reloads);
+    }
 }
 
 fn buffer_stats(cfg: GatewayConfig) -> Result<ExitCode, ExitCode> {

@@ -51,6 +51,14 @@ impl Deadband {
         }
     }
 
+    /// Takes the tag rules of a reloaded config; the last recorded value of a tag that is still
+    /// recorded is kept (no duplicate reading after a reload), the others are forgotten.
+    pub fn reconfigure(&mut self, cfg: &GatewayConfig) {
+        let next = Deadband::new(cfg);
+        self.last.retain(|tag, _| next.rules.contains_key(tag));
+        self.rules = next.rules;
+    }
+
     /// The reading to record for `u`, if any.
     pub fn filter(&mut self, u: &TagUpdate) -> Option<NewRecord> {
         let rule = self.rules.get(&u.tag)?;
@@ -93,10 +101,8 @@ impl Deadband {
 mod tests {
     use super::*;
 
-    fn cfg() -> GatewayConfig {
-        GatewayConfig::parse(
-            "t.toml",
-            r#"
+    fn cfg_text() -> String {
+        r#"
 [gateway]
 id = "gw"
 plant = "p"
@@ -120,9 +126,12 @@ address = "127.0.0.1:502"
   area = "holding"
   address = 2
   record = false
-"#,
-        )
-        .unwrap()
+"#
+        .to_owned()
+    }
+
+    fn cfg() -> GatewayConfig {
+        GatewayConfig::parse("t.toml", &cfg_text()).unwrap()
     }
 
     fn upd(tag: &str, v: Option<f64>, q: Quality) -> TagUpdate {
@@ -150,5 +159,28 @@ address = "127.0.0.1:502"
         assert!(d.filter(&upd("p", Some(10.9), g)).is_some());
         assert!(d.filter(&upd("hidden", Some(1.0), g)).is_none());
         assert!(d.filter(&upd("unknown", Some(1.0), g)).is_none());
+    }
+
+    #[test]
+    fn a_reload_keeps_the_last_value_of_tags_still_recorded_and_takes_new_deadbands() {
+        let mut d = Deadband::new(&cfg());
+        let g = Quality::Good;
+        assert!(d.filter(&upd("p", Some(10.0), g)).is_some());
+        let wider = GatewayConfig::parse(
+            "t.toml",
+            &cfg_text().replace("deadband = 0.5", "deadband = 2.0"),
+        )
+        .unwrap();
+        d.reconfigure(&wider);
+        // Same tag, same last value: 10.9 is inside the new 2.0 deadband, no duplicate reading.
+        assert!(d.filter(&upd("p", Some(10.9), g)).is_none());
+        assert!(d.filter(&upd("p", Some(12.5), g)).is_some());
+        let unrecorded = GatewayConfig::parse(
+            "t.toml",
+            &cfg_text().replace("deadband = 0.5", "deadband = 0.5\n  record = false"),
+        )
+        .unwrap();
+        d.reconfigure(&unrecorded);
+        assert!(d.filter(&upd("p", Some(20.0), g)).is_none());
     }
 }

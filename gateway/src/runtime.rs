@@ -10,6 +10,7 @@
 //! Queues are bounded everywhere: when the outbox cannot keep up (or its disk fails), the
 //! pipeline waits and the drivers' sends wait with it; nothing already accepted is dropped.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GatewayConfig;
 use crate::drivers::{self, DeviceMetrics, DriverContext, RawScan, TagUpdate};
 use crate::failpoint;
-use crate::health::{self, HealthState};
+use crate::health::{self, DeviceList, HealthState};
 use crate::outbox::{NewRecord, Outbox, OutboxOptions};
 use crate::publish::{DeviceSource, PublishMetrics, Publisher, PublisherConfig};
 use crate::readings::Deadband;
+use crate::reload::{DriverId, Reload};
 use crate::route::{
     Decided, GateCounters, Interlocks, RouteCache, RouteGate, spawn_holds_listener,
 };
@@ -60,10 +62,54 @@ pub async fn run_with(
     shutdown: CancellationToken,
     opts: RunOptions,
 ) -> anyhow::Result<()> {
+    run_inner(cfg, None, shutdown, opts, None).await.map(|_| ())
+}
+
+/// How [`run_reloadable`] ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// `shutdown` was cancelled: the gateway stopped.
+    Stopped,
+    /// A reload needs the whole gateway restarted with this config; everything was stopped
+    /// and the outbox closed in order, as for a shutdown.
+    Restart(Box<Reload>),
+}
+
+/// Runs the gateway with `current` until `shutdown` is cancelled, applying the validated
+/// configs that arrive on `reloads` (`kill -HUP`): live when only drivers, tags, readings or
+/// stations changed, otherwise by returning [`Ended::Restart`] for the caller to run again.
+/// The applied config is kept in `data_dir/running.toml`.
+pub async fn run_reloadable(
+    current: Reload,
+    shutdown: CancellationToken,
+    opts: RunOptions,
+    reloads: &mut mpsc::Receiver<Reload>,
+) -> anyhow::Result<Ended> {
+    let Reload { cfg, text, source } = current;
+    run_inner(cfg, Some((text, source)), shutdown, opts, Some(reloads)).await
+}
+
+async fn run_inner(
+    mut cfg: GatewayConfig,
+    mut applied: Option<(String, std::path::PathBuf)>,
+    shutdown: CancellationToken,
+    opts: RunOptions,
+    mut reloads: Option<&mut mpsc::Receiver<Reload>>,
+) -> anyhow::Result<Ended> {
     // Loaded when the config was validated; a gateway that cannot publish must not acquire.
     if let Err(e) = cfg.mqtt.client() {
         anyhow::bail!("bad MQTT settings: {e}");
     }
+    // Bound before anything else starts: a config whose endpoint cannot listen fails cleanly
+    // (after a reload, the daemon goes back to the previous config).
+    let health_listener = match &cfg.health {
+        Some(h) => Some(
+            tokio::net::TcpListener::bind(&h.listen)
+                .await
+                .with_context(|| format!("health.listen {}: cannot listen", h.listen))?,
+        ),
+        None => None,
+    };
     let data_dir = cfg.gateway.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -106,31 +152,25 @@ pub async fn run_with(
         _ => None,
     };
 
-    // Acquisition has its own token: it stops first, the publisher later.
+    // Acquisition has its own token: it stops first, the publisher later. Each driver runs
+    // under a child token of it, so that a reload can stop one alone.
     let acquisition = CancellationToken::new();
     let (tag_tx, tag_rx) = mpsc::channel(TAG_QUEUE);
     let (scan_tx, scan_rx) = mpsc::channel(SCAN_QUEUE);
-    let mut devices: Vec<(String, Arc<DeviceMetrics>)> = Vec::new();
-    let mut driver_tasks: Vec<JoinHandle<()>> = Vec::new();
-    let ctx = |metrics: Arc<DeviceMetrics>| DriverContext {
-        out: tag_tx.clone(),
-        scans: scan_tx.clone(),
-        shutdown: acquisition.clone(),
-        metrics,
+    let mut drivers = Drivers {
+        tag_tx: Some(tag_tx),
+        scan_tx: Some(scan_tx),
+        acquisition: acquisition.clone(),
         data_dir: data_dir.clone(),
+        running: BTreeMap::new(),
+        list: DeviceList::default(),
     };
-    for d in &cfg.device {
-        let m = Arc::new(DeviceMetrics::default());
-        devices.push((d.id.clone(), m.clone()));
-        driver_tasks.push(drivers::spawn_device(d, ctx(m)));
+    for id in driver_ids(&cfg) {
+        drivers.start(&cfg, &id, None);
     }
-    for s in &cfg.scanner {
-        let m = Arc::new(DeviceMetrics::default());
-        devices.push((s.id.clone(), m.clone()));
-        driver_tasks.push(drivers::spawn_scanner(s, ctx(m)));
-    }
-    // The pipeline must see the channels close once every driver has ended.
-    drop((tag_tx, scan_tx));
+    drivers.publish_list(&cfg);
+    let devices = drivers.list.clone();
+    let (control_tx, control_rx) = mpsc::channel(1);
 
     let (rec_tx, rec_rx) = mpsc::channel(RECORD_QUEUE);
     let synthetic_task = opts
@@ -143,6 +183,7 @@ pub async fn run_with(
     let sparkplug = crate::publish::sparkplug::spawn(&cfg, sparkplug_stop.clone());
     let pipeline = tokio::spawn(pipeline(
         Deadband::new(&cfg),
+        control_rx,
         sparkplug.as_ref().map(|(tx, _, _)| tx.clone()),
         engine,
         gate,
@@ -156,7 +197,7 @@ pub async fn run_with(
     let publish_metrics = Arc::new(PublishMetrics::default());
     let device_source: DeviceSource = {
         let devices = devices.clone();
-        Arc::new(move || health::device_health(&devices))
+        Arc::new(move || health::device_health(&devices.snapshot()))
     };
     let publisher = Publisher::new(
         PublisherConfig::from_gateway(&cfg),
@@ -169,11 +210,8 @@ pub async fn run_with(
     let publisher_task = tokio::spawn(publisher.run(publisher_stop.clone()));
 
     let health_stop = CancellationToken::new();
-    let health_task = match &cfg.health {
-        Some(h) => {
-            let listener = tokio::net::TcpListener::bind(&h.listen)
-                .await
-                .with_context(|| format!("health.listen {}: cannot listen", h.listen))?;
+    let health_task = match (&cfg.health, health_listener) {
+        (Some(h), Some(listener)) => {
             tracing::info!(listen = %listener.local_addr()?, "serving /metrics and /healthz");
             let state = Arc::new(HealthState {
                 outbox: outbox.clone(),
@@ -190,7 +228,7 @@ pub async fn run_with(
                 health_stop.clone(),
             )))
         }
-        None => None,
+        _ => None,
     };
 
     tracing::info!(
@@ -198,20 +236,75 @@ pub async fn run_with(
         devices = cfg.device.len(), scanners = cfg.scanner.len(),
         "gateway running"
     );
-    shutdown.cancelled().await;
+    if let Some((text, source)) = &applied {
+        record_running(&data_dir, source, text);
+    }
+    let ended = loop {
+        let reload = tokio::select! {
+            _ = shutdown.cancelled() => break Ended::Stopped,
+            r = next_reload(&mut reloads) => r,
+        };
+        let Some(next) = reload else {
+            reloads = None; // the sender is gone: only a shutdown ends the gateway now
+            continue;
+        };
+        let Some((old_text, _)) = &applied else {
+            continue;
+        };
+        let plan = crate::reload::plan(&cfg, old_text, &next.cfg, &next.text);
+        for line in plan.lines() {
+            tracing::info!("reload: {line}");
+        }
+        if plan.is_empty() {
+            tracing::info!(file = %next.source.display(), "config reloaded: no changes");
+            continue;
+        }
+        if !plan.refused.is_empty() {
+            tracing::error!(
+                file = %next.source.display(),
+                "reload refused, the running config stays: {}",
+                plan.refused.join("; ")
+            );
+            continue;
+        }
+        if !plan.restart.is_empty() {
+            tracing::info!("restarting the gateway in place for the new config");
+            break Ended::Restart(Box::new(next));
+        }
+        let mut kept = BTreeMap::new();
+        for id in &plan.stop {
+            if let Some(m) = drivers.stop(id).await {
+                kept.insert(id.clone(), m);
+            }
+        }
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let reconfigure = Control::Reconfigure {
+            cfg: Box::new(next.cfg.clone()),
+            stations: plan.stations,
+            done: done_tx,
+        };
+        if control_tx.send(reconfigure).await.is_ok() {
+            let _ = done_rx.await;
+        }
+        for id in &plan.start {
+            drivers.start(&next.cfg, id, kept.remove(id));
+        }
+        drivers.publish_list(&next.cfg);
+        record_running(&data_dir, &next.source, &next.text);
+        tracing::info!(
+            file = %next.source.display(),
+            restarted = plan.start.len(), stopped = plan.stop.len(),
+            untouched = plan.untouched.len(),
+            "config reloaded"
+        );
+        applied = Some((next.text, next.source));
+        cfg = next.cfg;
+    };
+    drop(control_tx);
     tracing::info!("shutting down: stopping acquisition");
 
     // 1. acquisition
-    acquisition.cancel();
-    for mut t in driver_tasks {
-        if tokio::time::timeout(DRIVER_STOP_TIMEOUT, &mut t)
-            .await
-            .is_err()
-        {
-            tracing::warn!("a driver did not stop in time; aborting it");
-            t.abort();
-        }
-    }
+    drivers.stop_all().await;
     if let Some(t) = synthetic_task {
         let _ = t.await;
     }
@@ -260,7 +353,147 @@ pub async fn run_with(
         Err(_) => tracing::warn!("outbox still referenced at exit; not checkpointed"),
     }
     tracing::info!("gateway stopped");
-    Ok(())
+    Ok(ended)
+}
+
+/// Writes `running.toml`; a failure only costs `check --against running` its answer.
+fn record_running(data_dir: &std::path::Path, source: &std::path::Path, text: &str) {
+    if let Err(e) = crate::reload::running::write(data_dir, source, text) {
+        tracing::warn!(error = %e, "cannot write data_dir/running.toml (check --against running will not work)");
+    }
+}
+
+async fn next_reload(reloads: &mut Option<&mut mpsc::Receiver<Reload>>) -> Option<Reload> {
+    match reloads {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Every driver of `cfg`, devices then scanners, in config order.
+fn driver_ids(cfg: &GatewayConfig) -> Vec<DriverId> {
+    let devices = cfg.device.iter().map(|d| DriverId {
+        kind: "device",
+        id: d.id.clone(),
+    });
+    let scanners = cfg.scanner.iter().map(|s| DriverId {
+        kind: "scanner",
+        id: s.id.clone(),
+    });
+    devices.chain(scanners).collect()
+}
+
+/// A running driver task.
+struct DriverTask {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    metrics: Arc<DeviceMetrics>,
+}
+
+/// The running drivers, each stoppable on its own (a reload), all at once (a shutdown).
+struct Drivers {
+    /// Kept to start drivers after a reload; dropped by [`Drivers::stop_all`] so that the
+    /// pipeline sees its inputs close.
+    tag_tx: Option<mpsc::Sender<TagUpdate>>,
+    scan_tx: Option<mpsc::Sender<RawScan>>,
+    acquisition: CancellationToken,
+    data_dir: std::path::PathBuf,
+    running: BTreeMap<DriverId, DriverTask>,
+    /// What the health endpoint and the status message list.
+    list: DeviceList,
+}
+
+impl Drivers {
+    /// Starts driver `id` of `cfg` (metrics carried over from its previous run, if any).
+    fn start(&mut self, cfg: &GatewayConfig, id: &DriverId, metrics: Option<Arc<DeviceMetrics>>) {
+        let (Some(out), Some(scans)) = (self.tag_tx.clone(), self.scan_tx.clone()) else {
+            return;
+        };
+        let metrics = metrics.unwrap_or_default();
+        let stop = self.acquisition.child_token();
+        let ctx = DriverContext {
+            out,
+            scans,
+            shutdown: stop.clone(),
+            metrics: metrics.clone(),
+            data_dir: self.data_dir.clone(),
+        };
+        let task = match id.kind {
+            "device" => cfg
+                .device
+                .iter()
+                .find(|d| d.id == id.id)
+                .map(|d| drivers::spawn_device(d, ctx)),
+            _ => cfg
+                .scanner
+                .iter()
+                .find(|s| s.id == id.id)
+                .map(|s| drivers::spawn_scanner(s, ctx)),
+        };
+        if let Some(task) = task {
+            self.running.insert(
+                id.clone(),
+                DriverTask {
+                    stop,
+                    task,
+                    metrics,
+                },
+            );
+        }
+    }
+
+    /// Stops driver `id` (a reload removes or changes it) and returns its metrics, for a
+    /// restart to continue its counters.
+    async fn stop(&mut self, id: &DriverId) -> Option<Arc<DeviceMetrics>> {
+        let d = self.running.remove(id)?;
+        d.stop.cancel();
+        join_or_abort(d.task).await;
+        tracing::info!(driver = %id, "driver stopped for the new config");
+        Some(d.metrics)
+    }
+
+    /// Publishes the running drivers, in config order, to the health endpoint and status.
+    fn publish_list(&self, cfg: &GatewayConfig) {
+        let list = driver_ids(cfg)
+            .into_iter()
+            .filter_map(|id| {
+                let m = self.running.get(&id)?.metrics.clone();
+                Some((id.id, m))
+            })
+            .collect();
+        self.list.replace(list);
+    }
+
+    /// Stops every driver and closes the pipeline's inputs.
+    async fn stop_all(&mut self) {
+        self.acquisition.cancel();
+        self.tag_tx = None;
+        self.scan_tx = None;
+        for (_, d) in std::mem::take(&mut self.running) {
+            join_or_abort(d.task).await;
+        }
+    }
+}
+
+async fn join_or_abort(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(DRIVER_STOP_TIMEOUT, &mut task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a driver did not stop in time; aborting it");
+        task.abort();
+    }
+}
+
+/// Messages from the daemon to the pipeline.
+enum Control {
+    /// Take the reading rules of a reloaded config and, when `stations`, rebuild the station
+    /// logic from its committed state; `done` once applied.
+    Reconfigure {
+        cfg: Box<GatewayConfig>,
+        stations: bool,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// How long appends are still retried after shutdown began (then the records are given up,
@@ -345,6 +578,7 @@ async fn appender(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<NewRecord>, stop: 
 #[allow(clippy::too_many_arguments)]
 async fn pipeline(
     mut deadband: Deadband,
+    mut control: mpsc::Receiver<Control>,
     sparkplug: Option<crate::publish::sparkplug::client::Sender>,
     mut engine: StationEngine,
     mut gate: Option<RouteGate>,
@@ -358,9 +592,20 @@ async fn pipeline(
     let mut verdicts = gate.as_mut().map(RouteGate::take_verdicts);
     // Inputs end when the drivers have stopped; lookups in flight finish first (each within
     // `lookup_timeout_ms`), so that no scan is lost at shutdown.
+    let mut control_open = true;
     while tags_open || scans_open || gate.as_ref().is_some_and(|g| g.in_flight() > 0) {
         let in_flight = gate.as_ref().is_some_and(|g| g.in_flight() > 0);
         tokio::select! {
+            c = control.recv(), if control_open => match c {
+                Some(Control::Reconfigure { cfg, stations, done }) => {
+                    deadband.reconfigure(&cfg);
+                    if stations {
+                        engine = rebuilt_engine(&cfg, &outbox).await.unwrap_or(engine);
+                    }
+                    let _ = done.send(());
+                }
+                None => control_open = false,
+            },
             u = tags.recv(), if tags_open => match u {
                 Some(u) => {
                     let events = engine.on_tag(&u);
@@ -397,6 +642,22 @@ async fn pipeline(
                     decided_step(&mut engine, g, d, &outbox, &stop).await;
                 }
             }
+        }
+    }
+}
+
+/// The station logic of a reloaded config, from the context committed with the last step
+/// (each step commits its context before the next input, so nothing is lost); `None`, logged,
+/// keeps the running logic when the outbox cannot be read.
+async fn rebuilt_engine(cfg: &GatewayConfig, outbox: &Outbox) -> Option<StationEngine> {
+    match crate::stations::load_committed(outbox, &cfg.gateway.data_dir).await {
+        Ok(saved) => {
+            tracing::info!("station logic restarted for the new config");
+            Some(StationEngine::new(cfg, saved))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the committed station context; the station logic stays as it was");
+            None
         }
     }
 }

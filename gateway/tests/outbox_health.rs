@@ -40,7 +40,7 @@ async fn healthz_names_the_silent_device_and_the_old_outbox() {
     let state = Arc::new(HealthState {
         outbox: outbox.clone(),
         publish: Arc::new(PublishMetrics::default()),
-        devices: vec![("press-plc".into(), plc.clone())],
+        devices: vec![("press-plc".into(), plc.clone())].into(),
         max_device_silence_s: 60,
         max_outbox_age_s: 30,
         // Started two minutes ago and never heard from the PLC.
@@ -123,7 +123,7 @@ async fn an_idle_open_scanner_is_healthy_and_a_failed_one_is_not() {
     let state = Arc::new(HealthState {
         outbox,
         publish: Arc::new(PublishMetrics::default()),
-        devices: vec![("st110-gun".into(), scanner.clone())],
+        devices: vec![("st110-gun".into(), scanner.clone())].into(),
         max_device_silence_s: 60,
         max_outbox_age_s: 30,
         started_ms: two_min_ago,

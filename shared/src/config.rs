@@ -123,6 +123,14 @@ impl Validator<'_> {
 
 /// Reads and parses a config file.
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErrors> {
+    load_with_text(path).map(|(config, _)| config)
+}
+
+/// [`load`], also returning the text that was parsed (read once: what was validated is what is
+/// returned, even when the file is being edited).
+pub fn load_with_text<T: DeserializeOwned + Validate>(
+    path: &Path,
+) -> Result<(T, String), ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -133,7 +141,7 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
             message: format!("cannot read the file: {e}"),
         }])
     })?;
-    parse(&file, &text)
+    parse(&file, &text).map(|config| (config, text))
 }
 
 /// Parses config text; `file` names it in messages.

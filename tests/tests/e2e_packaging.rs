@@ -225,6 +225,11 @@ async fn the_debs_install_into_a_root_and_the_units_command_lines_run() -> Resul
     // The gateway, as its unit starts it, its data_dir the unit's StateDirectory.
     let unit = std::fs::read_to_string(root.join("lib/systemd/system/threadline-gateway.service"))?;
     check_unit(&unit, "threadline-gateway")?;
+    ensure!(
+        unit_value(&unit, "ExecReload") == Some("/bin/kill -HUP $MAINPID"),
+        "threadline-gateway.service: `systemctl reload` must send SIGHUP (live reload), ExecReload is {:?}",
+        unit_value(&unit, "ExecReload")
+    );
     let state = root
         .join("var/lib")
         .join(unit_value(&unit, "StateDirectory").unwrap_or_default());
