@@ -40,5 +40,6 @@ pub use threadline_shared::testing::{
 };
 pub use truth::{expected_backward, expected_shipment_backward, post_master_data, read_truth};
 pub use verify::{
-    audit_ok, diff_recall, diff_unit_report, rejected_scans, trace_nodes, verify_all,
+    audit_ok, diff_recall, diff_unit_report, rejected_scans, scan_rejections, trace_nodes,
+    verify_all,
 };

@@ -76,9 +76,11 @@ impl PlantEnv {
         std::fs::write(
             &agg_cfg,
             format!(
-                "[aggregator]\nid = \"agg-e2e\"\nbatch_max_wait_ms = 20\n[mqtt]\nurl = \"{}\"\n[database]\nurl = \"{}\"\n[http]\nlisten = \"{http_addr}\"\n",
+                "[aggregator]\nid = \"agg-e2e\"\nbatch_max_wait_ms = 20\n[mqtt]\nurl = \"{}\"\n[database]\nurl = \"{}\"\n[http]\nlisten = \"{http_addr}\"\n\
+                 [routing]\nroutes_file = \"{}\"\n",
                 broker.url(),
-                db_proxy.route(&db.url)
+                db_proxy.route(&db.url),
+                workspace_root().join("config/demo/routes.toml").display()
             ),
         )?;
         let aggregator = start_aggregator(&bins, dir.path(), &agg_cfg)?;
@@ -133,6 +135,7 @@ impl PlantEnv {
                 &endpoints,
                 &threadline_simulators::plant::Overrides {
                     mqtt_url: Some(broker.url()),
+                    aggregator_url: Some(format!("http://{http_addr}")),
                     data_dir: Some(dir.path().join(&id).to_string_lossy().into_owned()),
                 },
             )?;

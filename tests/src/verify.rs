@@ -268,7 +268,16 @@ pub async fn verify_all(api: &Api, truth: &Truth) -> Result<Vec<String>> {
 
 /// The `scan_rejected` events of the event log (raw codes), through `GET /api/v1/events`.
 pub async fn rejected_scans(api: &Api) -> Result<BTreeSet<String>> {
-    let mut raws = BTreeSet::new();
+    Ok(scan_rejections(api)
+        .await?
+        .into_iter()
+        .map(|(_, raw, _)| raw)
+        .collect())
+}
+
+/// Every `scan_rejected` event of the aggregator as `(station, raw, reason)`, in event order.
+pub async fn scan_rejections(api: &Api) -> Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
     let mut after = 0i64;
     loop {
         let (st, v) = api
@@ -279,7 +288,8 @@ pub async fn rejected_scans(api: &Api) -> Result<BTreeSet<String>> {
         }
         for e in v["events"].as_array().into_iter().flatten() {
             if s(&e["type"]) == "scan_rejected" {
-                raws.insert(s(&e["record"]["raw"]));
+                let r = &e["record"];
+                out.push((s(&r["station"]), s(&r["raw"]), s(&r["reason"])));
             }
         }
         match v["next_after"].as_i64() {
@@ -287,7 +297,7 @@ pub async fn rejected_scans(api: &Api) -> Result<BTreeSet<String>> {
             _ => break,
         }
     }
-    Ok(raws)
+    Ok(out)
 }
 
 /// `GET /api/v1/audit/verify` says every hash chain is intact.

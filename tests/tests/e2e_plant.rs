@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use threadline_e2e::{
-    PlantEnv, PlantRun, audit_ok, duplicates, read_truth, rejected_scans, wait_for,
+    PlantEnv, PlantRun, audit_ok, duplicates, read_truth, rejected_scans, scan_rejections, wait_for,
 };
 use threadline_simulators::plant::{CauseTruth, Truth};
 
@@ -37,10 +37,41 @@ async fn e2e_plant_matches_ground_truth() -> anyhow::Result<()> {
             r.raw
         );
     }
+    route_refusals_are_reported(&env.api, &truth).await?;
     audit_ok(&env.api).await?;
     assert_eq!(duplicates(&env.db).await?, Vec::<String>::new());
     injected_causes_are_found(&env.api, &truth).await?;
     env.finish().await;
+    Ok(())
+}
+
+/// ST130 enforces the drive's route (config/demo/routes.toml): every drive the plant presented
+/// there before its end-of-line test was refused with the missing operation as the reason, and
+/// no other drive was refused there (each was packed: the genealogy matched above).
+async fn route_refusals_are_reported(
+    api: &threadline_e2e::Api,
+    truth: &Truth,
+) -> anyhow::Result<()> {
+    assert!(
+        !truth.route_refusals.is_empty(),
+        "the demo plant presents drives too early (skip_test_every)"
+    );
+    let at_packing: Vec<(String, String)> = scan_rejections(api)
+        .await?
+        .into_iter()
+        .filter(|(station, _, _)| station == "ST130")
+        .map(|(_, raw, reason)| (raw, reason))
+        .collect();
+    let expected: Vec<(String, String)> = truth
+        .route_refusals
+        .iter()
+        .map(|r| (r.unit.clone(), r.reason.clone()))
+        .collect();
+    let mut got = at_packing.clone();
+    got.sort();
+    let mut want = expected;
+    want.sort();
+    assert_eq!(got, want, "scan_rejected at ST130: {at_packing:#?}");
     Ok(())
 }
 

@@ -457,6 +457,12 @@ impl RouteCache {
         }
     }
 
+    /// The part of unit `serial` as this line knows it (its `unit_started`, or the
+    /// aggregator's earlier answer).
+    pub(crate) fn unit_part(&self, serial: &str) -> Option<String> {
+        self.lock().units.get(serial).and_then(|u| u.part.clone())
+    }
+
     /// This line's latest result of `operation` at `station` for `serial`.
     pub(crate) fn local_result(
         &self,

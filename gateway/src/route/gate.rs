@@ -284,9 +284,14 @@ impl RouteGate {
 /// The verdict for a unit at its station (module docs): `Some(reason)` refuses it.
 async fn verdict(shared: &Shared, s: &RouteSubject) -> Option<String> {
     shared.counters.lookups.fetch_add(1, Ordering::Relaxed);
+    // The part the station would start the unit as, else the one this line started it as: an
+    // aggregator that has not received the unit yet still judges it against its part's route
+    // (and the line's own results re-judge what it reports missing), instead of knowing no
+    // route and allowing it.
+    let part = s.part.clone().or_else(|| shared.cache.unit_part(&s.id));
     match shared
         .lookup
-        .route_status(&s.id, &s.station, s.part.as_deref())
+        .route_status(&s.id, &s.station, part.as_deref())
         .await
     {
         Ok(status) => {

@@ -131,9 +131,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let agg_text = format!(
         "[aggregator]\nid = \"agg-demo\"\n[mqtt]\nembedded = true\nlisten = \"{mqtt_addr}\"\n\
          allow_anonymous = true\n\
-         [database]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"{}\"\n",
+         [database]\nurl = \"sqlite://{}\"\n[http]\nlisten = \"{}\"\n\
+         [routing]\nroutes_file = \"{}\"\n",
         data_dir.join("threadline.db").display(),
-        cli.http
+        cli.http,
+        std::fs::canonicalize(cfg_dir.join("routes.toml"))
+            .unwrap_or_else(|_| cfg_dir.join("routes.toml"))
+            .display()
     );
     let agg_cfg = AggregatorConfig::parse("demo aggregator", &agg_text)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -159,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             &endpoints,
             &Overrides {
                 mqtt_url: Some(format!("mqtt://{mqtt_addr}")),
+                aggregator_url: Some(format!("http://{}", cli.http)),
                 data_dir: Some(
                     data_dir
                         .join(&cfg.gateway.id)
@@ -334,6 +339,10 @@ async fn start_aggregator(
         format!("the HTTP API cannot listen on {http}; choose another with --http")
     })?;
     let db = Db::connect(&cfg.database.url, cfg.database.max_connections).await?;
+    // As `threadline-aggregator run`: the routes file (ST130 enforces the drive's route).
+    if let Some(f) = &cfg.routing.routes_file {
+        threadline_aggregator::routing::routes::load_routes_file(&db, f).await?;
+    }
     let listen: SocketAddr = cfg.mqtt.listen.parse().context("mqtt.listen")?;
     let auth = cfg.mqtt.broker_auth().map_err(|e| anyhow::anyhow!("{e}"))?;
     threadline_aggregator::ingest::broker::start_embedded(

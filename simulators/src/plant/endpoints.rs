@@ -27,6 +27,8 @@ pub struct Endpoints {
 pub struct Overrides {
     pub mqtt_url: Option<String>,
     pub data_dir: Option<String>,
+    /// `[route] aggregator_url` (the aggregator's HTTP address), when the config has `[route]`.
+    pub aggregator_url: Option<String>,
 }
 
 /// Why a config could not be rewritten.
@@ -51,6 +53,11 @@ pub fn rewrite_gateway_config(
         && let Some(u) = &overrides.mqtt_url
     {
         m.insert("url".into(), toml::Value::String(u.clone()));
+    }
+    if let Some(r) = doc.get_mut("route").and_then(|v| v.as_table_mut())
+        && let Some(u) = &overrides.aggregator_url
+    {
+        r.insert("aggregator_url".into(), toml::Value::String(u.clone()));
     }
     set_by_id(&mut doc, "device", "address", &endpoints.devices);
     set_by_id(&mut doc, "device", "endpoint", &endpoints.opcua);
@@ -91,6 +98,7 @@ mod tests {
             &Overrides {
                 mqtt_url: Some("mqtt://127.0.0.1:1999".into()),
                 data_dir: Some("/tmp/x".into()),
+                aggregator_url: Some("http://127.0.0.1:1998".into()),
             },
         )
         .unwrap();
@@ -104,5 +112,25 @@ mod tests {
         let s = cfg.scanner.iter().find(|s| s.id == "st10-scanner").unwrap();
         assert_eq!(s.port.as_deref(), Some("/dev/pts/77"));
         assert_eq!(cfg.station.len(), 4);
+    }
+
+    #[test]
+    fn the_route_lookups_of_line_2_go_to_the_given_aggregator() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo/line-2.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let out = rewrite_gateway_config(
+            &text,
+            &Endpoints::default(),
+            &Overrides {
+                aggregator_url: Some("http://127.0.0.1:1998".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        let cfg = GatewayConfig::parse("rewritten.toml", &out).unwrap();
+        let route = cfg.route.as_ref().unwrap();
+        assert_eq!(route.aggregator_url, "http://127.0.0.1:1998");
+        let st130 = cfg.station.iter().find(|s| s.id == "ST130").unwrap();
+        assert!(st130.enforce_route);
     }
 }

@@ -31,4 +31,4 @@ pub use floor::{
 pub use model::{Plan, Plant};
 pub use params::PlantParams;
 pub use run::{RunOptions, RunOutcome, run_plant, write_truth};
-pub use truth::{CauseTruth, Truth};
+pub use truth::{CauseTruth, RouteRefusalTruth, Truth};

@@ -188,6 +188,70 @@ mod tests {
     }
 
     #[test]
+    fn every_nth_drive_is_presented_at_packing_before_its_test_and_nothing_else_changes() {
+        let params = |skip| PlantParams {
+            seed: 42,
+            skip_test_every: skip,
+            ..PlantParams::default()
+        };
+        let mut with = Plant::new(params(7));
+        let plan = with.plan_batch(30);
+        let truth = with.truth().clone();
+        let mut without = Plant::new(params(0));
+        without.plan_batch(30);
+        // The same plant otherwise: the attempts are not drawn from the seed.
+        let mut same = truth.clone();
+        same.route_refusals.clear();
+        assert_eq!(&same, without.truth());
+        assert!(without.truth().route_refusals.is_empty());
+        let refused: Vec<&str> = truth
+            .route_refusals
+            .iter()
+            .map(|r| r.unit.as_str())
+            .collect();
+        assert_eq!(refused.len(), 4, "{refused:?}"); // every 7th drive of 30 (SN numbers are shared with the sub-assemblies)
+        let line2 = &plan.lanes[1].actions;
+        let scans = |code: &str| -> Vec<(usize, String)> {
+            line2
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| match a {
+                    FloorAction::Scan { scanner, code: c } if c == code => {
+                        Some((i, scanner.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for r in &truth.route_refusals {
+            assert_eq!(
+                r.reason,
+                "missing operation OP120 end-of-line test at ST120"
+            );
+            // Scanned at ST110 (assembly), at ST130 too early, (at ST120 for a rework), and
+            // packed once at the end.
+            let at: Vec<String> = scans(&r.unit).into_iter().map(|(_, s)| s).collect();
+            assert_eq!(at[..2], ["st110-scanner", "st130-scanner"], "{}", r.unit);
+            assert_eq!(
+                at.last().map(String::as_str),
+                Some("st130-scanner"),
+                "{}",
+                r.unit
+            );
+            assert_eq!(
+                at.iter().filter(|s| *s == "st130-scanner").count(),
+                2,
+                "{at:?}"
+            );
+            assert!(
+                truth.units[&r.unit].case.is_some(),
+                "{} is still packed",
+                r.unit
+            );
+        }
+    }
+
+    #[test]
     fn same_seed_same_plant() {
         let (a, ta) = plan(7, 30);
         let (b, tb) = plan(7, 30);

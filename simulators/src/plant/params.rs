@@ -30,6 +30,12 @@ pub struct PlantParams {
     /// Probability that a scan before a unit is garbage (a `scan_rejected` for the gateway).
     #[serde(default = "default_garble_rate")]
     pub garble_rate: f64,
+    /// Every Nth finished drive is scanned at the packing station ST130 right after assembly,
+    /// before its end-of-line test (an operator skipping the tester): the route check refuses it
+    /// (`scan_rejected`, recorded in the truth's `route_refusals`); the drive then goes on as
+    /// usual. 0 = never. Decided from the unit number, not drawn: the seed's plant is unchanged.
+    #[serde(default)]
+    pub skip_test_every: u64,
     /// Pause after each machine cycle.
     #[serde(default = "default_cycle_ms")]
     pub cycle_ms: u64,
@@ -134,6 +140,7 @@ impl Default for PlantParams {
             fail_rate: default_fail_rate(),
             out_of_spec_rate: default_out_of_spec_rate(),
             garble_rate: default_garble_rate(),
+            skip_test_every: 0,
             cycle_ms: default_cycle_ms(),
             settle_ms: default_settle_ms(),
             id_base: default_id_base(),

@@ -144,6 +144,17 @@ pub struct RejectedScanTruth {
     pub raw: String,
 }
 
+/// A scan the route check must refuse: a unit presented at `station` before `missing` passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteRefusalTruth {
+    pub unit: String,
+    pub station: String,
+    pub scanner: String,
+    /// The refusal's reason, as the gateway words it
+    /// (`missing operation OP120 end-of-line test at ST120`).
+    pub reason: String,
+}
+
 /// A cause the plant injected on purpose, for analytics to find (see docs/analysis.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -184,6 +195,9 @@ pub struct Truth {
     pub shipments: BTreeMap<String, ShipmentTruth>,
     pub work_orders: BTreeMap<String, WorkOrderTruth>,
     pub rejected_scans: Vec<RejectedScanTruth>,
+    /// Units presented at an enforcing station too early (`skip_test_every`).
+    #[serde(default)]
+    pub route_refusals: Vec<RouteRefusalTruth>,
     /// The causes injected on purpose (bad batch, drift).
     #[serde(default)]
     pub causes: Vec<CauseTruth>,

@@ -11,7 +11,8 @@ use crate::plant::catalog::{
 };
 use crate::plant::floor::{FloorAction, Lane, SimValue};
 use crate::plant::truth::{
-    CauseTruth, ComponentTruth, MaterialTruth, OpTruth, ParamTruth, RejectedScanTruth, UnitTruth,
+    CauseTruth, ComponentTruth, MaterialTruth, OpTruth, ParamTruth, RejectedScanTruth,
+    RouteRefusalTruth, UnitTruth,
 };
 
 impl Plant {
@@ -33,6 +34,24 @@ impl Plant {
             station: station.to_owned(),
             scanner: scanner.to_owned(),
             raw,
+        });
+    }
+
+    /// Every `skip_test_every`-th drive is scanned at packing (ST130) before its end-of-line
+    /// test; the route check refuses it and the drive goes on to the tester as usual.
+    fn maybe_skip_test(&mut self, lane: &mut Lane, serial: &str) {
+        let every = self.params.skip_test_every;
+        if every == 0 || !(self.next_unit - 1).is_multiple_of(every) {
+            return;
+        }
+        const PACKING: &str = "st130-scanner";
+        lane.push(FloorAction::scan(PACKING, serial.to_owned()));
+        self.settle(lane);
+        self.truth.route_refusals.push(RouteRefusalTruth {
+            unit: serial.to_owned(),
+            station: "ST130".to_owned(),
+            scanner: PACKING.to_owned(),
+            reason: format!("missing operation {} at {}", ST120.operation, ST120.station),
         });
     }
 
@@ -280,6 +299,7 @@ impl Plant {
         let params = self.draw(&ST110_PARAMS, false);
         self.cycle(lane, &ST110, &params, true, None);
         let mut ops = vec![self.op_truth(&ST110, params, true, None, vec![screw.clone()])];
+        self.maybe_skip_test(lane, &serial);
         // A drive whose sub-assembly holds a bearing of the bad batch is noisy at end of line.
         let bad = self.bad_batch_of(sub, &serial);
         let bad = bad.then_some((self.params.bad_lot_fail_rate, 1, 302));
