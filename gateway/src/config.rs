@@ -310,18 +310,32 @@ impl GatewayConfig {
             );
             return;
         }
-        if !matches!(
-            d.kind(),
-            Some(crate::drivers::config::DeviceKind::ModbusTcp { .. })
-        ) {
-            v.error(
-                &key,
-                format!(
-                    "tag {:?}: interlock writes are implemented for modbus-tcp devices only (not yet modbus-rtu or opcua)",
-                    il.tag
-                ),
-            );
-            return;
+        match d.kind() {
+            Some(crate::drivers::config::DeviceKind::ModbusTcp { .. }) => {}
+            Some(crate::drivers::config::DeviceKind::OpcUa { .. }) => {
+                // The Write must carry the node's data type: the tag says which.
+                if matches!(t.data_type, None | Some(DataType::String)) {
+                    v.error(
+                        &key,
+                        format!(
+                            "tag {:?}: an OPC UA interlock needs the node's `type` on its [[device.tag]] \
+                             (bool, u16, i16, u32, i32, u64, i64, f32 or f64)",
+                            il.tag
+                        ),
+                    );
+                }
+                return;
+            }
+            _ => {
+                v.error(
+                    &key,
+                    format!(
+                        "tag {:?}: interlock writes are implemented for modbus-tcp and opcua devices (not yet modbus-rtu)",
+                        il.tag
+                    ),
+                );
+                return;
+            }
         }
         let ok = matches!(
             (t.area, t.data_type),

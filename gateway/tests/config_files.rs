@@ -328,3 +328,40 @@ fn an_interlock_needs_a_writable_tag() {
         "{shown}"
     );
 }
+
+/// An OPC UA interlock tag must say its node's data type (the Write carries it); with it, the
+/// config is valid.
+#[test]
+fn an_opc_ua_interlock_needs_the_node_type() {
+    let text =
+        std::fs::read_to_string(config_dir().join("gateway.example.toml")).expect("readable");
+    let untyped = text
+        .replacen(
+            "  sampling_ms = 250                           # subscription (monitored item), not polling",
+            "  sampling_ms = 250\n  writable = true # the OPC UA interlock",
+            1,
+        )
+        .replacen(
+            "interlock = { tag = \"st10.ok_to_run\"",
+            "interlock = { tag = \"oven.zone1.temp\"",
+            1,
+        );
+    assert_ne!(untyped, text);
+    let errs = GatewayConfig::parse("line-1.toml", &untyped)
+        .expect_err("no type")
+        .0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].field, "station[0].interlock.tag");
+    assert!(
+        errs[0]
+            .message
+            .contains("an OPC UA interlock needs the node's `type`"),
+        "{errs:#?}"
+    );
+    let typed = untyped.replacen(
+        "writable = true # the OPC UA interlock",
+        "writable = true\n  type = \"f32\"",
+        1,
+    );
+    GatewayConfig::parse("line-1.toml", &typed).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use opcua::core::config::Config;
 use opcua::crypto::{CertificateStore, SecurityPolicy};
-use opcua::server::address_space::Variable;
+use opcua::server::address_space::{AccessLevel, Variable};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{SimpleNodeManager, simple_node_manager};
 use opcua::server::{ANONYMOUS_USER_TOKEN_ID, ServerBuilder, ServerHandle, ServerUserToken};
@@ -65,6 +65,21 @@ impl From<SimValue> for Variant {
             SimValue::Double(d) => Variant::Double(d),
             SimValue::String(s) => Variant::String(UAString::from(s)),
         }
+    }
+}
+
+impl SimValue {
+    /// The value of a Variant of one of the simulator's types (what a client wrote).
+    fn from_variant(v: &Variant) -> Option<SimValue> {
+        Some(match v {
+            Variant::Boolean(b) => SimValue::Bool(*b),
+            Variant::Int32(i) => SimValue::Int32(*i),
+            Variant::UInt16(u) => SimValue::UInt16(*u),
+            Variant::Float(f) => SimValue::Float(*f),
+            Variant::Double(d) => SimValue::Double(*d),
+            Variant::String(s) => SimValue::String(s.as_ref().to_owned()),
+            _ => return None,
+        })
     }
 }
 
@@ -226,10 +241,36 @@ impl SimOpcUa {
             })
     }
 
-    /// The current value of a variable.
+    /// The current value of a variable: the last [`SimOpcUa::set`], or what a client wrote
+    /// since (every variable is writable, as a PLC's HMI tags are).
     pub fn get(&self, node: &str) -> Option<SimValue> {
-        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        values.get(self.strip_ns(node)).cloned()
+        let name = self.strip_ns(node);
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(written) = self.written(name) {
+            // Kept across a restart, like a value the simulator set.
+            if let Some(slot) = values.get_mut(name) {
+                *slot = written.clone();
+            }
+            return Some(written);
+        }
+        values.get(name).cloned()
+    }
+
+    /// The variable's value in the running server's address space.
+    fn written(&self, name: &str) -> Option<SimValue> {
+        use opcua::types::{AttributeId, DataEncoding, NumericRange, TimestampsToReturn};
+        let r = self.running.as_ref()?;
+        let space = r.manager.address_space().read();
+        let dv = space
+            .find(&NodeId::new(self.namespace, name))?
+            .as_node()
+            .get_attribute(
+                TimestampsToReturn::Neither,
+                AttributeId::Value,
+                &NumericRange::None,
+                &DataEncoding::Binary,
+            )?;
+        dv.value.as_ref().and_then(SimValue::from_variant)
     }
 
     /// Stops the server: open sessions are closed, the port is released. Idempotent.
@@ -360,6 +401,10 @@ impl SimOpcUa {
                         name.as_str(),
                         Variant::from(value.clone()),
                     );
+                    // Writable by clients (the gateway's OPC UA interlocks write here).
+                    let rw = AccessLevel::CURRENT_READ | AccessLevel::CURRENT_WRITE;
+                    var.set_access_level(rw);
+                    var.set_user_access_level(rw);
                     var.set_data_value(DataValue {
                         value: Some(value.clone().into()),
                         status: Some(StatusCode::Good),

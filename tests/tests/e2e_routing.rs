@@ -43,6 +43,14 @@ use threadline_simulators::scanner::SimScanner;
 const WAIT: Duration = Duration::from_secs(30);
 const STATIONS: [&str; 4] = ["RCV", "ST10", "ST20", "ST30"];
 
+/// The device an interlock test writes to.
+enum Interlock<'a> {
+    /// A Modbus TCP device at `addr`, the tag at address 10 of `area` (coil / holding).
+    Modbus { addr: &'a str, area: &'a str },
+    /// An OPC UA server at `endpoint`, the tag an Int32 node.
+    OpcUa { endpoint: &'a str, node: &'a str },
+}
+
 /// The gateway's config: four stations, one pty scanner each.
 fn gateway_config(
     data_dir: &Path,
@@ -50,18 +58,26 @@ fn gateway_config(
     aggregator: &str,
     policy: &str,
     ports: &[PathBuf],
-    interlock: Option<(&str, &str)>,
+    interlock: Option<Interlock<'_>>,
 ) -> String {
-    // With an interlock: a Modbus TCP device at `addr` whose tag `st20.ok` (`area`, address
-    // 10) ST20 writes.
+    // With an interlock: a device whose tag `st20.ok` ST20 writes.
+    let il = "interlock = { tag = \"st20.ok\", ok = 1, nok = 0 }\n";
     let (device, st20_interlock) = match interlock {
-        Some((addr, area)) => (
+        Some(Interlock::Modbus { addr, area }) => (
             format!(
                 "[[device]]\nid = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"{addr}\"\n\
                  timeout_ms = 500\n  [[device.tag]]\n  name = \"st20.ok\"\n  area = \"{area}\"\n\
                  address = 10\n  writable = true\n\n"
             ),
-            "interlock = { tag = \"st20.ok\", ok = 1, nok = 0 }\n",
+            il,
+        ),
+        Some(Interlock::OpcUa { endpoint, node }) => (
+            format!(
+                "[[device]]\nid = \"ua-plc\"\nprotocol = \"opcua\"\nendpoint = \"{endpoint}\"\n\
+                 timeout_ms = 5000\n  [[device.tag]]\n  name = \"st20.ok\"\n  node_id = \"{node}\"\n\
+                 type = \"i32\"\n  writable = true\n\n"
+            ),
+            il,
         ),
         None => (String::new(), ""),
     };
@@ -499,7 +515,10 @@ async fn e2e_route_unreachable_block_refuses_and_allow_accepts() {
                 &closed,
                 policy,
                 &scanners.1,
-                Some((&sim_addr, area)),
+                Some(Interlock::Modbus {
+                    addr: &sim_addr,
+                    area,
+                }),
             ),
         )
         .unwrap();
@@ -541,6 +560,78 @@ async fn e2e_route_unreachable_block_refuses_and_allow_accepts() {
         );
         drop(sim);
     }
+}
+
+/// The interlock on an OPC UA device: the verdicts of ST20 are OPC UA Writes of the tag's Int32
+/// node (on a session of the gateway's own next to the reading one), read back from the
+/// simulated server — accepted (`allow`, aggregator unreachable) writes 1, and after the
+/// node is set to 7 behind the gateway's back, a second accepted unit writes 1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_interlock_written_to_an_opc_ua_node() {
+    use threadline_simulators::opcua::{SimOpcUa, SimOpcUaConfig, SimValue};
+    let bins = binaries().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut scanners = Scanners::new();
+    let data = dir.path().join("gw");
+    let cfg = dir.path().join("gw.toml");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let mqtt = format!("mqtt://127.0.0.1:{}", free_port());
+    let sim = SimOpcUa::start(SimOpcUaConfig {
+        variables: vec![("ST20.Ok".to_owned(), SimValue::Int32(7))],
+        ..SimOpcUaConfig::default()
+    })
+    .await
+    .unwrap();
+    let (endpoint, node) = (sim.endpoint(), sim.node_id("ST20.Ok"));
+    std::fs::write(
+        &cfg,
+        gateway_config(
+            &data,
+            &mqtt,
+            &closed,
+            "allow",
+            &scanners.1,
+            Some(Interlock::OpcUa {
+                endpoint: &endpoint,
+                node: &node,
+            }),
+        ),
+    )
+    .unwrap();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let gw = Proc::start(
+        "gateway-ua",
+        dir.path(),
+        &bins.gateway,
+        &["run", "--config", &cfg_s],
+    )
+    .unwrap();
+    scanners.prime(&gw, 1).await;
+    let written = |want: i32| {
+        let sim = &sim;
+        let gw = &gw;
+        async move {
+            wait_for(
+                &format!("the interlock node written {want}"),
+                WAIT,
+                || async { (sim.get("ST20.Ok") == Some(SimValue::Int32(want))).then_some(()) },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+        }
+    };
+    work(&mut scanners, "SN7", "ST20").await;
+    wait_outbox_completed(&data, &gw, "ST20", "SN7").await;
+    written(1).await;
+    sim.set("ST20.Ok", SimValue::Int32(7)).unwrap();
+    written(7).await;
+    work(&mut scanners, "SN8", "ST20").await;
+    wait_outbox_completed(&data, &gw, "ST20", "SN8").await;
+    written(1).await;
+    let log = plain(&gw.output());
+    assert_eq!(log.matches("interlock written").count(), 2, "{log}");
+    assert!(!log.contains("interlock write failed"), "{log}");
+    drop(sim);
 }
 
 /// Starts Mosquitto and the aggregator on a fresh database, posts `route`.

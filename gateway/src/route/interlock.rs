@@ -2,7 +2,9 @@
 //! (`[[station]] interlock = { tag, ok, nok }`): a single coil, a single holding register
 //! (16-bit types) or two holding registers (32-bit types, in the tag's byte order), on a
 //! Modbus TCP connection of its own per device (the poller's is not shared, so a write never
-//! waits behind a poll cycle).
+//! waits behind a poll cycle); or an OPC UA Write of the tag's node's Value, typed as the tag's
+//! `type` says, on an OPC UA session of its own per device (same endpoint, security, trust and
+//! user as the device's reading session; the write's status code is checked).
 //!
 //! tokio-modbus has no timeouts: connecting and every write are wrapped in the device's
 //! `timeout_ms`, and after a timeout or an error the connection is dropped, so a late answer is
@@ -14,13 +16,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::str::FromStr as _;
+
+use opcua::client::Session;
+use opcua::types::{AttributeId, DataValue, NodeId, NumericRange, StatusCode, Variant, WriteValue};
 use tokio::sync::mpsc;
 use tokio_modbus::Slave;
-use tokio_modbus::client::{Context, Writer};
+use tokio_modbus::client::{Context, Writer as _};
 
 use super::GateCounters;
 use crate::config::GatewayConfig;
-use crate::drivers::config::{Area, ByteOrder, DataType, DeviceKind};
+use crate::drivers::config::{Area, ByteOrder, DataType, DeviceConfig, DeviceKind};
+use crate::drivers::opcua::write_session;
 
 /// Writes queued per device, at most (a burst of scans; older ones are not dropped, the
 /// newest is, with an error log: the PLC then still holds an earlier verdict).
@@ -30,13 +37,22 @@ const QUEUE: usize = 64;
 enum Payload {
     Coil(bool),
     Words(Vec<u16>),
+    /// OPC UA: the Value written to the tag's node.
+    Value(Variant),
+}
+
+/// Where a tag is written: a Modbus address or an OPC UA node.
+#[derive(Debug, Clone)]
+enum At {
+    Register(u16),
+    Node(NodeId),
 }
 
 #[derive(Debug, Clone)]
 struct Target {
     device: usize,
     tag: String,
-    address: u16,
+    at: At,
     ok: Payload,
     nok: Payload,
 }
@@ -46,7 +62,7 @@ struct Write {
     station: String,
     tag: String,
     verdict: &'static str,
-    address: u16,
+    at: At,
     payload: Payload,
 }
 
@@ -71,28 +87,48 @@ impl Interlocks {
             else {
                 continue;
             };
-            let Some(DeviceKind::ModbusTcp { address }) = d.kind() else {
-                continue;
-            };
-            let Some(reg) = t.address else { continue };
-            let encode = |v: f64| match t.area {
-                Some(Area::Coil) => Payload::Coil(v != 0.0),
-                _ => Payload::Words(words(
-                    (v - t.offset) / t.scale,
-                    t.data_type.unwrap_or(DataType::U16),
-                    t.order,
-                )),
+            let scaled = |v: f64| (v - t.offset) / t.scale;
+            let (at, ok, nok, writer) = match d.kind() {
+                Some(DeviceKind::ModbusTcp { address }) => {
+                    let Some(reg) = t.address else { continue };
+                    let encode = |v: f64| match t.area {
+                        Some(Area::Coil) => Payload::Coil(v != 0.0),
+                        _ => Payload::Words(words(
+                            scaled(v),
+                            t.data_type.unwrap_or(DataType::U16),
+                            t.order,
+                        )),
+                    };
+                    let w = Writer::Modbus {
+                        address: address.to_owned(),
+                        unit: d.unit_id,
+                        timeout: Duration::from_millis(d.timeout_ms),
+                    };
+                    (At::Register(reg), encode(il.ok), encode(il.nok), w)
+                }
+                Some(DeviceKind::OpcUa { .. }) => {
+                    let (Some(node), Some(ty)) = (t.node_id.as_deref(), t.data_type) else {
+                        continue;
+                    };
+                    let Ok(node) = NodeId::from_str(node) else {
+                        continue;
+                    };
+                    let (Some(ok), Some(nok)) =
+                        (variant(scaled(il.ok), ty), variant(scaled(il.nok), ty))
+                    else {
+                        continue;
+                    };
+                    let w = Writer::OpcUa {
+                        device: Box::new(d.clone()),
+                        data_dir: cfg.gateway.data_dir.clone(),
+                    };
+                    (At::Node(node), Payload::Value(ok), Payload::Value(nok), w)
+                }
+                _ => continue,
             };
             let device = *device_writer.entry(d.id.as_str()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run_writer(
-                    d.id.clone(),
-                    address.to_owned(),
-                    d.unit_id,
-                    Duration::from_millis(d.timeout_ms),
-                    rx,
-                    counters.clone(),
-                ));
+                tokio::spawn(run_writer(d.id.clone(), writer, rx, counters.clone()));
                 me.writers.push(tx);
                 me.writers.len() - 1
             });
@@ -101,9 +137,9 @@ impl Interlocks {
                 Target {
                     device,
                     tag: t.name.clone(),
-                    address: reg,
-                    ok: encode(il.ok),
-                    nok: encode(il.nok),
+                    at,
+                    ok,
+                    nok,
                 },
             );
         }
@@ -119,7 +155,7 @@ impl Interlocks {
             station: station.to_owned(),
             tag: t.tag.clone(),
             verdict: if accepted { "ok" } else { "nok" },
-            address: t.address,
+            at: t.at.clone(),
             payload: if accepted {
                 t.ok.clone()
             } else {
@@ -157,17 +193,54 @@ fn words(raw: f64, ty: DataType, order: ByteOrder) -> Vec<u16> {
     w
 }
 
+/// How a device's interlock writes reach it.
+enum Writer {
+    Modbus {
+        address: String,
+        unit: u8,
+        timeout: Duration,
+    },
+    OpcUa {
+        device: Box<DeviceConfig>,
+        data_dir: std::path::PathBuf,
+    },
+}
+
+/// A device's open connection for interlock writes.
+enum Connection {
+    Modbus(Context),
+    OpcUa {
+        session: Arc<Session>,
+        event_loop: tokio::task::JoinHandle<StatusCode>,
+    },
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Connection::OpcUa { event_loop, .. } = self {
+            event_loop.abort();
+        }
+    }
+}
+
 async fn run_writer(
     device: String,
-    address: String,
-    unit: u8,
-    timeout: Duration,
+    writer: Writer,
     mut rx: mpsc::Receiver<Write>,
     counters: Arc<GateCounters>,
 ) {
-    let mut ctx: Option<Context> = None;
+    let mut conn: Option<Connection> = None;
     while let Some(w) = rx.recv().await {
-        let result = write_once(&mut ctx, &address, unit, timeout, &w).await;
+        let result = match &writer {
+            Writer::Modbus {
+                address,
+                unit,
+                timeout,
+            } => write_modbus(&mut conn, address, *unit, *timeout, &w).await,
+            Writer::OpcUa { device, data_dir } => {
+                write_opcua(&mut conn, device, data_dir, &w).await
+            }
+        };
         match result {
             Ok(()) => {
                 counters.interlock_writes.fetch_add(1, Ordering::Relaxed);
@@ -175,37 +248,45 @@ async fn run_writer(
             }
             Err(e) => {
                 // The connection may hold a late answer: never reuse it.
-                ctx = None;
+                conn = None;
                 counters.interlock_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%device, station = %w.station, tag = %w.tag, verdict = w.verdict, error = %e, "interlock write failed");
             }
         }
     }
+    if let Some(Connection::OpcUa { session, .. }) = &conn {
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.disconnect()).await;
+    }
 }
 
-async fn write_once(
-    ctx: &mut Option<Context>,
+async fn write_modbus(
+    conn: &mut Option<Connection>,
     address: &str,
     unit: u8,
     timeout: Duration,
     w: &Write,
 ) -> Result<(), String> {
-    let c = match ctx {
-        Some(c) => c,
-        None => {
-            let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
-                .await
-                .map_err(|_| format!("no connection within {} ms", timeout.as_millis()))?
-                .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            ctx.insert(tokio_modbus::client::tcp::attach_slave(stream, Slave(unit)))
-        }
+    if !matches!(conn, Some(Connection::Modbus(_))) {
+        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+            .await
+            .map_err(|_| format!("no connection within {} ms", timeout.as_millis()))?
+            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        *conn = Some(Connection::Modbus(tokio_modbus::client::tcp::attach_slave(
+            stream,
+            Slave(unit),
+        )));
+    }
+    let (Some(Connection::Modbus(c)), At::Register(reg)) = (conn.as_mut(), &w.at) else {
+        return Err("not a Modbus write".to_owned());
     };
+    let reg = *reg;
     let work = async {
         match &w.payload {
-            Payload::Coil(b) => c.write_single_coil(w.address, *b).await,
-            Payload::Words(ws) if ws.len() == 1 => c.write_single_register(w.address, ws[0]).await,
-            Payload::Words(ws) => c.write_multiple_registers(w.address, ws).await,
+            Payload::Coil(b) => c.write_single_coil(reg, *b).await,
+            Payload::Words(ws) if ws.len() == 1 => c.write_single_register(reg, ws[0]).await,
+            Payload::Words(ws) => c.write_multiple_registers(reg, ws).await,
+            Payload::Value(_) => Ok(Ok(())),
         }
     };
     match tokio::time::timeout(timeout, work).await {
@@ -214,6 +295,61 @@ async fn write_once(
         Ok(Ok(Err(exception))) => Err(format!("the device refused the write: {exception}")),
         Ok(Ok(Ok(()))) => Ok(()),
     }
+}
+
+async fn write_opcua(
+    conn: &mut Option<Connection>,
+    device: &DeviceConfig,
+    data_dir: &std::path::Path,
+    w: &Write,
+) -> Result<(), String> {
+    if !matches!(conn, Some(Connection::OpcUa { .. })) {
+        let (session, event_loop) = write_session(data_dir, device).await?;
+        *conn = Some(Connection::OpcUa {
+            session,
+            event_loop,
+        });
+    }
+    let (Some(Connection::OpcUa { session, .. }), At::Node(node), Payload::Value(value)) =
+        (conn.as_ref(), &w.at, &w.payload)
+    else {
+        return Err("not an OPC UA write".to_owned());
+    };
+    let timeout = Duration::from_millis(device.timeout_ms.max(100));
+    let write = WriteValue {
+        node_id: node.clone(),
+        attribute_id: AttributeId::Value as u32,
+        index_range: NumericRange::None,
+        value: DataValue {
+            value: Some(value.clone()),
+            ..Default::default()
+        },
+    };
+    match tokio::time::timeout(timeout, session.write(&[write])).await {
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        Ok(Err(e)) => Err(format!("write service: {e}")),
+        Ok(Ok(codes)) => match codes.first() {
+            Some(code) if code.is_good() => Ok(()),
+            Some(code) => Err(format!("the server refused the write: {code}")),
+            None => Err("the server answered no status for the write".to_owned()),
+        },
+    }
+}
+
+/// A value as the OPC UA Variant of the tag's `type` (`None`: strings are not interlocks).
+fn variant(raw: f64, ty: DataType) -> Option<Variant> {
+    Some(match ty {
+        DataType::Bool => Variant::Boolean(raw != 0.0),
+        DataType::U16 => Variant::UInt16(raw.round() as u16),
+        DataType::I16 => Variant::Int16(raw.round() as i16),
+        DataType::U32 => Variant::UInt32(raw.round() as u32),
+        DataType::I32 => Variant::Int32(raw.round() as i32),
+        DataType::U64 => Variant::UInt64(raw.round() as u64),
+        DataType::I64 => Variant::Int64(raw.round() as i64),
+        DataType::F32 => Variant::Float(raw as f32),
+        DataType::F64 => Variant::Double(raw),
+        DataType::String => return None,
+    })
 }
 
 #[cfg(test)]

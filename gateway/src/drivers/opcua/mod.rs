@@ -17,6 +17,8 @@ mod convert;
 mod session;
 pub mod trust;
 
+pub(crate) use session::write_session;
+
 use crate::drivers::DriverContext;
 use crate::drivers::config::DeviceConfig;
 

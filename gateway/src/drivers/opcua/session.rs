@@ -344,22 +344,64 @@ pub(crate) async fn build_client(
         .map_err(|e| SetupError::Client(e.join("; ")))
 }
 
+/// The user identity of a device: anonymous, or `username` with the password of
+/// `password_file` (read at every connect, so a fixed file is picked up without a restart).
+fn identity_of(cfg: &DeviceConfig) -> Result<IdentityToken, String> {
+    let Some(user) = &cfg.username else {
+        return Ok(IdentityToken::Anonymous);
+    };
+    let Some(path) = &cfg.password_file else {
+        return Err("username is set but password_file is missing".to_owned());
+    };
+    let pass = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
+    let pass = pass.trim_end_matches(['\r', '\n']).to_owned();
+    Ok(IdentityToken::UserName(user.clone(), pass.into()))
+}
+
+/// A session of its own for interlock writes (`route::interlock`), with the device's endpoint,
+/// security, trust and identity; the caller owns the event loop task and aborts it when done.
+pub(crate) async fn write_session(
+    data_dir: &std::path::Path,
+    cfg: &DeviceConfig,
+) -> Result<(Arc<Session>, tokio::task::JoinHandle<StatusCode>), String> {
+    let (policy, mode) = cfg
+        .opcua_security()
+        .map(|(policy, mode)| library_security(policy, mode))?;
+    let endpoint = cfg.endpoint.clone().unwrap_or_default();
+    let mut client = build_client(data_dir, cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let identity = identity_of(cfg)?;
+    let timeout = Duration::from_millis(cfg.timeout_ms.max(100) * 5);
+    let (session, event_loop) = tokio::time::timeout(
+        timeout,
+        client.connect_to_matching_endpoint((endpoint.as_str(), policy.to_str(), mode), identity),
+    )
+    .await
+    .map_err(|_| format!("no answer from {endpoint} within {timeout:?}"))?
+    .map_err(|e| format!("connect to {endpoint}: {}", status_name(e.status())))?;
+    let task = event_loop.spawn();
+    match tokio::time::timeout(timeout, session.wait_for_connection()).await {
+        Ok(true) => Ok((session, task)),
+        Ok(false) => {
+            task.abort();
+            Err(format!(
+                "session to {endpoint} refused (certificate, user or endpoint)"
+            ))
+        }
+        Err(_) => {
+            task.abort();
+            Err(format!(
+                "session to {endpoint} not activated within {timeout:?}"
+            ))
+        }
+    }
+}
+
 impl Device {
     fn identity(&self) -> Result<IdentityToken, SessionError> {
-        let Some(user) = &self.cfg.username else {
-            return Ok(IdentityToken::Anonymous);
-        };
-        let Some(path) = &self.cfg.password_file else {
-            return Err(SessionError::Other(
-                "username is set but password_file is missing".to_owned(),
-            ));
-        };
-        // Read at every connect so a fixed password file is picked up without a restart.
-        let pass = std::fs::read_to_string(path).map_err(|e| {
-            SessionError::Other(format!("cannot read password_file {}: {e}", path.display()))
-        })?;
-        let pass = pass.trim_end_matches(['\r', '\n']).to_owned();
-        Ok(IdentityToken::UserName(user.clone(), pass.into()))
+        identity_of(&self.cfg).map_err(SessionError::Other)
     }
 
     /// One session: connect, subscribe, stream until it fails (Err) or shutdown (Ok).
