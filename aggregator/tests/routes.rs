@@ -414,7 +414,67 @@ async fn wip_and_work_order_progress(db: &Db) {
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 }
 
-conformance!(routes_and_route_status, wip_and_work_order_progress);
+/// A route operation with `equipment`: a pass on other equipment is `wrong_equipment` and
+/// refuses the unit downstream (naming what it ran on); a retest on allowed equipment clears it.
+async fn route_equipment_is_checked(db: &Db) {
+    let app = app(db.clone());
+    let body = json!({
+    "part": "FG-1", "version": "1",
+    "operations": [
+        {"station": "ST10", "operation": "assemble"},
+        {"station": "ST20", "operation": "test", "equipment": ["EOL-1", "EOL-2"]},
+        {"station": "PK1", "operation": "pack"},
+    ]});
+    let (s, v) = call(&app, "POST", "/api/v1/routes", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut c = Clock::new(chrono::Utc::now(), chrono::Duration::milliseconds(10));
+    let on = |c: &mut Clock, n: i32, eq: &str| {
+        let started = c.at(n - 5);
+        c.push(
+            n,
+            "operation_completed",
+            json!({"unit": "SN-E", "station": "ST20", "operation": "test", "result": "pass",
+                   "started_at": started, "equipment": eq}),
+        );
+    };
+    c.start(10, "SN-E");
+    c.op(20, "SN-E", "ST10", "assemble", "pass");
+    on(&mut c, 30, "EOL-9");
+    c.write(db).await;
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/api/v1/units/SN-E/route-status?station=PK1",
+        None,
+    )
+    .await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(
+        v["reason"],
+        "operation test at ST20 ran on EOL-9, not on equipment of route FG-1 version 1 (EOL-1, EOL-2)",
+        "{v}"
+    );
+    assert_eq!(v["operations"][1]["status"], "wrong_equipment", "{v}");
+    assert_eq!(v["operations"][1]["equipment"], "EOL-9", "{v}");
+    assert_eq!(v["complete"], false, "{v}");
+    on(&mut c, 40, "EOL-2");
+    c.write(db).await;
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/api/v1/units/SN-E/route-status?station=PK1",
+        None,
+    )
+    .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["operations"][1]["status"], "passed", "{v}");
+}
+
+conformance!(
+    routes_and_route_status,
+    wip_and_work_order_progress,
+    route_equipment_is_checked
+);
 
 /// The real binary: the routes file is stored at start (a bad one refuses the start with the
 /// file named), and the active holds are published retained to `{root}/{plant}/holds`.

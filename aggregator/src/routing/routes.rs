@@ -278,10 +278,14 @@ pub struct OperationStatus {
     pub station: String,
     pub operation: String,
     pub required: bool,
-    /// `passed` or `failed` (the latest attempt's result), or `missing`.
+    /// `passed` or `failed` (the latest attempt's result), `missing`, or `wrong_equipment`:
+    /// the latest attempt passed on equipment the route operation does not allow.
     pub status: String,
     pub attempts: i64,
     pub last_at: Option<String>,
+    /// The equipment of the latest attempt, when it recorded one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equipment: Option<String>,
 }
 
 /// Where a unit stands on its route.
@@ -315,6 +319,7 @@ pub(super) struct UnitOp {
     pub station: String,
     pub operation: String,
     pub result: String,
+    pub equipment: Option<String>,
     #[sqlx(try_from = "sql::OptTime")]
     pub started_at: Option<String>,
     #[sqlx(try_from = "sql::Time")]
@@ -326,7 +331,7 @@ pub(super) async fn unit_ops(db: &Db, serial: &str) -> Result<Vec<UnitOp>, Routi
     Ok(db
         .fetch_all(
             Sql::new(
-                "SELECT o.station, o.operation, o.result, o.started_at, o.completed_at \
+                "SELECT o.station, o.operation, o.result, o.equipment, o.started_at, o.completed_at \
                  FROM operations o JOIN items i ON i.id = o.unit_id \
                  WHERE i.kind = 'unit' AND i.ext_id = $1 ORDER BY o.completed_at, o.id",
             )
@@ -363,14 +368,24 @@ pub(super) fn statuses(route: &Route, ops: &[UnitOp]) -> Vec<OperationStatus> {
                 required: ro.required,
                 status: match last {
                     None => "missing".into(),
-                    Some(o) if o.result == "pass" => "passed".into(),
-                    Some(_) => "failed".into(),
+                    Some(o) if o.result != "pass" => "failed".into(),
+                    Some(o) if !equipment_allowed(ro, o.equipment.as_deref()) => {
+                        "wrong_equipment".into()
+                    }
+                    Some(_) => "passed".into(),
                 },
                 attempts: tries.len() as i64,
                 last_at: last.map(|o| o.completed_at.clone()),
+                equipment: last.and_then(|o| o.equipment.clone()),
             }
         })
         .collect()
+}
+
+/// Whether an operation on `equipment` satisfies route operation `ro` (any equipment when the
+/// route lists none; an operation that recorded no equipment does not satisfy a list).
+pub(super) fn equipment_allowed(ro: &RouteOperation, equipment: Option<&str>) -> bool {
+    ro.equipment.is_empty() || equipment.is_some_and(|e| ro.equipment.iter().any(|a| a == e))
 }
 
 /// Where unit `serial` stands on its route; `part` names the part of a unit not seen yet;
@@ -478,6 +493,22 @@ fn refusal(
         .find(|o| o.required && o.status != "passed")
         .map(|o| match o.status.as_str() {
             "failed" => format!("failed operation {} at {}", o.operation, o.station),
+            "wrong_equipment" => {
+                let allowed = route
+                    .operations
+                    .iter()
+                    .find(|r| r.station == o.station && r.operation == o.operation)
+                    .map(|r| r.equipment.join(", "))
+                    .unwrap_or_default();
+                format!(
+                    "operation {} at {} ran on {}, not on equipment of route {} version {} ({allowed})",
+                    o.operation,
+                    o.station,
+                    o.equipment.as_deref().unwrap_or("no recorded equipment"),
+                    route.part,
+                    route.version
+                )
+            }
             _ => format!("missing operation {} at {}", o.operation, o.station),
         })
 }
@@ -510,6 +541,7 @@ mod tests {
             station: station.into(),
             operation: format!("op-{station}"),
             result: result.into(),
+            equipment: None,
             started_at: None,
             completed_at: at.into(),
         }
@@ -571,6 +603,42 @@ mod tests {
             refusal(None, &[], &[], None, "ST30"),
             None,
             "no route: no check"
+        );
+    }
+
+    #[test]
+    fn an_operation_passed_on_equipment_the_route_does_not_allow_does_not_count() {
+        let mut r = route("1", "2026-01-01T00:00:00.000000Z");
+        r.operations[0].equipment = vec!["PRESS-1".into(), "PRESS-2".into()];
+        let on = |eq: Option<&str>, result: &str| UnitOp {
+            equipment: eq.map(str::to_owned),
+            ..op("ST10", result, "2026-01-02T00:00:00.000000Z")
+        };
+        let ok = statuses(&r, &[on(Some("PRESS-2"), "pass")]);
+        assert_eq!(ok[0].status, "passed");
+        assert_eq!(ok[0].equipment.as_deref(), Some("PRESS-2"));
+        assert_eq!(refusal(Some(&r), &ok, &[], None, "ST30"), None);
+        let wrong = statuses(&r, &[on(Some("PRESS-9"), "pass")]);
+        assert_eq!(wrong[0].status, "wrong_equipment");
+        assert_eq!(
+            refusal(Some(&r), &wrong, &[], None, "ST30").as_deref(),
+            Some(
+                "operation op-ST10 at ST10 ran on PRESS-9, not on equipment of route FG version 1 \
+                 (PRESS-1, PRESS-2)"
+            )
+        );
+        let unrecorded = statuses(&r, &[on(None, "pass")]);
+        assert_eq!(unrecorded[0].status, "wrong_equipment");
+        // A failure stays a failure, whatever it ran on.
+        assert_eq!(
+            statuses(&r, &[on(Some("PRESS-9"), "fail")])[0].status,
+            "failed"
+        );
+        // Another operation without a list takes any equipment.
+        r.operations[0].equipment.clear();
+        assert_eq!(
+            statuses(&r, &[on(Some("PRESS-9"), "pass")])[0].status,
+            "passed"
         );
     }
 }

@@ -71,6 +71,7 @@ struct OpRow {
     station: String,
     operation: String,
     result: String,
+    equipment: Option<String>,
     #[sqlx(try_from = "sql::OptTime")]
     started_at: Option<String>,
     #[sqlx(try_from = "sql::Time")]
@@ -111,7 +112,7 @@ impl Units {
             let list = sql::id_list(chunk);
             let op_rows: Vec<OpRow> = db
                 .fetch_all(Sql::new(format!(
-                    "SELECT unit_id, station, operation, result, started_at, completed_at \
+                    "SELECT unit_id, station, operation, result, equipment, started_at, completed_at \
                      FROM operations WHERE unit_id IN ({list}) ORDER BY completed_at, id"
                 )))
                 .await?;
@@ -120,6 +121,7 @@ impl Units {
                     station: o.station,
                     operation: o.operation,
                     result: o.result,
+                    equipment: o.equipment,
                     started_at: o.started_at,
                     completed_at: o.completed_at,
                 });

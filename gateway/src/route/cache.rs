@@ -61,6 +61,29 @@ pub(crate) struct RouteOp {
     /// Parts whose lots may be consumed here (empty: any).
     #[serde(default)]
     pub materials: Vec<String>,
+    /// Equipment allowed here (empty: any).
+    #[serde(default)]
+    pub equipment: Vec<String>,
+}
+
+impl Route {
+    /// Why an operation passed on `equipment` does not count for route operation `op`, when
+    /// the operation lists equipment and it is not among them (the aggregator's wording).
+    pub(crate) fn wrong_equipment(&self, op: &RouteOp, equipment: Option<&str>) -> Option<String> {
+        if op.equipment.is_empty() || equipment.is_some_and(|e| op.equipment.iter().any(|a| a == e))
+        {
+            return None;
+        }
+        Some(format!(
+            "operation {} at {} ran on {}, not on equipment of route {} version {} ({})",
+            op.operation,
+            op.station,
+            equipment.unwrap_or("no recorded equipment"),
+            self.part,
+            self.version,
+            op.equipment.join(", ")
+        ))
+    }
 }
 
 fn yes() -> bool {
@@ -115,6 +138,9 @@ pub(crate) struct LocalOp {
     pub station: String,
     pub operation: String,
     pub passed: bool,
+    /// The equipment it ran on, when the station records one.
+    #[serde(default)]
+    pub equipment: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -128,6 +154,17 @@ struct CacheFile {
     units: BTreeMap<String, LocalUnit>,
     lots: BTreeMap<String, LocalLot>,
     clock: u64,
+}
+
+/// The cached route version `unit` runs under: the one the aggregator named, else the newest
+/// of its part (`part` when the line does not know the unit's).
+fn route_of<'d>(d: &'d CacheFile, unit: &LocalUnit, part: Option<&str>) -> Option<&'d Route> {
+    let part = unit.part.as_deref().or(part)?;
+    let versions = d.routes.get(part)?;
+    unit.route_version
+        .as_deref()
+        .and_then(|want| versions.iter().find(|r| r.version == want))
+        .or_else(|| versions.last())
 }
 
 /// The cache, shared by the gate, its lookups, the holds listener and the saver task.
@@ -274,6 +311,7 @@ impl RouteCache {
                         station: o.station.clone(),
                         operation: o.operation.clone(),
                         passed: o.result == Verdict::Pass,
+                        equipment: o.equipment.clone(),
                     });
                     for m in &o.materials {
                         add_input(u, ItemKind::Lot, &m.lot);
@@ -463,21 +501,33 @@ impl RouteCache {
         self.lock().units.get(serial).and_then(|u| u.part.clone())
     }
 
-    /// This line's latest result of `operation` at `station` for `serial`.
+    /// This line's latest result of `operation` at `station` for `serial`: `Ok` passed,
+    /// `Err(reason)` failed (or passed on equipment its cached route does not allow), `None`
+    /// when the line has not run it.
     pub(crate) fn local_result(
         &self,
         serial: &str,
         station: &str,
         operation: &str,
-    ) -> Option<bool> {
+    ) -> Option<Result<(), String>> {
         let d = self.lock();
-        d.units
-            .get(serial)?
+        let unit = d.units.get(serial)?;
+        let last = unit
             .ops
             .iter()
             .rev()
-            .find(|o| o.station == station && o.operation == operation)
-            .map(|o| o.passed)
+            .find(|o| o.station == station && o.operation == operation)?;
+        if !last.passed {
+            return Some(Err(format!("failed operation {operation} at {station}")));
+        }
+        let wrong = route_of(&d, unit, None).and_then(|r| {
+            let op = r
+                .operations
+                .iter()
+                .find(|o| o.station == station && o.operation == operation)?;
+            r.wrong_equipment(op, last.equipment.as_deref())
+        });
+        Some(wrong.map_or(Ok(()), Err))
     }
 
     /// Why the cached route and this line's own results refuse the unit at its station, when
@@ -486,14 +536,10 @@ impl RouteCache {
     pub(crate) fn local_refusal(&self, s: &RouteSubject, own: &[String]) -> Option<String> {
         let d = self.lock();
         let unit = d.units.get(&s.id);
-        let part = unit
-            .and_then(|u| u.part.clone())
-            .or_else(|| s.part.clone())?;
-        let versions = d.routes.get(&part)?;
-        let route = unit
-            .and_then(|u| u.route_version.as_deref())
-            .and_then(|want| versions.iter().find(|r| r.version == want))
-            .or_else(|| versions.last())?;
+        let route = match unit {
+            Some(u) => route_of(&d, u, s.part.as_deref())?,
+            None => d.routes.get(s.part.as_ref()?)?.last()?,
+        };
         let Some(at) = route.operations.iter().position(|o| o.station == s.station) else {
             return Some(format!(
                 "station {} is not on route {} version {}",
@@ -511,7 +557,7 @@ impl RouteCache {
                         .find(|l| l.station == o.station && l.operation == o.operation)
                 });
                 match last {
-                    Some(l) if l.passed => None,
+                    Some(l) if l.passed => route.wrong_equipment(o, l.equipment.as_deref()),
                     Some(_) => Some(format!("failed operation {} at {}", o.operation, o.station)),
                     None => Some(format!(
                         "missing operation {} at {}",
@@ -622,6 +668,7 @@ mod tests {
             operation: operation.into(),
             required,
             materials: Vec::new(),
+            equipment: Vec::new(),
         };
         Route {
             part: "FG-1".into(),
@@ -679,6 +726,37 @@ mod tests {
                 materials: Vec::new(),
             }),
         }
+    }
+
+    #[test]
+    fn a_pass_on_equipment_the_route_does_not_allow_is_no_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let own: Vec<String> = ["ST10", "ST15", "ST20", "ST30"].map(String::from).to_vec();
+        let c = RouteCache::load(dir.path());
+        let mut r = route();
+        r.operations[2].equipment = vec!["EOL-1".into()];
+        c.set_routes("FG-1", vec![r]);
+        let on = |unit: &str, eq: &str| {
+            let mut e = op(unit, "ST20", "test", Verdict::Pass);
+            if let RecordBody::OperationCompleted(o) = &mut e.body {
+                o.equipment = Some(eq.into());
+            }
+            e
+        };
+        c.observe(&[started("SN1"), op("SN1", "ST10", "assemble", Verdict::Pass)]);
+        c.observe(&[on("SN1", "EOL-9")]);
+        let why =
+            "operation test at ST20 ran on EOL-9, not on equipment of route FG-1 version 1 (EOL-1)";
+        let sn1 = subject("ST30", "SN1", SubjectKind::Unit);
+        assert_eq!(c.local_refusal(&sn1, &own).as_deref(), Some(why));
+        assert_eq!(
+            c.local_result("SN1", "ST20", "test"),
+            Some(Err(why.to_owned()))
+        );
+        // Retested on allowed equipment: the latest attempt decides.
+        c.observe(&[on("SN1", "EOL-1")]);
+        assert_eq!(c.local_refusal(&sn1, &own), None);
+        assert_eq!(c.local_result("SN1", "ST20", "test"), Some(Ok(())));
     }
 
     #[test]
@@ -752,7 +830,7 @@ mod tests {
                 .as_deref(),
             Some("on hold: cracked (lot LOT-B)")
         );
-        assert_eq!(again.local_result("SN1", "ST20", "test"), Some(true));
+        assert_eq!(again.local_result("SN1", "ST20", "test"), Some(Ok(())));
     }
 
     fn assembled(parent: &str, kind: ItemKind, child: &str) -> StationEvent {

@@ -347,19 +347,26 @@ fn judge_answer(shared: &Shared, s: &RouteSubject, status: &RouteStatus) -> Opti
     let still = status.operations[..at]
         .iter()
         .filter(|o| o.required)
-        .find_map(|o| {
-            let local = shared.cache.local_result(&s.id, &o.station, &o.operation);
-            let passed = local.unwrap_or(o.status == "passed");
-            let failed = local == Some(false) || (local.is_none() && o.status == "failed");
-            match (passed, failed) {
-                (true, _) => None,
-                (false, true) => Some(format!("failed operation {} at {}", o.operation, o.station)),
-                (false, false) => Some(format!(
-                    "missing operation {} at {}",
-                    o.operation, o.station
-                )),
-            }
-        });
+        .find_map(
+            |o| match shared.cache.local_result(&s.id, &o.station, &o.operation) {
+                Some(Ok(())) => None,
+                Some(Err(why)) => Some(why),
+                None => match o.status.as_str() {
+                    "passed" => None,
+                    "failed" => Some(format!("failed operation {} at {}", o.operation, o.station)),
+                    "wrong_equipment" => Some(format!(
+                        "operation {} at {} ran on {}, not on equipment of its route",
+                        o.operation,
+                        o.station,
+                        o.equipment.as_deref().unwrap_or("no recorded equipment")
+                    )),
+                    _ => Some(format!(
+                        "missing operation {} at {}",
+                        o.operation, o.station
+                    )),
+                },
+            },
+        );
     if still.is_none() {
         tracing::info!(unit = %s.id, station = %s.station, aggregator = %reason, "allowed: this line's own result is newer than the aggregator's");
     }

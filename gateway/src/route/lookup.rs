@@ -15,8 +15,11 @@ pub(crate) struct OperationStatus {
     pub operation: String,
     #[serde(default)]
     pub required: bool,
-    /// `passed`, `failed` or `missing`.
+    /// `passed`, `failed`, `missing` or `wrong_equipment`.
     pub status: String,
+    /// The equipment of the latest attempt.
+    #[serde(default)]
+    pub equipment: Option<String>,
 }
 
 /// The fields of a `route-status` answer the gateway uses.
