@@ -277,7 +277,7 @@ impl GatewayConfig {
     }
 
     /// An interlock writes a `writable = true` coil or holding register (16 or 32 bits) of a
-    /// modbus-tcp device, at a station that checks scans.
+    /// Modbus device, or a typed node of an OPC UA device, at a station that checks scans.
     fn check_interlock(
         &self,
         at: &str,
@@ -311,7 +311,10 @@ impl GatewayConfig {
             return;
         }
         match d.kind() {
-            Some(crate::drivers::config::DeviceKind::ModbusTcp { .. }) => {}
+            Some(
+                crate::drivers::config::DeviceKind::ModbusTcp { .. }
+                | crate::drivers::config::DeviceKind::ModbusRtu { .. },
+            ) => {}
             Some(crate::drivers::config::DeviceKind::OpcUa { .. }) => {
                 // The Write must carry the node's data type: the tag says which.
                 if matches!(t.data_type, None | Some(DataType::String)) {
@@ -330,7 +333,7 @@ impl GatewayConfig {
                 v.error(
                     &key,
                     format!(
-                        "tag {:?}: interlock writes are implemented for modbus-tcp and opcua devices (not yet modbus-rtu)",
+                        "tag {:?}: interlock writes need a modbus-tcp, modbus-rtu or opcua device",
                         il.tag
                     ),
                 );

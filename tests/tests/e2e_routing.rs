@@ -49,6 +49,9 @@ enum Interlock<'a> {
     Modbus { addr: &'a str, area: &'a str },
     /// An OPC UA server at `endpoint`, the tag an Int32 node.
     OpcUa { endpoint: &'a str, node: &'a str },
+    /// A Modbus RTU unit 1 on serial `port`, the tag holding register 10 (polled on the same
+    /// bus).
+    Rtu { port: &'a str },
 }
 
 /// The gateway's config: four stations, one pty scanner each.
@@ -68,6 +71,14 @@ fn gateway_config(
                 "[[device]]\nid = \"plc\"\nprotocol = \"modbus-tcp\"\naddress = \"{addr}\"\n\
                  timeout_ms = 500\n  [[device.tag]]\n  name = \"st20.ok\"\n  area = \"{area}\"\n\
                  address = 10\n  writable = true\n\n"
+            ),
+            il,
+        ),
+        Some(Interlock::Rtu { port }) => (
+            format!(
+                "[[device]]\nid = \"rtu-plc\"\nprotocol = \"modbus-rtu\"\nport = \"{port}\"\n\
+                 baud = 19200\nunit_id = 1\ntimeout_ms = 300\n  [[device.tag]]\n  name = \"st20.ok\"\n\
+                 area = \"holding\"\n  address = 10\n  scan_ms = 100\n  writable = true\n\n"
             ),
             il,
         ),
@@ -632,6 +643,78 @@ async fn e2e_interlock_written_to_an_opc_ua_node() {
     assert_eq!(log.matches("interlock written").count(), 2, "{log}");
     assert!(!log.contains("interlock write failed"), "{log}");
     drop(sim);
+}
+
+/// The interlock on a Modbus RTU device: the write takes its turn on the serial bus between the
+/// polls of the same unit (one port, one worker), and the register is read back from the
+/// simulated RTU unit — as is the poll that follows it (the reading shows the written value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_interlock_written_over_modbus_rtu() {
+    use threadline_simulators::modbus::RtuSim;
+    let bins = binaries().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut scanners = Scanners::new();
+    let data = dir.path().join("gw");
+    let cfg = dir.path().join("gw.toml");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let mqtt = format!("mqtt://127.0.0.1:{}", free_port());
+    let bank = SimBank::new();
+    bank.set_holding(10, &[7]);
+    let rtu = RtuSim::start(std::collections::HashMap::from([(1u8, bank.clone())])).unwrap();
+    std::fs::write(
+        &cfg,
+        gateway_config(
+            &data,
+            &mqtt,
+            &closed,
+            "allow",
+            &scanners.1,
+            Some(Interlock::Rtu { port: rtu.path() }),
+        ),
+    )
+    .unwrap();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let gw = Proc::start(
+        "gateway-rtu",
+        dir.path(),
+        &bins.gateway,
+        &["run", "--config", &cfg_s],
+    )
+    .unwrap();
+    scanners.prime(&gw, 1).await;
+    // The poller reads the register (7) over the bus first.
+    wait_for("the RTU tag polled", WAIT, || async {
+        outbox_records(&data)
+            .await
+            .iter()
+            .any(|r| r["type"] == "reading" && r["tag"] == "st20.ok" && r["value"] == 7)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+    work(&mut scanners, "SN7", "ST20").await;
+    wait_outbox_completed(&data, &gw, "ST20", "SN7").await;
+    wait_for(
+        "the interlock register written 1 over RTU",
+        WAIT,
+        || async { (bank.holding(10, 1) == [1]).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+    // The next poll on the same bus reads what the interlock wrote.
+    wait_for("the written value polled back", WAIT, || async {
+        outbox_records(&data)
+            .await
+            .iter()
+            .any(|r| r["type"] == "reading" && r["tag"] == "st20.ok" && r["value"] == 1)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+    let log = plain(&gw.output());
+    assert!(log.contains("interlock written"), "{log}");
+    assert!(!log.contains("interlock write failed"), "{log}");
+    drop(rtu);
 }
 
 /// Starts Mosquitto and the aggregator on a fresh database, posts `route`.

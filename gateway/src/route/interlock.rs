@@ -4,7 +4,9 @@
 //! Modbus TCP connection of its own per device (the poller's is not shared, so a write never
 //! waits behind a poll cycle); or an OPC UA Write of the tag's node's Value, typed as the tag's
 //! `type` says, on an OPC UA session of its own per device (same endpoint, security, trust and
-//! user as the device's reading session; the write's status code is checked).
+//! user as the device's reading session; the write's status code is checked). On Modbus RTU the
+//! serial bus belongs to its port worker (`drivers::modbus::rtu`): a write takes its turn in the
+//! port's queue between the polls of the bus's devices.
 //!
 //! tokio-modbus has no timeouts: connecting and every write are wrapped in the device's
 //! `timeout_ms`, and after a timeout or an error the connection is dropped, so a late answer is
@@ -27,6 +29,9 @@ use tokio_modbus::client::{Context, Writer as _};
 use super::GateCounters;
 use crate::config::GatewayConfig;
 use crate::drivers::config::{Area, ByteOrder, DataType, DeviceConfig, DeviceKind};
+use crate::drivers::modbus::ModbusError;
+use crate::drivers::modbus::link::WriteRequest;
+use crate::drivers::modbus::rtu::{PortSettings, RtuLink};
 use crate::drivers::opcua::write_session;
 
 /// Writes queued per device, at most (a burst of scans; older ones are not dropped, the
@@ -102,6 +107,25 @@ impl Interlocks {
                     let w = Writer::Modbus {
                         address: address.to_owned(),
                         unit: d.unit_id,
+                        timeout: Duration::from_millis(d.timeout_ms),
+                    };
+                    (At::Register(reg), encode(il.ok), encode(il.nok), w)
+                }
+                Some(DeviceKind::ModbusRtu { .. }) => {
+                    let (Some(reg), Some(port)) = (t.address, PortSettings::of(d)) else {
+                        continue;
+                    };
+                    let encode = |v: f64| match t.area {
+                        Some(Area::Coil) => Payload::Coil(v != 0.0),
+                        _ => Payload::Words(words(
+                            scaled(v),
+                            t.data_type.unwrap_or(DataType::U16),
+                            t.order,
+                        )),
+                    };
+                    // A place in the serial port's queue, beside the device's own polls.
+                    let w = Writer::Rtu {
+                        link: RtuLink::register(port, d.unit_id),
                         timeout: Duration::from_millis(d.timeout_ms),
                     };
                     (At::Register(reg), encode(il.ok), encode(il.nok), w)
@@ -204,6 +228,8 @@ enum Writer {
         device: Box<DeviceConfig>,
         data_dir: std::path::PathBuf,
     },
+    /// Modbus RTU: the bus is the port worker's; writes queue between the polls.
+    Rtu { link: RtuLink, timeout: Duration },
 }
 
 /// A device's open connection for interlock writes.
@@ -225,13 +251,13 @@ impl Drop for Connection {
 
 async fn run_writer(
     device: String,
-    writer: Writer,
+    mut writer: Writer,
     mut rx: mpsc::Receiver<Write>,
     counters: Arc<GateCounters>,
 ) {
     let mut conn: Option<Connection> = None;
     while let Some(w) = rx.recv().await {
-        let result = match &writer {
+        let result = match &mut writer {
             Writer::Modbus {
                 address,
                 unit,
@@ -240,6 +266,7 @@ async fn run_writer(
             Writer::OpcUa { device, data_dir } => {
                 write_opcua(&mut conn, device, data_dir, &w).await
             }
+            Writer::Rtu { link, timeout } => write_rtu(link, *timeout, &w).await,
         };
         match result {
             Ok(()) => {
@@ -295,6 +322,27 @@ async fn write_modbus(
         Ok(Ok(Err(exception))) => Err(format!("the device refused the write: {exception}")),
         Ok(Ok(Ok(()))) => Ok(()),
     }
+}
+
+async fn write_rtu(link: &mut RtuLink, timeout: Duration, w: &Write) -> Result<(), String> {
+    let At::Register(address) = w.at else {
+        return Err("not a Modbus write".to_owned());
+    };
+    let req = match &w.payload {
+        Payload::Coil(value) => WriteRequest::Coil {
+            address,
+            value: *value,
+        },
+        Payload::Words(words) => WriteRequest::Registers {
+            address,
+            words: words.clone(),
+        },
+        Payload::Value(_) => return Err("not a Modbus write".to_owned()),
+    };
+    link.write(req, timeout).await.map_err(|e| match e {
+        ModbusError::Refused(x) => format!("the device refused the write: {x}"),
+        other => other.to_string(),
+    })
 }
 
 async fn write_opcua(

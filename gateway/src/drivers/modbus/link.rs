@@ -34,6 +34,46 @@ pub enum ReadData {
     Words(Vec<u16>),
 }
 
+/// A write request (the interlocks of `route::interlock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRequest {
+    /// Function 05.
+    Coil { address: u16, value: bool },
+    /// Function 06 (one word) or 16 (more).
+    Registers { address: u16, words: Vec<u16> },
+}
+
+/// Performs one write on an open client context; an exception is the device's refusal.
+pub(crate) async fn write_with_timeout(
+    ctx: &mut Context,
+    unit: u8,
+    req: &WriteRequest,
+    timeout: Duration,
+) -> Result<(), ModbusError> {
+    use tokio_modbus::client::Writer as _;
+    ctx.set_slave(Slave(unit));
+    let work = async {
+        match req {
+            WriteRequest::Coil { address, value } => ctx.write_single_coil(*address, *value).await,
+            WriteRequest::Registers { address, words } if words.len() == 1 => {
+                ctx.write_single_register(*address, words[0]).await
+            }
+            WriteRequest::Registers { address, words } => {
+                ctx.write_multiple_registers(*address, words).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Err(_) => Err(Unreachable::Timeout {
+            ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+        .into()),
+        Ok(Err(e)) => Err(Unreachable::from(e).into()),
+        Ok(Ok(Err(code))) => Err(Exception::from(code).into()),
+        Ok(Ok(Ok(()))) => Ok(()),
+    }
+}
+
 /// Performs one read on an open client context, checking that the answer has the asked size.
 pub(crate) async fn call(
     ctx: &mut Context,

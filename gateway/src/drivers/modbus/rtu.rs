@@ -19,7 +19,9 @@ use tokio_modbus::client::Context;
 
 use crate::drivers::config::{DataBits, DeviceConfig, Parity, StopBits};
 use crate::drivers::modbus::error::{ModbusError, Unreachable};
-use crate::drivers::modbus::link::{ReadData, ReadRequest, call_with_timeout};
+use crate::drivers::modbus::link::{
+    ReadData, ReadRequest, WriteRequest, call_with_timeout, write_with_timeout,
+};
 
 /// Serial line settings of a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +78,41 @@ impl PortSettings {
 /// One request queued for the port.
 struct Job {
     unit: u8,
-    req: ReadRequest,
     timeout: Duration,
-    reply: oneshot::Sender<Result<ReadData, ModbusError>>,
+    op: Op,
+}
+
+/// What a job does, with where its answer goes.
+enum Op {
+    Read {
+        req: ReadRequest,
+        reply: oneshot::Sender<Result<ReadData, ModbusError>>,
+    },
+    /// An interlock write: served in turn with the polls of the bus.
+    Write {
+        req: WriteRequest,
+        reply: oneshot::Sender<Result<(), ModbusError>>,
+    },
+}
+
+impl Op {
+    fn abandoned(&self) -> bool {
+        match self {
+            Op::Read { reply, .. } => reply.is_closed(),
+            Op::Write { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    fn fail(self, e: ModbusError) {
+        match self {
+            Op::Read { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::Write { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
 }
 
 /// Requests a device may have queued on its port. Each device waits for its answer before it
@@ -136,9 +170,27 @@ impl RtuLink {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             unit: self.unit,
-            req,
             timeout,
-            reply,
+            op: Op::Read { req, reply },
+        };
+        self.tx.send(job).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// One write through the port's worker (between the polls of the bus's devices).
+    pub async fn write(&mut self, req: WriteRequest, timeout: Duration) -> Result<(), ModbusError> {
+        let gone = || -> ModbusError {
+            Unreachable::Port {
+                port: self.port.clone(),
+                reason: "port worker stopped".into(),
+            }
+            .into()
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            unit: self.unit,
+            timeout,
+            op: Op::Write { req, reply },
         };
         self.tx.send(job).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
@@ -150,7 +202,7 @@ async fn port_worker(settings: PortSettings, mut jobs: mpsc::Receiver<Job>) {
     let mut ctx: Option<Context> = None;
     let gap = settings.frame_gap();
     while let Some(job) = jobs.recv().await {
-        if job.reply.is_closed() {
+        if job.op.abandoned() {
             // The device stopped waiting (shutdown): do not spend bus time on it.
             continue;
         }
@@ -159,23 +211,37 @@ async fn port_worker(settings: PortSettings, mut jobs: mpsc::Receiver<Job>) {
             None => match settings.open() {
                 Ok(stream) => ctx.insert(tokio_modbus::client::rtu::attach(stream)),
                 Err(e) => {
-                    let _ = job.reply.send(Err(Unreachable::Port {
-                        port: settings.path.clone(),
-                        reason: e.to_string(),
-                    }
-                    .into()));
+                    job.op.fail(
+                        Unreachable::Port {
+                            port: settings.path.clone(),
+                            reason: e.to_string(),
+                        }
+                        .into(),
+                    );
                     continue;
                 }
             },
         };
-        let res = call_with_timeout(client, job.unit, job.req, job.timeout).await;
-        if matches!(res, Err(ModbusError::Unreachable(_))) {
+        let unreachable = match job.op {
+            Op::Read { req, reply } => {
+                let res = call_with_timeout(client, job.unit, req, job.timeout).await;
+                let bad = matches!(res, Err(ModbusError::Unreachable(_)));
+                let _ = reply.send(res);
+                bad
+            }
+            Op::Write { req, reply } => {
+                let res = write_with_timeout(client, job.unit, &req, job.timeout).await;
+                let bad = matches!(res, Err(ModbusError::Unreachable(_)));
+                let _ = reply.send(res);
+                bad
+            }
+        };
+        if unreachable {
             // Reopen before the next request: late bytes of this answer must not be parsed as
             // the next unit's reply.
             ctx = None;
             tracing::debug!(port = %settings.path, unit = job.unit, "serial port reopened after failure");
         }
-        let _ = job.reply.send(res);
         tokio::time::sleep(gap).await;
     }
 }
