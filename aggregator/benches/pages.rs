@@ -170,6 +170,10 @@ async fn main() -> anyhow::Result<()> {
             Box::new(|_| "/ui/lots/FAST-000000".to_owned()),
         ),
         (
+            "/ui/lots/FAST-000000/scope (its recall scope, loaded after the page)",
+            Box::new(|_| "/ui/lots/FAST-000000/scope".to_owned()),
+        ),
+        (
             "/ui/containers/{id}",
             Box::new(move |_| format!("/ui/containers/{}", esc(&case))),
         ),

@@ -479,6 +479,26 @@ async fn web_ui_in_headless_chromium() {
     assert_eq!(recall["counts"]["units"], json!(20));
     d.screenshot("lot").await;
     d.assert_no_console_errors("lot").await;
+    // The same page with the scope loaded after it (what a lot in 100,000 units gets): the
+    // counts arrive from /ui/lots/{lot}/scope and equal the API's.
+    d.goto(&format!("{base}/ui/lots/LOT-A?scope=later")).await;
+    for k in ["units", "containers", "shipments", "customers"] {
+        let want = recall["counts"][k].to_string();
+        d.wait_for(
+            &format!(
+                "const e = document.getElementById('count-{k}'); return e ? e.textContent : null"
+            ),
+            5,
+            |v| v.as_str() == Some(want.as_str()),
+        )
+        .await;
+    }
+    d.wait_for("return document.getElementById('units') !== null", 5, |v| {
+        v == true
+    })
+    .await;
+    d.assert_no_console_errors("lot, scope after the page")
+        .await;
 
     // 5. Dashboard: new operations show up without reload.
     d.goto(&format!("{base}/ui/dashboard?window_minutes=10"))
@@ -588,6 +608,23 @@ async fn web_ui_in_headless_chromium() {
         .await
         .expect("get");
     assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{base}/ui/lots/NOPE/scope"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let scope = http
+        .get(format!("{base}/ui/lots/LOT-A/scope"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(scope.status(), 200);
+    let fragment = scope.text().await.expect("body");
+    assert!(
+        fragment.starts_with("<h2>Recall scope") && !fragment.contains("<html"),
+        "{fragment}"
+    );
     d.s("DELETE", "", None).await;
 }
 

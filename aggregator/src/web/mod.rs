@@ -79,6 +79,7 @@ pub fn routes() -> axum::Router<crate::api::AppState> {
         .route("/ui/assets/{name}", get(layout::asset))
         .route("/ui/units/{serial}", get(pages::unit_page))
         .route("/ui/lots/{lot}", get(pages::lot_page))
+        .route("/ui/lots/{lot}/scope", get(pages::lot_scope))
         .route("/ui/containers/{id}", get(pages::container_page))
         .route("/ui/shipments/{id}", get(pages::shipment_page))
         .route("/ui/operations", get(pages::operations_page))

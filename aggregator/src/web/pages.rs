@@ -348,13 +348,9 @@ pub async fn lot_page(
         Err(e) => return failure(e),
     };
     let include_closed = param(&q, "include_closed") == Some("true");
-    let (cons, recall) = match (
-        data::consumption(st.reads(), info.id).await,
-        trace::recall(st.reads(), &lot, include_closed).await,
-    ) {
-        (Ok(c), Ok(r)) => (c, r),
-        (Err(e), _) => return failure(e),
-        (_, Err(e)) => return failure(e),
+    let cons = match data::consumption(st.reads(), info.id).await {
+        Ok(c) => c,
+        Err(e) => return failure(e),
     };
     let l = escape(&lot);
     let u = url_escape(&lot);
@@ -407,6 +403,81 @@ pub async fn lot_page(
         b.push_str("<tr><td colspan=\"5\">not consumed yet</td></tr>");
     }
     b.push_str("</table>");
+    // A lot consumed that often reaches too many units to compute its scope before the page
+    // answers (a fastener lot in 100,000 units: the recall walk alone takes ~0.4 s): the page
+    // answers first, the scope follows from `/ui/lots/{lot}/scope` (app.js).
+    let links: i64 = cons.iter().map(|c| c.n.max(0)).sum();
+    let later = match param(&q, "scope") {
+        Some("later") => true,
+        Some("inline") => false,
+        _ => links > INLINE_SCOPE_LINKS,
+    };
+    let pg = param(&q, "page").unwrap_or("1");
+    if later {
+        let extra = if include_closed {
+            "&amp;include_closed=true"
+        } else {
+            ""
+        };
+        let _ = write!(
+            b,
+            "<div id=\"recall-scope\" data-src=\"/ui/lots/{u}/scope?page={}{extra}\">\
+             <h2>Recall scope</h2><p id=\"scope-loading\">Computing the recall scope of \
+             {links} consumption links…</p><noscript><p><a href=\"/ui/lots/{u}?scope=inline{extra}\">\
+             Show it (without scripts)</a></p></noscript></div>",
+            url_escape(pg)
+        );
+        return html(page(&format!("Lot {lot}"), &b));
+    }
+    let recall = match trace::recall(st.reads(), &lot, include_closed).await {
+        Ok(r) => r,
+        Err(e) => return failure(e),
+    };
+    recall_section(&mut b, &lot, &recall, include_closed, pg);
+    html(page(&format!("Lot {lot}"), &b))
+}
+
+/// Consumption links up to which a lot page computes its recall scope before answering.
+const INLINE_SCOPE_LINKS: i64 = 5_000;
+
+/// `GET /ui/lots/{lot}/scope`: the recall scope section of the lot page, as an HTML fragment
+/// (loaded by the page for lots that reach many units).
+pub async fn lot_scope(
+    State(st): State<AppState>,
+    Path(lot): Path<String>,
+    Query(q): Q,
+) -> Response {
+    match data::lot(st.reads(), &lot).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found("lot", &lot),
+        Err(e) => return failure(e),
+    }
+    let include_closed = param(&q, "include_closed") == Some("true");
+    let recall = match trace::recall(st.reads(), &lot, include_closed).await {
+        Ok(r) => r,
+        Err(e) => return failure(e),
+    };
+    let mut b = String::new();
+    recall_section(
+        &mut b,
+        &lot,
+        &recall,
+        include_closed,
+        param(&q, "page").unwrap_or("1"),
+    );
+    html(b)
+}
+
+/// The lot page's recall scope: counts, links, customers, shipments, containers, units paged.
+fn recall_section(
+    b: &mut String,
+    lot: &str,
+    recall: &trace::Recall,
+    include_closed: bool,
+    page_param: &str,
+) {
+    let l = escape(lot);
+    let u = url_escape(lot);
     let c = &recall.counts;
     let _ = write!(
         b,
@@ -491,7 +562,7 @@ pub async fn lot_page(
     b.push_str("</p>");
     const PAGE: usize = 100;
     let pages = recall.units.len().div_ceil(PAGE).max(1);
-    let pg = param(&q, "page")
+    let pg = Some(page_param)
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(1)
         .clamp(1, pages);
@@ -524,7 +595,6 @@ pub async fn lot_page(
         );
     }
     b.push_str("</p>");
-    html(page(&format!("Lot {lot}"), &b))
 }
 
 /// Item → its direct children (kind, id, link closed).

@@ -72,19 +72,34 @@
   }
 
   // --- lot page: hold all affected (when the holds API exists) ---------------------
-  var hold = document.getElementById("hold-all");
-  if (hold) {
-    hold.addEventListener("click", function () {
-      var reason = window.prompt("Reason for the hold of lot " + hold.getAttribute("data-lot") + " and everything it reached:");
-      if (!reason) return;
-      var by = window.prompt("Your name or badge:") || "";
-      fetch("/api/v1/holds", {
-        method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ kind: "lot", id: hold.getAttribute("data-lot"), reason: reason, by: by })
-      }).then(function (r) {
-        return r.text().then(function (t) { document.getElementById("hold-status").textContent = r.ok ? "hold placed" : "refused: " + t; });
+  var bindHold = function () {
+    var hold = document.getElementById("hold-all");
+    if (hold) {
+      hold.addEventListener("click", function () {
+        var reason = window.prompt("Reason for the hold of lot " + hold.getAttribute("data-lot") + " and everything it reached:");
+        if (!reason) return;
+        var by = window.prompt("Your name or badge:") || "";
+        fetch("/api/v1/holds", {
+          method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ kind: "lot", id: hold.getAttribute("data-lot"), reason: reason, by: by })
+        }).then(function (r) {
+          return r.text().then(function (t) { document.getElementById("hold-status").textContent = r.ok ? "hold placed" : "refused: " + t; });
+        });
       });
-    });
+    }
+  };
+  bindHold();
+
+  // --- lot page: the recall scope of a lot that reaches many units, after the page ----
+  var scope = document.getElementById("recall-scope");
+  if (scope && scope.getAttribute("data-src")) {
+    fetch(scope.getAttribute("data-src"), { credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.text(); })
+      .then(function (h) { scope.innerHTML = h; bindHold(); })
+      .catch(function (e) {
+        var p = document.getElementById("scope-loading");
+        if (p) p.textContent = "The recall scope could not be loaded: " + e.message;
+      });
   }
 
   // --- SPC / parameter chart --------------------------------------------------------
