@@ -45,6 +45,16 @@ async fn records(data_dir: &Path) -> Vec<(i64, i64, Value)> {
         .collect()
 }
 
+/// The gateway process, killed when dropped: a failing test must not leave it running.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Rig {
     dir: tempfile::TempDir,
     a: String,
@@ -89,18 +99,20 @@ impl Rig {
         std::fs::write(self.config(), text).unwrap();
     }
 
-    fn spawn(&self) -> Child {
+    fn spawn(&self) -> Gateway {
         let log = std::fs::File::create(self.dir.path().join("gw.log")).unwrap();
-        Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(self.config())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        Gateway(
+            Command::new(BIN)
+                .arg("run")
+                .arg("--config")
+                .arg(self.config())
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
     }
 
     async fn wait_log(&self, what: &str, count: usize) {
@@ -207,7 +219,7 @@ async fn hup_applies_a_valid_config_live_refuses_an_invalid_one_and_restarts_in_
     let first = rig.text("", "OP10 press", 1);
     rig.write(&first);
     let mut gw = rig.spawn();
-    let pid = gw.id();
+    let pid = gw.0.id();
     rig.wait_log("gateway running", 1).await;
     rig.wait_records("readings of both PLCs", |r| {
         r.iter().any(|(_, _, v)| reading(v, "a.n")) && r.iter().any(|(_, _, v)| reading(v, "b.n"))
@@ -311,7 +323,7 @@ async fn hup_applies_a_valid_config_live_refuses_an_invalid_one_and_restarts_in_
     );
     kill(pid, "-HUP");
     rig.wait_log("gateway running", 2).await;
-    assert!(gw.try_wait().unwrap().is_none(), "the process ended");
+    assert!(gw.0.try_wait().unwrap().is_none(), "the process ended");
     let seen = records(&rig.data_dir()).await.len();
     rig.wait_records("readings after the restart in place", |r| {
         r.len() > seen + 5
@@ -323,7 +335,7 @@ async fn hup_applies_a_valid_config_live_refuses_an_invalid_one_and_restarts_in_
     kill(pid, "-TERM");
     let deadline = Instant::now() + DEADLINE;
     let status = loop {
-        if let Some(s) = gw.try_wait().unwrap() {
+        if let Some(s) = gw.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "no exit after SIGTERM");

@@ -146,20 +146,46 @@ impl Drop for PyHost {
     }
 }
 
-fn spawn_gateway(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env(
-            "RUST_LOG",
-            "info,threadline_gateway::publish::sparkplug=debug",
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+/// The gateway process, killed when dropped: a failing test must not leave it running (it
+/// would reconnect to whichever broker later takes its port and talk into another test).
+struct Gateway(Child);
+
+impl std::ops::Deref for Gateway {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_gateway(config: &std::path::Path, log: &std::path::Path) -> Gateway {
+    Gateway(
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                "info,threadline_gateway::publish::sparkplug=debug",
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Every tag type the Modbus driver has, at its own address (`[[device.tag]]` tables); the

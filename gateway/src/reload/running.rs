@@ -68,7 +68,8 @@ pub fn write(data_dir: &Path, source: &Path, text: &str) -> std::io::Result<()> 
     let mut f = options.open(&tmp)?;
     f.write_all(header.as_bytes())?;
     f.write_all(text.as_bytes())?;
-    f.sync_all()?;
+    // No fsync: a diagnostic copy (the config file itself is the source of truth), and the
+    // daemon writes it on its async runtime.
     std::fs::rename(&tmp, &target)
 }
 

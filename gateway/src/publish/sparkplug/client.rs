@@ -278,7 +278,11 @@ async fn run(
                         break;
                     }
                 },
-                n = rx.recv_many(&mut batch, FLUSH_BATCH), if rx_open => {
+                // Not while connecting: rumqttc's poll is not cancel-safe before the CONNACK — a
+                // value arriving then would drop the half-open connection, the next poll would
+                // connect again with the same client id, and the broker would publish the
+                // first connection's will (an NDEATH) on the takeover. Values wait in the queue.
+                n = rx.recv_many(&mut batch, FLUSH_BATCH), if rx_open && s.connected => {
                     if n == 0 {
                         rx_open = false;
                         continue;
