@@ -160,25 +160,20 @@ impl RtuLink {
         req: ReadRequest,
         timeout: Duration,
     ) -> Result<ReadData, ModbusError> {
-        let gone = || -> ModbusError {
-            Unreachable::Port {
-                port: self.port.clone(),
-                reason: "port worker stopped".into(),
-            }
-            .into()
-        };
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            unit: self.unit,
-            timeout,
-            op: Op::Read { req, reply },
-        };
-        self.tx.send(job).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.submit(timeout, |reply| Op::Read { req, reply }).await
     }
 
     /// One write through the port's worker (between the polls of the bus's devices).
     pub async fn write(&mut self, req: WriteRequest, timeout: Duration) -> Result<(), ModbusError> {
+        self.submit(timeout, |reply| Op::Write { req, reply }).await
+    }
+
+    /// Queues the job `op` makes (with where its answer goes) and waits for the answer.
+    async fn submit<T>(
+        &mut self,
+        timeout: Duration,
+        op: impl FnOnce(oneshot::Sender<Result<T, ModbusError>>) -> Op,
+    ) -> Result<T, ModbusError> {
         let gone = || -> ModbusError {
             Unreachable::Port {
                 port: self.port.clone(),
@@ -190,7 +185,7 @@ impl RtuLink {
         let job = Job {
             unit: self.unit,
             timeout,
-            op: Op::Write { req, reply },
+            op: op(reply),
         };
         self.tx.send(job).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
