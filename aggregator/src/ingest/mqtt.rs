@@ -318,13 +318,11 @@ async fn drain(
         status_payload(GatewayState::Offline),
     );
     let _ = client.try_disconnect();
+    // Until the broker closes the connection: it does so after reading the DISCONNECT, which
+    // follows the last acks on the stream. Returning at `Outgoing::Disconnect` could drop the
+    // event loop before its write buffer — the last acks with it — reached the socket.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
+        while eventloop.poll().await.is_ok() {}
     })
     .await;
 }
