@@ -93,42 +93,35 @@ impl Interlocks {
                 continue;
             };
             let scaled = |v: f64| (v - t.offset) / t.scale;
+            // Modbus (TCP and RTU): a coil, or holding registers in the tag's type and order.
+            let modbus = |v: f64| match t.area {
+                Some(Area::Coil) => Payload::Coil(v != 0.0),
+                _ => Payload::Words(words(
+                    scaled(v),
+                    t.data_type.unwrap_or(DataType::U16),
+                    t.order,
+                )),
+            };
             let (at, ok, nok, writer) = match d.kind() {
                 Some(DeviceKind::ModbusTcp { address }) => {
                     let Some(reg) = t.address else { continue };
-                    let encode = |v: f64| match t.area {
-                        Some(Area::Coil) => Payload::Coil(v != 0.0),
-                        _ => Payload::Words(words(
-                            scaled(v),
-                            t.data_type.unwrap_or(DataType::U16),
-                            t.order,
-                        )),
-                    };
                     let w = Writer::Modbus {
                         address: address.to_owned(),
                         unit: d.unit_id,
                         timeout: Duration::from_millis(d.timeout_ms),
                     };
-                    (At::Register(reg), encode(il.ok), encode(il.nok), w)
+                    (At::Register(reg), modbus(il.ok), modbus(il.nok), w)
                 }
                 Some(DeviceKind::ModbusRtu { .. }) => {
                     let (Some(reg), Some(port)) = (t.address, PortSettings::of(d)) else {
                         continue;
-                    };
-                    let encode = |v: f64| match t.area {
-                        Some(Area::Coil) => Payload::Coil(v != 0.0),
-                        _ => Payload::Words(words(
-                            scaled(v),
-                            t.data_type.unwrap_or(DataType::U16),
-                            t.order,
-                        )),
                     };
                     // A place in the serial port's queue, beside the device's own polls.
                     let w = Writer::Rtu {
                         link: RtuLink::register(port, d.unit_id),
                         timeout: Duration::from_millis(d.timeout_ms),
                     };
-                    (At::Register(reg), encode(il.ok), encode(il.nok), w)
+                    (At::Register(reg), modbus(il.ok), modbus(il.nok), w)
                 }
                 Some(DeviceKind::OpcUa { .. }) => {
                     let (Some(node), Some(ty)) = (t.node_id.as_deref(), t.data_type) else {
