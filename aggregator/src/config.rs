@@ -138,6 +138,15 @@ pub struct DatabaseSection {
     /// that enforcement decides on (route status, holds) stay on `url`. Unset = `url` for all.
     #[serde(default)]
     pub read_url: Option<String>,
+    /// Keep the factor index of common-cause analysis (per hour and part: units and their
+    /// factors; `analytics::factor_index`), so that a population of millions of units is
+    /// counted in a second. `false` empties it and stops its triggers.
+    #[serde(default = "default_true")]
+    pub factor_index: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_connections() -> u32 {

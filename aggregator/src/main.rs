@@ -456,6 +456,16 @@ async fn run(cfg: AggregatorConfig) -> anyhow::Result<()> {
     if let Some(days) = cfg.database.readings_retention_days {
         tokio::spawn(retention_loop(db.clone(), days, cancel.clone()));
     }
+    if cfg.database.factor_index {
+        tokio::spawn(threadline_aggregator::analytics::factor_index::run(
+            db.clone(),
+            cancel.clone(),
+        ));
+    } else {
+        threadline_aggregator::analytics::factor_index::clear(&db)
+            .await
+            .context("emptying the factor index ([database] factor_index = false)")?;
+    }
     // Queries on a pool of their own, with a statement timeout: none can starve ingest.
     let query_db = Db::connect_queries(
         &cfg.database.url,

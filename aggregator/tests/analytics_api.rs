@@ -706,14 +706,159 @@ async fn common_cause_counts_the_same_from_the_units_and_from_the_factors_side()
             load(&db).await;
             for r in requests {
                 let req: CommonCauseRequest = serde_json::from_value(r.clone()).unwrap();
-                let units_side = common_cause_counted(&db, &req, usize::MAX).await.unwrap();
-                let factors_side = common_cause_counted(&db, &req, 0).await.unwrap();
+                let units_side = common_cause_counted(&db, &req, usize::MAX, false)
+                    .await
+                    .unwrap();
+                let factors_side = common_cause_counted(&db, &req, 0, false).await.unwrap();
                 assert!(
                     units_side.factors_tested > 0 || units_side.units == 0,
                     "[{be}] {r}"
                 );
                 assert_eq!(units_side, factors_side, "[{be}] {r}");
             }
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    check(Db::connect(&url, 2).await.expect("sqlite"), "sqlite").await;
+    if let Some((db, admin, name)) = postgres_db().await {
+        use sqlx::Connection as _;
+        check(db.clone(), "postgres").await;
+        if let Db::Postgres(p) = db {
+            p.close().await;
+        }
+        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut c)
+            .await;
+        }
+    }
+}
+
+/// The factor index counts what the units' side counts: after it is built, with changes it has
+/// not drained yet (a later consumption, a lot's supplier corrected, a new operation, a late
+/// unit in an hour already built), and after the index loop has drained and rebuilt them.
+#[tokio::test]
+async fn common_cause_counts_the_same_with_the_factor_index() {
+    use threadline_aggregator::analytics::CommonCauseRequest;
+    use threadline_aggregator::analytics::common_cause::common_cause_counted;
+    use threadline_aggregator::analytics::factor_index;
+    let requests = [
+        json!({"units": (0..40).map(|i| format!("U{i:02}")).collect::<Vec<_>>(), "limit": 1000}),
+        json!({"units": ["U01", "U05", "U10", "U22", "U38"], "limit": 1000}),
+        json!({"units": ["U03", "U30", "S30"], "limit": 1000}),
+        json!({"units": (20..28).map(|i| format!("U{i}")).collect::<Vec<_>>(),
+               "population": {"part": "FG-1", "from": "2026-03-01T06:30:00Z", "to": "2026-03-01T18:00:00Z"},
+               "limit": 1000}),
+    ];
+    let check = |db: Db, be: &'static str| {
+        let requests = requests.clone();
+        async move {
+            load(&db).await;
+            let same = |stage: &'static str| {
+                let (db, requests) = (db.clone(), requests.clone());
+                async move {
+                    for r in &requests {
+                        let req: CommonCauseRequest = serde_json::from_value(r.clone()).unwrap();
+                        let want = common_cause_counted(&db, &req, usize::MAX, false)
+                            .await
+                            .unwrap();
+                        assert!(want.population > 0, "[{be}] {stage} {r}");
+                        for small in [usize::MAX, 0] {
+                            let got = common_cause_counted(&db, &req, small, true).await.unwrap();
+                            assert_eq!(got, want, "[{be}] {stage}, small {small}: {r}");
+                        }
+                    }
+                }
+            };
+            let counted = |sql: &'static str| {
+                let db = db.clone();
+                async move {
+                    let n: i64 = match &db {
+                        Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+                        Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+                    };
+                    n
+                }
+            };
+
+            let now = chrono::Utc::now();
+            let built = factor_index::build_all(&db, now, |_| {}).await.unwrap();
+            // 40 finished units and their 40 sub-assemblies, 20 minutes apart from 06:00.
+            assert_eq!(built.built, 14, "[{be}] {built:?}");
+            assert_eq!(
+                counted("SELECT CAST(SUM(n) AS BIGINT) FROM factor_index_units").await,
+                80,
+                "[{be}]"
+            );
+            same("built").await;
+
+            // Changes after the build: the triggers record them, queries see them at once.
+            run_all(
+                &db,
+                vec![
+                    "INSERT INTO items (id, kind, ext_id, part, placeholder, supplier, supplier_batch) \
+                     VALUES (5, 'lot', 'BRG-3', 'P-6202', FALSE, 'FAG', 'F-1')"
+                        .to_owned(),
+                    "INSERT INTO edges (id, parent_id, child_id, relation, qty, station, valid_from) \
+                     VALUES (500, 105, 5, 'consumed', 1, 'ST10', '2026-03-02T08:00:00.000000Z')"
+                        .to_owned(),
+                    "UPDATE items SET supplier = 'Fuchs' WHERE id = 3".to_owned(),
+                    "INSERT INTO operations (id, unit_id, station, operation, equipment, operator, recipe, completed_at, result, out_of_spec, environment, gateway) \
+                     VALUES (5000, 110, 'ST10', 'press-fit', 'PRESS-9', 'OP-C', '3', '2026-03-02T09:00:00.000000Z', 'pass', FALSE, '[]', 'gw-1')"
+                        .to_owned(),
+                    "INSERT INTO items (id, kind, ext_id, part, placeholder, work_order, line, first_seen_at) \
+                     VALUES (140, 'unit', 'U40', 'FG-1', FALSE, 'WO-2', 'line-1', '2026-03-01T06:45:00.000000Z')"
+                        .to_owned(),
+                    "INSERT INTO edges (id, parent_id, child_id, relation, qty, station, valid_from) \
+                     VALUES (501, 140, 2, 'consumed', 1, 'ST10', '2026-03-01T06:46:00.000000Z')"
+                        .to_owned(),
+                ],
+            )
+            .await;
+            assert!(
+                counted("SELECT COUNT(*) FROM factor_changes").await >= 5,
+                "[{be}]"
+            );
+            same("changes waiting").await;
+
+            let mut cursor = factor_index::Cursor::default();
+            let round =
+                factor_index::catch_up(&db, &mut cursor, now, std::time::Duration::from_secs(60))
+                    .await
+                    .unwrap();
+            assert!(round.drained >= 5 && round.marked >= 3, "[{be}] {round:?}");
+            assert_eq!(round.built, round.marked, "[{be}] {round:?}");
+            assert_eq!(
+                counted("SELECT COUNT(*) FROM factor_changes").await,
+                0,
+                "[{be}]"
+            );
+            assert_eq!(
+                counted("SELECT COUNT(*) FROM factor_index_hours WHERE dirty > 0").await,
+                0,
+                "[{be}]"
+            );
+            assert_eq!(
+                counted("SELECT CAST(SUM(n) AS BIGINT) FROM factor_index_units").await,
+                81,
+                "[{be}]"
+            );
+            same("drained and rebuilt").await;
+
+            factor_index::clear(&db).await.unwrap();
+            run_all(
+                &db,
+                vec!["UPDATE items SET supplier = 'SKF-2' WHERE id = 1".to_owned()],
+            )
+            .await;
+            assert_eq!(
+                counted("SELECT COUNT(*) FROM factor_changes").await,
+                0,
+                "[{be}] an empty index records nothing"
+            );
         }
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::fisher;
+use super::{factor_index, fisher};
 use crate::store::Db;
 use crate::store::sql::{self, Sql};
 use crate::trace::QueryError;
@@ -99,7 +99,7 @@ pub struct CommonCause {
     pub factors_tested: u64,
 }
 
-type Key = (&'static str, String);
+pub(super) type Key = (&'static str, String);
 
 #[derive(sqlx::FromRow)]
 struct UnitRow {
@@ -159,6 +159,8 @@ struct Population {
     parts: Vec<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    /// First-seen ranges `[from, to)` left out: counted by the factor index.
+    indexed: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Population {
@@ -174,6 +176,13 @@ impl Population {
         if let Some(t) = self.to {
             s.push_str(&format!(" AND {u}.first_seen_at <= {}", q.param(t)));
         }
+        for (a, b) in &self.indexed {
+            s.push_str(&format!(
+                " AND NOT ({u}.first_seen_at >= {} AND {u}.first_seen_at < {})",
+                q.param(*a),
+                q.param(*b)
+            ));
+        }
         s
     }
 }
@@ -184,16 +193,18 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// Runs the analysis.
 pub async fn common_cause(db: &Db, req: &CommonCauseRequest) -> Result<CommonCause, QueryError> {
-    common_cause_counted(db, req, SMALL_POPULATION).await
+    common_cause_counted(db, req, SMALL_POPULATION, true).await
 }
 
-/// [`common_cause`] with the population size up to which counts come from the units' side
-/// (tests run both ways on one plant: the answers must be the same).
+/// [`common_cause`] with the population size up to which counts come from the units' side, and
+/// whether the factor index may count the hours it holds (tests run every way on one plant: the
+/// answers must be the same).
 #[doc(hidden)]
 pub async fn common_cause_counted(
     db: &Db,
     req: &CommonCauseRequest,
     small_population: usize,
+    use_index: bool,
 ) -> Result<CommonCause, QueryError> {
     // 1. The complaint units.
     let wanted: Vec<String> = {
@@ -228,7 +239,7 @@ pub async fn common_cause_counted(
         .iter()
         .filter_map(|u| u.first_seen_at.as_deref().and_then(parse_time))
         .collect();
-    let pop = Population {
+    let mut pop = Population {
         parts: match &spec.part {
             Some(p) => vec![p.clone()],
             None => {
@@ -239,7 +250,19 @@ pub async fn common_cause_counted(
         },
         from: spec.from.or_else(|| seen_times.iter().min().copied()),
         to: spec.to.or_else(|| seen_times.iter().max().copied()),
+        indexed: Vec::new(),
     };
+    // The hours the factor index covers whole are summed from it; the rest of the population
+    // (the hours cut by the span, dirty or not built yet) is counted below as before.
+    let covered = if use_index && !units.is_empty() {
+        factor_index::covered(db, &pop.parts, pop.from, pop.to).await?
+    } else {
+        None
+    };
+    if let Some(c) = &covered {
+        pop.indexed = c.ranges.clone();
+    }
+    let indexed_units = covered.as_ref().map_or(0, |c| c.units as usize);
     let mut pop_ids: HashSet<i64> = HashSet::new();
     let mut members: Vec<(i64, Option<String>)> = Vec::new();
     if !units.is_empty() {
@@ -255,11 +278,18 @@ pub async fn common_cause_counted(
         })
         .await?;
     }
-    // Complaint units outside the predicate (other part, no first sighting) join it.
+    // Complaint units outside the predicate (other part, no first sighting) join it; those in
+    // the hours the index covers are in its counts already.
+    let in_covered = |u: &UnitRow| {
+        let part_ok =
+            pop.parts.is_empty() || u.part.as_ref().is_some_and(|p| pop.parts.contains(p));
+        let seen = u.first_seen_at.as_deref().and_then(parse_time);
+        part_ok && seen.is_some_and(|t| pop.indexed.iter().any(|(a, b)| *a <= t && t < *b))
+    };
     let outside: HashSet<i64> = units
         .iter()
+        .filter(|u| !pop_ids.contains(&u.id) && !in_covered(u))
         .map(|u| u.id)
-        .filter(|id| !pop_ids.contains(id))
         .collect();
     pop_ids.extend(outside.iter().copied());
     members.extend(
@@ -277,18 +307,26 @@ pub async fn common_cause_counted(
     // 4. Population counts of those factors. A population small enough is read whole from its
     // own side (each unit's factors, as for the complaint units: a few indexed reads per unit);
     // a large one from the factors' side (walk up from the lots, grouped counts per kind).
+    let add_covered = |counts: &mut HashMap<Key, u64>| {
+        if let Some(c) = &covered {
+            for k in affected.keys() {
+                *counts.entry(k.clone()).or_default() += c.counts.get(k).copied().unwrap_or(0);
+            }
+        }
+    };
     if members.len() <= small_population {
         let (of_pop, _) = factors_of(db, &members).await?;
-        let counts: HashMap<Key, u64> = affected
+        let mut counts: HashMap<Key, u64> = affected
             .keys()
             .map(|k| (k.clone(), of_pop.get(k).map_or(0, |s| s.len() as u64)))
             .collect();
+        add_covered(&mut counts);
         return Ok(rank(
             req,
             &units,
             missing,
             &pop,
-            pop_ids.len(),
+            pop_ids.len() + indexed_units,
             &affected,
             &counts,
         ));
@@ -417,13 +455,14 @@ pub async fn common_cause_counted(
             *counts.entry(key.clone()).or_default() += extra;
         }
     }
+    add_covered(&mut counts);
 
     Ok(rank(
         req,
         &units,
         missing,
         &pop,
-        pop_ids.len(),
+        pop_ids.len() + indexed_units,
         &affected,
         &counts,
     ))
@@ -481,7 +520,7 @@ fn rank(
 
 /// Every factor of the units `roots` (id, work order): factor → the roots having it, and the
 /// lots met by their external id. Components: walked down the `assembled` edges.
-async fn factors_of(
+pub(super) async fn factors_of(
     db: &Db,
     roots: &[(i64, Option<String>)],
 ) -> Result<(BTreeMap<Key, HashSet<i64>>, HashMap<String, i64>), QueryError> {

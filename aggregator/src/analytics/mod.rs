@@ -5,6 +5,7 @@
 //! store's shared SQL.
 
 pub mod common_cause;
+pub mod factor_index;
 pub mod fisher;
 pub mod quality;
 pub mod spc;

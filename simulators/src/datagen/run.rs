@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use anyhow::Context as _;
+
 use super::layout::{LEVELS, Layout};
 use super::master;
 use super::products::Products;
@@ -46,6 +48,24 @@ pub async fn generate(url: &str, plan: &Plan) -> anyhow::Result<Written> {
     let rows = sink.finish().await?;
 
     target.finish(prepared).await?;
+    // The factor index of common-cause analysis, as the aggregator's index loop would build it
+    // over its first rounds (the bulk load bypassed the triggers: the index was empty).
+    let db = threadline_aggregator::store::Db::connect(url, 4)
+        .await
+        .context("connecting for the factor index")?;
+    let began = std::time::Instant::now();
+    let built = threadline_aggregator::analytics::factor_index::build_all(
+        &db,
+        threadline_shared::time::now(),
+        |p| tracing::info!(hours = p.built, "factor index"),
+    )
+    .await
+    .context("building the factor index")?;
+    tracing::info!(
+        hours = built.built,
+        seconds = began.elapsed().as_secs_f64(),
+        "factor index built"
+    );
     Ok(Written {
         rows: Table::ALL.iter().map(|t| t.name()).zip(rows).collect(),
         products,
