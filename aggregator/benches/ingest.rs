@@ -18,6 +18,10 @@
 //! the curve shows whether the rate stays flat as the table grows. `TL_BENCH_TAGS` (100): how
 //! many distinct tags the readings cycle through.
 //!
+//! `TL_BENCH_FACTOR_INDEX=1`: the factor index of common-cause analysis holds an hour before the
+//! run, so its triggers record every edge, operation and new unit the run writes (as on a plant
+//! whose aggregator keeps the index); alternate with and without for their cost on ingest.
+//!
 //! `TL_BENCH_SIGNED=1` (MQTT end to end only): every gateway gets a key in a `gateway_keys_dir`,
 //! its envelopes are signed (before the clock starts, as a gateway signs them on its own CPU)
 //! and the aggregator verifies each and signs each ack; the publisher checks the acks' MACs, as
@@ -141,7 +145,23 @@ async fn fresh_db(admin: &str) -> (Db, String, String) {
         .await
         .unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-    (Db::connect(&url, 8).await.unwrap(), url, name)
+    let db = Db::connect(&url, 8).await.unwrap();
+    factor_index_on(&db).await;
+    (db, url, name)
+}
+
+/// `TL_BENCH_FACTOR_INDEX=1`: one (empty) hour in the factor index, so its triggers record.
+async fn factor_index_on(db: &Db) {
+    if std::env::var("TL_BENCH_FACTOR_INDEX").as_deref() != Ok("1") {
+        return;
+    }
+    let sql = "INSERT INTO factor_index_hours (hour) VALUES ('1970-01-01T00')";
+    match db {
+        Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+    }
+    .expect("factor index hour");
+    println!("factor index on: its triggers record what the run writes");
 }
 
 async fn drop_db(admin: &str, name: &str) {

@@ -106,6 +106,7 @@ async fn fixed(path: &Path) {
     if std::env::var("TL_BENCH_ONLY_MQTT").is_err() {
         remove_db(path);
         let db = Db::connect(&url_of(path), 8).await.unwrap();
+        super::factor_index_on(&db).await;
         for (what, raw, n) in [
             (
                 "trace events",
@@ -205,6 +206,7 @@ async fn long(path: &Path, secs: u64) {
     let tags = env_usize("TL_BENCH_TAGS", 100);
     remove_db(path);
     let db = Db::connect(&url_of(path), 8).await.unwrap();
+    super::factor_index_on(&db).await;
     println!(
         "SQLite long run ({}): {kind} for {secs} s, {gateways} gateways, {tags} tags, \
          {PER_ENVELOPE} records/envelope, batches of ≤ 5000, 1 writer; load average {} at start",
