@@ -530,10 +530,20 @@ async fn web_ui_in_headless_chromium() {
     // 6. Containers, shipments, operations, SPC, analysis render without console errors.
     d.goto(&format!("{base}/ui/shipments/SH-1")).await;
     assert_eq!(d.text("#customer").await, "ACME");
-    // 20 finished units and their 20 sub-assemblies (every level counts)
-    assert_eq!(d.text("#unit-count").await, "40");
-    d.goto(&format!("{base}/ui/containers/CASE-1")).await;
+    // The 20 units packed in its pallet's two cases; their sub-assemblies are on their pages.
     assert_eq!(d.text("#unit-count").await, "20");
+    for (prefix, listed) in [("UT-", 20), ("SA-", 0)] {
+        assert_eq!(
+            d.js(&format!(
+                "return document.querySelectorAll('main a[href^=\"/ui/units/{prefix}\"]').length"
+            ))
+            .await,
+            json!(listed),
+            "{prefix} units listed on the shipment page"
+        );
+    }
+    d.goto(&format!("{base}/ui/containers/CASE-1")).await;
+    assert_eq!(d.text("#unit-count").await, "10");
     d.assert_no_console_errors("containers").await;
     d.goto(&format!("{base}/ui/operations?station=ST30&result=fail"))
         .await;

@@ -13,11 +13,6 @@ use super::sql::{self, Dialect, Rows, Sql};
 use super::sqlite::SqliteWrite;
 use super::write;
 
-/// Rows a SQLite connection's worker thread may read ahead of the task taking them. sqlx's
-/// default (50) hands a large result over in small batches, each a thread wake-up on both
-/// sides: 10,000 rows cost ~150 ms more than the statement itself.
-const ROW_BUFFER: usize = 4096;
-
 /// A connection pool to one of the two backends. Callers outside the store use its methods and
 /// never need to know which backend it is (tests may reach the pool to run SQL of their own).
 #[derive(Clone, Debug)]
@@ -57,8 +52,7 @@ impl Db {
                 // A WAL that grew during a burst is cut back to this size once checkpointed.
                 .pragma("journal_size_limit", (64i64 << 20).to_string())
                 // The multi-row statements of the write path, several sizes per table.
-                .statement_cache_capacity(256)
-                .row_buffer_size(ROW_BUFFER);
+                .statement_cache_capacity(256);
             if let Some(dir) = opts.get_filename().parent()
                 && !dir.as_os_str().is_empty()
             {
@@ -113,8 +107,7 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(std::time::Duration::from_secs(10))
-                .row_buffer_size(ROW_BUFFER);
+                .busy_timeout(std::time::Duration::from_secs(10));
             let limit = (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))

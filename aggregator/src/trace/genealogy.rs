@@ -50,6 +50,9 @@ pub struct TraceRequest {
     pub max_nodes: u32,
     /// Only edges valid at this instant (valid_from ≤ t < valid_to).
     pub as_of: Option<DateTime<Utc>>,
+    /// Follow the edges of the units reached (their components, or what they went into); false:
+    /// units are leaves (a container's contents down to the units packed).
+    pub expand_units: bool,
 }
 
 pub const DEFAULT_MAX_DEPTH: u32 = 20;
@@ -66,6 +69,7 @@ impl TraceRequest {
             max_depth: DEFAULT_MAX_DEPTH,
             max_nodes: DEFAULT_MAX_NODES,
             as_of: None,
+            expand_units: true,
         }
     }
 }
@@ -230,8 +234,11 @@ pub async fn trace(db: &Db, req: &TraceRequest) -> Result<TraceGraph, QueryError
                     continue;
                 }
                 slot.insert(nodes.len());
-                nodes.push(e.far.node(depth + 1)?);
-                next.push(far);
+                let node = e.far.node(depth + 1)?;
+                if req.expand_units || node.kind != ItemKind::Unit {
+                    next.push(far);
+                }
+                nodes.push(node);
             }
             let (Some(&ni), Some(&fi)) = (visited.get(&near), visited.get(&far)) else {
                 continue;
