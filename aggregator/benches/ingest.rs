@@ -151,17 +151,30 @@ async fn fresh_db(admin: &str) -> (Db, String, String) {
 }
 
 /// `TL_BENCH_FACTOR_INDEX=1`: one (empty) hour in the factor index, so its triggers record.
+/// `TL_BENCH_FACTOR_INDEX=none`: its triggers dropped (the write path before the index existed).
 async fn factor_index_on(db: &Db) {
-    if std::env::var("TL_BENCH_FACTOR_INDEX").as_deref() != Ok("1") {
-        return;
-    }
-    let sql = "INSERT INTO factor_index_hours (hour) VALUES ('1970-01-01T00')";
+    let sql = match std::env::var("TL_BENCH_FACTOR_INDEX").as_deref() {
+        Ok("1") => "INSERT INTO factor_index_hours (hour) VALUES ('1970-01-01T00')",
+        Ok("none") => {
+            "DROP TRIGGER edges_factor_changes ON edges; \
+             DROP TRIGGER operations_factor_changes ON operations; \
+             DROP TRIGGER items_factor_changes ON items; \
+             DROP TRIGGER item_factor_changes ON items"
+        }
+        _ => return,
+    };
     match db {
-        Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
-        Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        Db::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+        Db::Sqlite(p) => {
+            let sql = sql
+                .replace(" ON edges", "")
+                .replace(" ON operations", "")
+                .replace(" ON items", "");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(p).await.map(|_| ())
+        }
     }
-    .expect("factor index hour");
-    println!("factor index on: its triggers record what the run writes");
+    .expect("factor index setting");
+    println!("factor index: {sql}");
 }
 
 async fn drop_db(admin: &str, name: &str) {
