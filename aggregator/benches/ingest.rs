@@ -170,7 +170,10 @@ async fn factor_index_on(db: &Db) {
                 .replace(" ON edges", "")
                 .replace(" ON operations", "")
                 .replace(" ON items", "");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(p).await.map(|_| ())
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(p)
+                .await
+                .map(|_| ())
         }
     }
     .expect("factor index setting");

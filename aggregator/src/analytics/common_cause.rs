@@ -176,12 +176,34 @@ impl Population {
         if let Some(t) = self.to {
             s.push_str(&format!(" AND {u}.first_seen_at <= {}", q.param(t)));
         }
-        for (a, b) in &self.indexed {
-            s.push_str(&format!(
-                " AND NOT ({u}.first_seen_at >= {} AND {u}.first_seen_at < {})",
-                q.param(*a),
-                q.param(*b)
-            ));
+        // The gaps between the indexed ranges, as ranges of their own: an index range scan
+        // each (a `NOT (range)` would read the whole span).
+        if !self.indexed.is_empty() {
+            let mut gaps = Vec::new();
+            let mut at = self.from;
+            for (a, b) in &self.indexed {
+                if at.is_none_or(|t| t < *a) {
+                    gaps.push(match at {
+                        Some(t) => format!(
+                            "({u}.first_seen_at >= {} AND {u}.first_seen_at < {})",
+                            q.param(t),
+                            q.param(*a)
+                        ),
+                        None => format!("{u}.first_seen_at < {}", q.param(*a)),
+                    });
+                }
+                at = Some(*b);
+            }
+            if let Some(t) = at
+                && self.to.is_none_or(|to| t <= to)
+            {
+                gaps.push(format!("{u}.first_seen_at >= {}", q.param(t)));
+            }
+            if gaps.is_empty() {
+                s.push_str(" AND FALSE");
+            } else {
+                s.push_str(&format!(" AND ({})", gaps.join(" OR ")));
+            }
         }
         s
     }
