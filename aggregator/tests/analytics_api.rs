@@ -722,18 +722,8 @@ async fn common_cause_counts_the_same_from_the_units_and_from_the_factors_side()
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     check(Db::connect(&url, 2).await.expect("sqlite"), "sqlite").await;
     if let Some((db, admin, name)) = postgres_db().await {
-        use sqlx::Connection as _;
         check(db.clone(), "postgres").await;
-        if let Db::Postgres(p) = db {
-            p.close().await;
-        }
-        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await;
-        }
+        drop_postgres_db(db, &admin, &name).await;
     }
 }
 
@@ -865,17 +855,22 @@ async fn common_cause_counts_the_same_with_the_factor_index() {
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     check(Db::connect(&url, 2).await.expect("sqlite"), "sqlite").await;
     if let Some((db, admin, name)) = postgres_db().await {
-        use sqlx::Connection as _;
         check(db.clone(), "postgres").await;
-        if let Db::Postgres(p) = db {
-            p.close().await;
-        }
-        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await;
-        }
+        drop_postgres_db(db, &admin, &name).await;
+    }
+}
+
+/// Closes `db` and drops its database (made by [`postgres_db`]).
+async fn drop_postgres_db(db: Db, admin: &str, name: &str) {
+    use sqlx::Connection as _;
+    if let Db::Postgres(p) = db {
+        p.close().await;
+    }
+    if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
     }
 }
