@@ -265,6 +265,9 @@ pub async fn all_stored_once(
     Ok(problems)
 }
 
+/// How many times a nats-server start is tried when a port picked free was taken before it bound.
+const PORT_CLASH_ATTEMPTS: u32 = 3;
+
 /// One nats-server with JetStream and MQTT on free loopback ports (a cluster member when
 /// started by [`NatsCluster`]); SIGKILLed when dropped.
 pub struct Nats {
@@ -295,11 +298,28 @@ impl Nats {
     }
 
     /// Starts one standalone server with JetStream and MQTT and waits until it is ready.
+    ///
+    /// Ports are picked free and bound by nats-server a moment later; when another process took
+    /// one in between (nats-server exits with "address already in use"), it starts again on
+    /// fresh ones.
     pub async fn start_single(dir: &Path) -> Result<Nats> {
-        let mut n = Nats::configure(dir, "n1", None)?;
-        n.up()?;
-        n.wait_ready(Duration::from_secs(30)).await?;
-        Ok(n)
+        let mut last = None;
+        for attempt in 1..=PORT_CLASH_ATTEMPTS {
+            let home = dir.join(format!("try{attempt}"));
+            let mut n = Nats::configure(&home, "n1", None)?;
+            n.up()?;
+            match n.wait_ready(Duration::from_secs(30)).await {
+                Ok(()) => return Ok(n),
+                Err(e) if n.port_clash() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// nats-server exited because a port it was given was taken.
+    fn port_clash(&self) -> bool {
+        self.log().contains("address already in use")
     }
 
     fn configure(dir: &Path, name: &str, cluster: Option<(u16, &[u16])>) -> Result<Nats> {
@@ -365,13 +385,17 @@ impl Nats {
     async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let health = format!("http://127.0.0.1:{}/healthz", self.monitor_port);
         wait_for(&format!("nats {} ready", self.name), timeout, || async {
+            if self.log().contains("[FTL]") {
+                return Some(Err(anyhow::anyhow!("nats {} exited", self.name)));
+            }
             let ok = reqwest::get(&health).await.ok()?.status().is_success();
             let mqtt = tokio::net::TcpStream::connect(("127.0.0.1", self.mqtt_port))
                 .await
                 .is_ok();
-            (ok && mqtt).then_some(())
+            (ok && mqtt).then_some(Ok(()))
         })
         .await
+        .and_then(|r| r)
         .with_context(|| self.log())
     }
 
@@ -386,7 +410,24 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
+    ///
+    /// Like [`Nats::start_single`], a cluster whose node lost a port to another process in the
+    /// moment between picking and binding it starts again on fresh ports.
     pub async fn start(dir: &Path) -> Result<NatsCluster> {
+        let mut last = None;
+        for attempt in 1..=PORT_CLASH_ATTEMPTS {
+            match NatsCluster::try_start(&dir.join(format!("try{attempt}"))).await {
+                Ok(cluster) => return Ok(cluster),
+                Err((e, true)) => last = Some(e),
+                Err((e, false)) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Starts the cluster once; the error says whether a node lost a port.
+    async fn try_start(dir: &Path) -> std::result::Result<NatsCluster, (anyhow::Error, bool)> {
+        let fatal = |e| (e, false);
         let cluster_ports = [free_port(), free_port(), free_port()];
         let mut nodes = Vec::new();
         for (i, port) in cluster_ports.iter().enumerate() {
@@ -395,17 +436,18 @@ impl NatsCluster {
                 .copied()
                 .filter(|p| p != port)
                 .collect();
-            nodes.push(Nats::configure(
-                dir,
-                &format!("n{}", i + 1),
-                Some((*port, routes.as_slice())),
-            )?);
+            let name = format!("n{}", i + 1);
+            nodes.push(
+                Nats::configure(dir, &name, Some((*port, routes.as_slice()))).map_err(fatal)?,
+            );
         }
         for n in &mut nodes {
-            n.up()?;
+            n.up().map_err(fatal)?;
         }
         for n in &nodes {
-            n.wait_ready(Duration::from_secs(60)).await?;
+            if let Err(e) = n.wait_ready(Duration::from_secs(60)).await {
+                return Err((e, nodes.iter().any(Nats::port_clash)));
+            }
         }
         // JetStream needs a meta leader before MQTT sessions can be made.
         let monitor = nodes[0].monitor_port;
@@ -423,7 +465,8 @@ impl NatsCluster {
             },
         )
         .await
-        .with_context(|| nodes.iter().map(Nats::log).collect::<Vec<_>>().join("\n"))?;
+        .with_context(|| nodes.iter().map(Nats::log).collect::<Vec<_>>().join("\n"))
+        .map_err(fatal)?;
         Ok(NatsCluster { nodes })
     }
 

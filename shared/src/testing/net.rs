@@ -8,11 +8,38 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound and released; bind it right away).
+///
+/// It is taken below the kernel's ephemeral range (`ip_local_port_range`), where port 0 would
+/// land: the outgoing connections of every process on the machine take their local ports from
+/// that range, and one of them could take a port between this call and the server's bind (a
+/// nats-server in CI died so). Ports below it are handed out only here, each once per process.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let first = ephemeral_low().max(LOWEST + 1000);
+    let span = first - LOWEST;
+    // Processes run one after another start at different places of the span.
+    let seed = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + (seed + n) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port on 127.0.0.1")
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// `host:port` of a URL such as `postgres://user@host:port/db`, with `default_port` when the
